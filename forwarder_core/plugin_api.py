@@ -320,3 +320,12 @@ def http_output_options_schema(
         "properties": {**common, **properties},
         "required": req,
     }
+
+
+def apply_defaults(schema: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``options`` with the schema's top-level ``default`` values filled in."""
+    result = dict(options)
+    for key, prop in schema.get("properties", {}).items():
+        if key not in result and isinstance(prop, dict) and "default" in prop:
+            result[key] = prop["default"]
+    return result
