@@ -55,3 +55,17 @@ class HttpError(ForwarderError):
 
 class TransportError(HttpError):
     """No HTTP answer at all: connection refused or reset, TLS failure, timeout."""
+
+
+class QuarantineEvent(ForwarderError):
+    """Raised by :meth:`Source.normalize` to set an event aside with a reason.
+
+    The pipeline writes the raw event to the quarantine (never to an output) with ``reason``,
+    counts it and goes on; the page's cursor still moves, so the event is handled, not retried.
+    A source uses it when an event is readable but must not be forwarded (e.g. it failed a
+    tamper-evidence check).
+    """
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
