@@ -69,3 +69,12 @@ class QuarantineEvent(ForwarderError):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class QuarantineEvent(ForwarderError):
+    """Raised by ``Source.normalize`` to set one event aside (quarantine) with a reason."""
+
+    def __init__(self, reason: str, event_id: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.event_id = event_id

@@ -1,0 +1,111 @@
+"""The checkpoint store: one SQLite database (WAL) in ``state_dir``, one row per source.
+
+A row holds the source's opaque JSON cursor, when it was last committed and the newest event
+time delivered. A commit is one SQLite transaction, so a crash (even mid-write) leaves either
+the old row or the new one. A store that SQLite cannot read is refused with a clear error and
+never reset silently: resetting would re-send or skip a tenant's whole history.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from forwarder_core.errors import StateError
+from forwarder_core.statedir import secure_file
+
+FILENAME = "checkpoints.sqlite"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    source: str
+    cursor: Any
+    updated: float
+    newest_event: str | None
+    delivered: int
+
+
+class CheckpointStore:
+    """Thread-safe: each source thread commits its own row through one shared connection."""
+
+    def __init__(self, state_dir: str):
+        self.path = os.path.join(state_dir, FILENAME)
+        self._lock = threading.Lock()
+        existed = os.path.exists(self.path)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            secure_file(self.path)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            if existed:
+                self._check()
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS checkpoints (source TEXT PRIMARY KEY, cursor TEXT NOT NULL, "
+                "updated REAL NOT NULL, newest_event TEXT, delivered INTEGER NOT NULL DEFAULT 0)"
+            )
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"checkpoint store {self.path} is unreadable ({exc}); it was left untouched. Restore it from a "
+                f"backup, or move it away to start every source from its start_time again"
+            ) from None
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                secure_file(self.path + suffix)
+
+    def _check(self) -> None:
+        row = self._db.execute("PRAGMA quick_check").fetchone()
+        if not row or row[0] != "ok":
+            raise sqlite3.DatabaseError(f"integrity check failed: {row[0] if row else 'no answer'}")
+
+    def get(self, source: str) -> Checkpoint | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT source, cursor, updated, newest_event, delivered FROM checkpoints WHERE source = ?", (source,)
+            ).fetchone()
+        if row is None:
+            return None
+        try:
+            cursor = json.loads(row[1])
+        except ValueError:
+            raise StateError(f"checkpoint of source {source!r} in {self.path} is not valid JSON; refusing to guess") from None
+        return Checkpoint(row[0], cursor, row[2], row[3], row[4])
+
+    def all(self) -> list[Checkpoint]:
+        with self._lock:
+            rows = self._db.execute("SELECT source FROM checkpoints ORDER BY source").fetchall()
+        return [cp for (name,) in rows if (cp := self.get(name)) is not None]
+
+    def commit(self, source: str, cursor: Any, newest_event: str | None, delivered: int) -> None:
+        """Store the cursor atomically (one transaction, fsynced by SQLite before it returns)."""
+        text = json.dumps(cursor, separators=(",", ":"), sort_keys=True)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO checkpoints (source, cursor, updated, newest_event, delivered) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT(source) DO UPDATE SET cursor = excluded.cursor, updated = excluded.updated, "
+                    "newest_event = COALESCE(excluded.newest_event, checkpoints.newest_event), "
+                    "delivered = checkpoints.delivered + excluded.delivered",
+                    (source, text, time.time(), newest_event, delivered),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def reset(self, source: str) -> bool:
+        with self._lock:
+            cur = self._db.execute("DELETE FROM checkpoints WHERE source = ?", (source,))
+        return cur.rowcount > 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,112 @@
+"""Schemas: read from the installed package, compiled once, validated fast.
+
+Validation runs on every event, so the hot path asks a compiled validator (``jsonschema-rs``)
+only "valid or not". When the answer is no, the ``jsonschema`` package explains why (the
+quarantine records the reason); the config is validated with ``jsonschema`` too, since there
+every error must be reported with its path.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+SCHEMA_PACKAGE = "siem_forwarder_schemas"
+
+
+@functools.lru_cache(maxsize=None)
+def load_schema(name: str) -> dict[str, Any]:
+    """A schema file of the installed ``siem_forwarder_schemas`` package, parsed."""
+    text = resources.files(SCHEMA_PACKAGE).joinpath(name).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+@dataclass
+class SchemaProblem:
+    path: list[Any]
+    message: str
+    key: str | None = None  # for required/additionalProperties: the key whose line to report
+
+
+def _draft_validator(schema: dict[str, Any]) -> Any:
+    import jsonschema
+
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def explain_errors(schema: dict[str, Any], instance: Any, schema_id: str = "") -> list[SchemaProblem]:
+    """Every validation error, sorted by path, each with a message an operator can act on."""
+    validator = _draft_validator(schema)
+    problems: list[SchemaProblem] = []
+    for error in sorted(validator.iter_errors(instance), key=lambda e: (list(map(str, e.path)), e.message)):
+        key = None
+        message = error.message
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = set(error.schema.get("properties", {}))
+            extra = sorted(k for k in error.instance if k not in allowed)
+            if extra:
+                key = extra[0]
+                message = ("unknown option" + ("s " if len(extra) > 1 else " ") + ", ".join(repr(k) for k in extra)
+                           + (f" (known: {', '.join(sorted(allowed))})" if allowed else ""))
+        elif error.validator in ("type", "enum", "const", "pattern", "minimum", "maximum", "minLength",
+                                 "exclusiveMinimum", "maxLength") and _looks_secret(error.path):
+            message = f"invalid value (hidden, it is a secret): fails '{error.validator}'"
+        problems.append(SchemaProblem(list(error.path), message, key))
+    return problems
+
+
+def _looks_secret(path: Any) -> bool:
+    from forwarder_core.secrets import SECRET_OPTION_NAMES
+
+    return any(isinstance(p, str) and p in SECRET_OPTION_NAMES for p in path)
+
+
+def _compile_fast(schema: dict[str, Any]) -> Callable[[Any], bool]:
+    try:
+        import jsonschema_rs
+    except ImportError:  # pragma: no cover - jsonschema-rs is a dependency; keep working without it
+        return _draft_validator(schema).is_valid
+    return jsonschema_rs.validator_for(schema).is_valid
+
+
+class EventValidator:
+    """Valid-or-not for normalized events and, where the source has one, their ``raw`` part."""
+
+    def __init__(self, raw_schema_name: str | None):
+        self.event_schema = load_schema("event.schema.json")
+        self._event_ok = _compile_fast(self.event_schema)
+        self.raw_schema = load_schema(raw_schema_name) if raw_schema_name else None
+        self._raw_ok = _compile_fast(self.raw_schema) if self.raw_schema is not None else None
+
+    def is_valid(self, event: dict[str, Any]) -> bool:
+        if not self._event_ok(event):
+            return False
+        return self._raw_ok is None or self._raw_ok(event.get("raw"))
+
+    def explain(self, event: Any) -> str:
+        """Why an event failed: the first few errors, as ``$.path: message``."""
+        reasons: list[str] = []
+        for label, schema, instance, prefix in (
+            ("raw", self.raw_schema, event.get("raw") if isinstance(event, dict) else None, "$.raw"),
+            ("event", self.event_schema, event, "$"),
+        ):
+            if schema is None:
+                continue
+            for problem in _iter_limited(schema, instance, 3):
+                where = prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in problem.path)
+                reasons.append(f"{label} schema: {where}: {problem.message[:300]}")
+            if reasons:
+                break
+        return "; ".join(reasons) or "invalid event"
+
+
+def _iter_limited(schema: dict[str, Any], instance: Any, limit: int) -> Iterator[SchemaProblem]:
+    validator = _draft_validator(schema)
+    for n, error in enumerate(validator.iter_errors(instance)):
+        if n >= limit:
+            return
+        yield SchemaProblem(list(error.path), error.message)
