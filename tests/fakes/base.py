@@ -149,7 +149,9 @@ class FakeServer:
 
         self._httpd = ThreadingHTTPServer((self._host, self._port), _Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"{self.name}-http", daemon=True)
+        # A short poll interval: stop() waits for it, and tests stop a fake every few hundred ms.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"{self.name}-http", daemon=True)
         self._thread.start()
         return self
 
