@@ -66,14 +66,6 @@ class QuarantineEvent(ForwarderError):
     tamper-evidence check).
     """
 
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-class QuarantineEvent(ForwarderError):
-    """Raised by ``Source.normalize`` to set one event aside (quarantine) with a reason."""
-
     def __init__(self, reason: str, event_id: str | None = None):
         super().__init__(reason)
         self.reason = reason

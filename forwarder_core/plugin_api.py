@@ -175,13 +175,14 @@ class Source(_Component):
     """A vendor audit-log API.
 
     Subclasses set ``type_name``, ``vendor``, ``product``, ``options_schema`` and
-    ``event_schema`` (the file name of the raw-event schema in ``siem_forwarder_schemas``, or
-    None), and implement :meth:`poll` and :meth:`normalize`.
+    ``event_schema`` (the file name of the raw-event schema in ``siem_forwarder_schemas``, a
+    schema dict, or None), and implement :meth:`poll` and :meth:`normalize`.
     """
 
     vendor: ClassVar[str] = ""
     product: ClassVar[str] = ""
-    event_schema: ClassVar[str | None] = None
+    event_schema: ClassVar[str | dict[str, Any] | None] = None
+    """The raw-event schema: a file name in ``siem_forwarder_schemas`` (built-ins) or the schema itself."""
 
     def poll(self, cursor: Any | None) -> Iterator[Page]:
         """Yield pages from ``cursor`` (None on the very first poll) until caught up, then return.

@@ -76,10 +76,12 @@ def _compile_fast(schema: dict[str, Any]) -> Callable[[Any], bool]:
 class EventValidator:
     """Valid-or-not for normalized events and, where the source has one, their ``raw`` part."""
 
-    def __init__(self, raw_schema_name: str | None):
+    def __init__(self, raw_schema: str | dict[str, Any] | None):
         self.event_schema = load_schema("event.schema.json")
         self._event_ok = _compile_fast(self.event_schema)
-        self.raw_schema = load_schema(raw_schema_name) if raw_schema_name else None
+        if isinstance(raw_schema, str):
+            raw_schema = load_schema(raw_schema)
+        self.raw_schema = raw_schema
         self._raw_ok = _compile_fast(self.raw_schema) if self.raw_schema is not None else None
 
     def is_valid(self, event: dict[str, Any]) -> bool:

@@ -1,0 +1,170 @@
+"""The ``siem-forwarder`` command. Heavy imports happen inside each command, so ``--version`` is instant."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from forwarder_core import __version__
+
+EX_OK = 0
+EX_FAILED = 1
+EX_USAGE = 64
+EX_IOERR = 74
+EX_CONFIG = 78
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="siem-forwarder",
+        description="Poll SaaS audit-log APIs and forward every event to your SIEM, losing none.",
+    )
+    parser.add_argument("--version", action="version", version=f"siem-forwarder {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        from_env = os.environ.get("SIEM_FORWARDER_CONFIG")
+        p.add_argument("-c", "--config", default=from_env or "/etc/siem-forwarder/config.yaml",
+                       help="config file (default /etc/siem-forwarder/config.yaml, plus conf.d/*.yaml beside it)")
+        return p
+
+    with_config(sub.add_parser("run", help="the daemon: poll every source on its interval, forever"))
+    once = with_config(sub.add_parser("once", help="poll each source until caught up, deliver, checkpoint, exit"))
+    once.add_argument("--source", action="append", metavar="NAME", help="only this source (repeatable)")
+    check = with_config(sub.add_parser("check", help="validate the config and every plugin's options"))
+    check.add_argument("--connect", action="store_true", help="also authenticate to each source and reach each output")
+    sub.add_parser("plugins", help="list installed source and output types")
+    state = with_config(sub.add_parser("state", help="show checkpoints and lag, or reset one source"))
+    state.add_argument("action", nargs="?", choices=["show", "reset"], default="show")
+    state.add_argument("name", nargs="?", help="the source to reset")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EX_USAGE
+    from forwarder_core.logs import setup_logging
+
+    setup_logging(os.environ.get("SIEM_FORWARDER_LOG_LEVEL", "info"))
+    handler = globals()[f"cmd_{args.command}"]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+def _load(args: argparse.Namespace, *, quiet: bool = False) -> tuple[Any, Any] | None:
+    """Config and plugins, or None after printing every problem (exit 78)."""
+    import logging
+
+    from forwarder_core.config import load_config
+    from forwarder_core.errors import ConfigError
+    from forwarder_core.plugins import load_plugins
+
+    try:
+        config, plugins = load_config(args.config, load_plugins)
+    except ConfigError as exc:
+        out = sys.stdout if args.command == "check" else sys.stderr
+        for problem in exc.problems:
+            print(problem, file=out)
+        if args.command != "check":
+            print(f"siem-forwarder: refusing to start: {len(exc.problems)} problem(s) in the config", file=sys.stderr)
+        return None
+    from forwarder_core.logs import setup_logging
+
+    level = os.environ.get("SIEM_FORWARDER_LOG_LEVEL") or config.settings.get("log_level", "info")
+    setup_logging(level)
+    if not quiet:
+        for warning in config.warnings:
+            logging.getLogger("siem_forwarder.config").warning("%s", warning)
+    return config, plugins
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    if loaded is None:
+        return EX_CONFIG
+    config, plugins = loaded
+    print(f"{args.config}: OK ({len(config.sources)} source(s), {len(config.outputs)} output(s); "
+          f"state in {config.state_dir})")
+    if not args.connect:
+        return EX_OK
+    from forwarder_core.connect import check_connections
+
+    return EX_OK if check_connections(config, plugins) else EX_FAILED
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from forwarder_core.plugins import load_plugins
+
+    plugins = load_plugins()
+    rows = [("KIND", "TYPE", "DISTRIBUTION", "VERSION")]
+    for kind, registry in (("source", plugins.sources), ("output", plugins.outputs)):
+        for name, reg in registry.items():
+            rows.append((kind, name, reg.distribution, reg.version))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    for failed in plugins.failed:
+        print(f"disabled plugin {failed.name} ({failed.distribution} {failed.version}): {failed.error}")
+    return EX_OK
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    from forwarder_core.errors import ConfigError, StateError
+    from forwarder_core.progress import ProgressReporter, print_summary
+
+    loaded = _load(args)
+    if loaded is None:
+        return EX_CONFIG
+    config, plugins = loaded
+    from forwarder_core.app import build_app, run_sources_once
+
+    try:
+        app = build_app(config, plugins, only_sources=args.source)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EX_CONFIG
+    except StateError as exc:
+        print(f"siem-forwarder: {exc}", file=sys.stderr)
+        return EX_IOERR
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        app.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    reporter = ProgressReporter([r.name for r in app.sources], sys.stderr)
+    try:
+        results = run_sources_once(app, progress=reporter.update,
+                                   give_up_after=float(config.setting("delivery", "once_give_up_after", 120)))
+    finally:
+        reporter.finish()
+        app.close()
+    print_summary(results, app.metrics, sys.stdout)
+    return EX_OK if all(r.ok and r.done for r in results) else EX_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from forwarder_core.daemon import run_daemon
+
+    return run_daemon(args, _load)
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    from forwarder_core.statecmd import state_command
+
+    loaded = _load(args, quiet=True)
+    if loaded is None:
+        return EX_CONFIG
+    return state_command(loaded[0], args.action, args.name)
+

@@ -1,0 +1,232 @@
+"""Per source: poll → normalize → validate → route → send to every output → commit.
+
+The cursor of a page is committed only after every output it is routed to accepted (or
+dead-lettered) each of its events. The next page is fetched while the current one ships, at
+most one page ahead, so memory stays flat on a backfill of millions of events.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from forwarder_core.checkpoint import CheckpointStore
+from forwarder_core.delivery import OutputRunner
+from forwarder_core.errors import QuarantineEvent
+from forwarder_core.metrics import Metrics
+from forwarder_core.plugin_api import Page, Source, parse_time
+from forwarder_core.schema import EventValidator
+from forwarder_core.secrets import redact
+from forwarder_core.setaside import SetAside
+
+Progress = Callable[["SourceResult"], None]
+
+
+@dataclass
+class SourceResult:
+    name: str
+    polled: int = 0
+    delivered: int = 0
+    quarantined: int = 0
+    filtered: int = 0
+    pages: int = 0
+    error: str | None = None
+    done: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _Prefetcher:
+    """Runs the source's page generator in a thread, at most one page ahead of delivery."""
+
+    _END = object()
+
+    def __init__(self, pages: Iterator[Page], name: str):
+        self._pages = pages
+        self._slot: list[Any] = []
+        self._ready = threading.Semaphore(0)
+        self._may_fetch = threading.Semaphore(1)
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"fetch-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._may_fetch.acquire()
+                if self._closed:
+                    return
+                try:
+                    item: Any = next(self._pages)
+                except StopIteration:
+                    item = self._END
+                except BaseException as exc:  # handed to the consumer, raised there
+                    item = exc
+                self._slot.append(item)
+                self._ready.release()
+                if item is self._END or isinstance(item, BaseException):
+                    return
+        finally:
+            close = getattr(self._pages, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    pass
+
+    def __iter__(self) -> Iterator[Page]:
+        while True:
+            self._ready.acquire()
+            item = self._slot.pop(0)
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            self._may_fetch.release()  # start fetching the next page while this one ships
+            yield item
+
+    def close(self) -> None:
+        self._closed = True
+        self._may_fetch.release()
+
+
+class SourceRunner:
+    """Drives one source through the pipeline. One thread per source."""
+
+    def __init__(self, source: Source, outputs: list[OutputRunner], store: CheckpointStore, quarantine: SetAside,
+                 metrics: Metrics, stop: threading.Event, transform: Callable[..., Any] | None = None,
+                 page_delivered: Callable[..., Any] | None = None, logger: logging.Logger | None = None):
+        self.source = source
+        self.name = source.name
+        self.routes = [o for o in outputs if o.wants(source.name)]
+        self.store = store
+        self.quarantine = quarantine
+        self.metrics = metrics
+        self.stop = stop
+        self.transform = transform
+        self.page_delivered = page_delivered
+        self.log = logger or logging.getLogger("siem_forwarder.pipeline")
+        self.validator = EventValidator(source.event_schema)
+        self.last_success = 0.0
+        self.last_event = 0.0
+
+    def run_until_caught_up(self, give_up_after: float | None = None, progress: Progress | None = None) -> SourceResult:
+        """Poll from the committed cursor until the source has nothing more; deliver and commit each page."""
+        result = SourceResult(self.name)
+        checkpoint = self.store.get(self.name)
+        cursor = checkpoint.cursor if checkpoint else None
+        prefetch = _Prefetcher(self.source.poll(cursor), self.name)
+        try:
+            for page in prefetch:
+                if not self._ship(page, result, give_up_after):
+                    break
+                if progress is not None:
+                    progress(result)
+                if self.stop.is_set():
+                    break
+            else:
+                result.done = True
+                self.last_success = time.time()
+                self.metrics.set("last_poll_timestamp_seconds", self.last_success, source=self.name)
+        except Exception as exc:
+            result.error = redact(f"poll failed: {exc}") if str(exc) else f"poll failed: {type(exc).__name__}"
+            self.metrics.inc("poll_errors_total", source=self.name)
+            self.log.error("source %s: %s; the cursor stays where it was", self.name, result.error)
+            self.log.debug("source %s: poll traceback", self.name, exc_info=True)
+        finally:
+            prefetch.close()
+        if self.last_event:
+            self.metrics.set("last_event_age_seconds", time.time() - self.last_event, source=self.name)
+        if progress is not None:
+            progress(result)
+        return result
+
+    # ------------------------------------------------------------------ one page
+
+    def _prepare(self, page: Page, result: SourceResult) -> list[dict[str, Any]]:
+        normalize = self.source.normalize
+        is_valid = self.validator.is_valid
+        good: list[dict[str, Any]] = []
+        bad: list[dict[str, Any]] = []
+        for raw in page.events:
+            try:
+                event = normalize(raw)
+            except QuarantineEvent as exc:
+                bad.append(SetAside.record(self.name, exc.reason, exc.event_id, raw))
+                continue
+            except Exception as exc:
+                bad.append(SetAside.record(self.name, f"normalize failed: {type(exc).__name__}: {exc}", None, raw))
+                continue
+            if is_valid(event):
+                good.append(event)
+            else:
+                bad.append(SetAside.record(self.name, self.validator.explain(event), event.get("id"), event.get("raw", raw)))
+        if self.transform is not None and good:
+            good = self._transform(good, bad, result)
+        if bad:
+            self.quarantine.write(self.name, bad)
+            result.quarantined += len(bad)
+            self.metrics.inc("events_quarantined_total", len(bad), source=self.name)
+            self.log.warning("source %s: %d event(s) set aside in %s (first: %s)", self.name, len(bad),
+                             self.quarantine.path(self.name), redact(bad[0]["reason"])[:300])
+        return good
+
+    def _transform(self, good: list[dict[str, Any]], bad: list[dict[str, Any]], result: SourceResult) -> list[dict[str, Any]]:
+        kept = good
+        for returned in self.transform(source_name=self.name, events=good):
+            if returned is not None:  # a plugin keeps the events (the same dicts) it returns
+                keep = {id(e) for e in returned}
+                kept = [e for e in kept if id(e) in keep]
+        filtered = len(good) - len(kept)
+        if filtered:
+            result.filtered += filtered
+            self.metrics.inc("events_filtered_total", filtered, source=self.name)
+        still_valid = []
+        for event in kept:
+            if self.validator.is_valid(event):
+                still_valid.append(event)
+            else:
+                bad.append(SetAside.record(self.name, "after a plugin's forwarder_transform_events: "
+                                           + self.validator.explain(event), event.get("id"), event.get("raw")))
+        return still_valid
+
+    def _ship(self, page: Page, result: SourceResult, give_up_after: float | None) -> bool:
+        result.polled += len(page.events)
+        self.metrics.inc("events_polled_total", len(page.events), source=self.name)
+        events = self._prepare(page, result)
+        give_up_at = time.monotonic() + give_up_after if give_up_after is not None else None
+        if events:
+            for runner in self.routes:
+                if not runner.deliver(events, self.name, give_up_at):
+                    why = "stopped" if self.stop.is_set() else f"output {runner.name} kept failing: {runner.reason}"
+                    if not self.stop.is_set():
+                        result.error = why
+                    self.log.warning("source %s: page of %d event(s) not committed (%s); it will be sent again",
+                                     self.name, len(events), why)
+                    return False
+        newest = page.newest
+        if newest is None and events:
+            newest = parse_time(max(e["timestamp"] for e in events))
+        self.store.commit(self.name, page.cursor, _iso(newest), len(events))
+        result.pages += 1
+        result.delivered += len(events)
+        self.metrics.inc("pages_committed_total", source=self.name)
+        if events:
+            self.last_event = time.time()
+        if newest is not None:
+            self.metrics.set("cursor_lag_seconds", max(0.0, time.time() - newest.timestamp()), source=self.name)
+        if self.page_delivered is not None:
+            self.page_delivered(source_name=self.name, count=len(events), cursor=page.cursor)
+        return True
+
+
+def _iso(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

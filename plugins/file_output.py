@@ -1,0 +1,72 @@
+"""The ``file`` output: one normalized event as JSON per line, appended, fsynced before success."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from forwarder_core import hookimpl
+from forwarder_core.errors import OutputError
+from forwarder_core.plugin_api import ComponentConfig, Context, Output, SendResult
+
+
+def encode_lines(events: list[dict[str, Any]]) -> bytes:
+    """Every event as one compact JSON line (non-ASCII kept), in one buffer."""
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    return ("\n".join(map(dumps, events)) + "\n").encode("utf-8")
+
+
+class FileOutput(Output):
+    type_name = "file"
+    options_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["path"],
+        "properties": {
+            "path": {"type": "string", "minLength": 1, "description": "File to append JSON lines to."},
+            "fsync": {"type": "boolean", "default": True,
+                      "description": "fsync after each batch (turning it off risks losing the last batch on power loss)."},
+        },
+    }
+
+    def __init__(self, config: ComponentConfig, context: Context):
+        super().__init__(config, context)
+        self.path = os.path.abspath(self.options["path"])
+        self._fd: int | None = None
+
+    def _open(self) -> int:
+        if self._fd is None:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        return self._fd
+
+    def send(self, events: list[dict[str, Any]]) -> SendResult:
+        data = encode_lines(events)
+        try:
+            fd = self._open()
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if self.options.get("fsync", True):
+                os.fsync(fd)
+        except OSError as exc:
+            self.close()
+            raise OutputError(f"cannot append to {self.path}: {exc.strerror or exc}") from None
+        return SendResult()
+
+    def check_connection(self) -> str:
+        directory = os.path.dirname(self.path)
+        if not os.access(directory if os.path.isdir(directory) else os.path.dirname(directory), os.W_OK):
+            raise OutputError(f"{directory} is not writable")
+        return f"can append to {self.path}"
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+@hookimpl
+def forwarder_register_outputs(registry: Any) -> None:
+    registry.add(FileOutput)

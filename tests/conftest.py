@@ -1,0 +1,36 @@
+"""Fixtures shared by the whole suite."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def _pip_target(package: Path, target: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check",
+                    "--target", str(target), str(package)], check=True, capture_output=True, text=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def testkit_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The test-only plugin distribution (``counter`` source, ``flaky`` output) in a plugin directory."""
+    return str(_pip_target(FIXTURES / "testkit", tmp_path_factory.mktemp("testkit")))
+
+
+@pytest.fixture
+def counter_config(tmp_path: Path, testkit_path: str):
+    """A config factory: a ``counter`` source into a ``file`` output, in this test's temp dir."""
+    def make(count: int = 25, page_size: int = 10, **source_options):
+        return {
+            "state_dir": str(tmp_path / "state"),
+            "plugin_paths": [testkit_path],
+            "sources": [{"name": "counter", "type": "counter",
+                         "options": {"count": count, "page_size": page_size, **source_options}}],
+            "outputs": [{"name": "out", "type": "file", "options": {"path": str(tmp_path / "out.jsonl")}}],
+        }
+    return make
