@@ -1,0 +1,453 @@
+"""Output ``splunk_hec``: events to a Splunk HTTP Event Collector, decided on HEC's own codes.
+
+Each event goes out as ``{"time","host","source","sourcetype","index"?,"fields","event"}`` with
+the vendor's event unchanged in ``event`` (so the vendors' Splunk apps keep working) and
+``time`` the event's own time in epoch seconds. Requests carry several events concatenated
+(HEC's batch format), capped by encoded bytes before gzip and by count.
+
+HEC answers with a ``code`` that says more than the HTTP status, and the difference matters
+for never losing or duplicating events (siem-protocols.md §1.4, §5 #10-12):
+
+* busy, internal errors, shutting down, queues full (8, 9, 18-20, 23, 26, 27, any 5xx/429): the
+  request is tried again later, with ``Retry-After`` when Splunk gives one;
+* token and configuration errors (1-4, 7, 10, 11, 14, 16): :class:`OutputError` with
+  ``pause=True``; the core keeps the cursor still until an operator fixes it;
+* a bad event (6, 12, 13, 15) with ``invalid-event-number`` N: Splunk has already indexed the
+  events before N, so only N goes to the dead-letter file and the events after it are sent again
+  (resending the whole request would duplicate the prefix).
+
+With ``ack: true`` every request carries this instance's channel GUID and the batch counts as
+delivered only once every ``ackId`` is reported true; an ack still false after ``ack_timeout``
+means the indexer lost the request, and its events are sent again.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from forwarder_core import hookimpl
+from forwarder_core.errors import HttpError, OutputError
+from forwarder_core.http import BearerAuth, HttpClient, parse_retry_after, snippet
+from forwarder_core.plugin_api import Output, SendResult, http_output_options_schema
+
+EVENT_PATH = "/services/collector/event"
+ACK_PATH = "/services/collector/ack"
+HEALTH_PATH = "/services/collector/health"
+
+DEFAULT_SOURCETYPES = {
+    "incydr": "incydr:audit",
+    "agilicus": "agilicus:audit",
+    "agilicus_auth": "agilicus:auth_audit",
+    "pangea": "pangea:audit",
+    "asana": "asana:audit",
+}
+
+RETRY_CODES = frozenset({8, 9, 18, 19, 20, 23, 26, 27})
+PAUSE_CODES = frozenset({1, 2, 3, 4, 7, 10, 11, 14, 16})
+EVENT_CODES = frozenset({6, 12, 13, 15})
+RETRY_STATUSES = frozenset({408, 429})
+
+_PAUSE_HINTS = {
+    1: "the token is disabled in Splunk; enable it",
+    2: "no token reached Splunk; check the output's token / token_file",
+    3: "the Authorization header was malformed; check the token for stray spaces",
+    4: "Splunk does not know this token; check the output's token / token_file",
+    7: "the token may not write to the configured index; fix `index` or the token's allowed indexes",
+    10: "the token has indexer acknowledgement on; set `ack: true` on this output",
+    11: "Splunk refused the request channel",
+    14: "the token has indexer acknowledgement off; set `ack: false` on this output",
+    16: "Splunk refused query-string authorization",
+}
+_SEP = b"\n"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = timedelta(milliseconds=1)
+_MAX_ACK_ROUNDS = 3
+
+
+class _Retryable(Exception):
+    """A request failed in a way a later retry can fix; carries what HEC said."""
+
+    def __init__(self, message: str, retry_after: float | None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class _Sent:
+    """A request HEC answered code 0 to, waiting for its ack."""
+
+    ack_id: int
+    indexes: list[int]
+    deadline: float
+
+
+@dataclass
+class _Round:
+    """The outcome of posting a list of events once."""
+
+    sent: list[_Sent] = field(default_factory=list)
+    delivered: int = 0  # events accepted without an ack to wait for
+    unsent: list[int] = field(default_factory=list)
+    failure: _Retryable | None = None
+
+    def fail(self, failure: _Retryable, chunk: list[int], queue: deque[list[int]]) -> None:
+        self.failure = failure
+        self.unsent = [i for c in (chunk, *queue) for i in c]
+
+
+class SplunkHec(Output):
+    """Splunk HTTP Event Collector. See the module docstring."""
+
+    type_name = "splunk_hec"
+    options_schema = http_output_options_schema(
+        properties={
+            "token": {"type": "string", "minLength": 1, "description": "The HEC token (secret)."},
+            "index": {"type": "string", "minLength": 1, "description": "Index to write to (default: the token's)."},
+            "sourcetype": {"type": "string", "minLength": 1,
+                           "description": "Overrides the per-source-type default (`asana:audit`, ...)."},
+            "host": {"type": "string", "minLength": 1, "description": "Default: this machine's host name."},
+            "source": {"type": "string", "minLength": 1, "description": "Default: the source's name."},
+            "ack": {"type": "boolean", "default": False, "description": "Wait for indexer acknowledgement."},
+            "ack_timeout": {"type": "number", "exclusiveMinimum": 0, "default": 300,
+                            "description": "Seconds an ack may stay false before the request is sent again."},
+            "ack_poll_interval": {"type": "number", "exclusiveMinimum": 0, "default": 1,
+                                  "description": "Seconds between ack status queries."},
+        },
+        required=["token"],
+        batch_max_bytes=1_000_000,
+        batch_max_events=5_000,
+    )
+
+    def __init__(self, config: Any, context: Any):
+        super().__init__(config, context)
+        opts = self.options
+        self.max_bytes = int(opts["batch_max_bytes"])
+        self.max_events = int(opts["batch_max_events"])
+        self.use_gzip = bool(opts["gzip"])
+        self.ack = bool(opts["ack"])
+        self.ack_timeout = float(opts["ack_timeout"])
+        self.ack_poll_interval = float(opts["ack_poll_interval"])
+        self.channel = str(uuid.uuid4())
+        self.host = opts.get("host") or socket.gethostname()
+        self.index = opts.get("index")
+        self.source = opts.get("source")
+        self._headers = {"Content-Type": "application/json"}
+        if self.use_gzip:
+            self._headers["Content-Encoding"] = "gzip"
+        if self.ack:
+            self._headers["X-Splunk-Request-Channel"] = self.channel
+        self._ack_headers = {k: v for k, v in self._headers.items() if k != "Content-Encoding"}
+        self._sourcetypes: dict[str, str] = {}
+        self._warned_no_ack = False
+        self.http: HttpClient = context.http(opts, auth=_SplunkAuth(opts["token"], scheme="Splunk"))
+
+    # ------------------------------------------------------------------ formatting
+
+    def encode(self, ev: dict[str, Any]) -> bytes:
+        """The HEC envelope of one normalized event, encoded once."""
+        src = ev["source"]
+        fields: dict[str, Any] = {
+            "event_id": ev["id"],
+            "forwarder_source": src["name"],
+            "source_type": src["type"],
+            "vendor": src["vendor"],
+        }
+        for key in ("action", "outcome"):
+            if key in ev:
+                fields[key] = ev[key]
+        integrity = ev.get("integrity")
+        if integrity:
+            for key, value in integrity.items():
+                fields["integrity_" + key] = value
+        envelope: dict[str, Any] = {
+            "time": ((datetime.fromisoformat(ev["timestamp"]) - _EPOCH) // _MS) / 1000,
+            "host": self.host,
+            "source": self.source or src["name"],
+            "sourcetype": self._sourcetype(src["type"]),
+        }
+        if self.index:
+            envelope["index"] = self.index
+        envelope["fields"] = fields
+        envelope["event"] = ev["raw"]
+        return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+    def _sourcetype(self, source_type: str) -> str:
+        st = self._sourcetypes.get(source_type)
+        if st is None:
+            st = self.options.get("sourcetype") or DEFAULT_SOURCETYPES.get(source_type, f"{source_type}:audit")
+            self._sourcetypes[source_type] = st
+        return st
+
+    # ------------------------------------------------------------------ send
+
+    def send(self, events: list[dict[str, Any]]) -> SendResult:
+        result = SendResult()
+        payloads: list[bytes] = []
+        todo: list[int] = []
+        for i, ev in enumerate(events):
+            try:
+                data = self.encode(ev)
+            except (ValueError, TypeError) as exc:  # NaN/Infinity, or a value JSON has no form for
+                payloads.append(b"")
+                result.rejected[i] = f"event cannot be encoded as HEC JSON: {exc}"
+                continue
+            payloads.append(data)
+            if len(data) > self.max_bytes:
+                result.rejected[i] = (
+                    f"event is {len(data)} bytes as HEC JSON, over batch_max_bytes ({self.max_bytes})")
+            else:
+                todo.append(i)
+
+        progressed = False  # some event of the batch was accepted or rejected for good
+        rounds = 0
+        while todo:
+            rnd = self._post_all(todo, payloads, result)
+            progressed = progressed or rnd.delivered > 0 or bool(result.rejected)
+            lost: list[int] = []
+            if rnd.sent:
+                confirmed, lost = self._await_acks(rnd.sent)
+                progressed = progressed or confirmed
+            if rnd.failure is not None:
+                if not progressed:
+                    raise OutputError(f"{self.name}: {rnd.failure}", retry_after=rnd.failure.retry_after)
+                result.retry, result.retry_after = sorted(rnd.unsent + lost), rnd.failure.retry_after
+                return result
+            todo = lost
+            if lost:
+                rounds += 1
+                self.log.warning(
+                    "%s: %d events not acknowledged by Splunk within ack_timeout (%gs); sending them again",
+                    self.name, len(lost), self.ack_timeout)
+                if rounds >= _MAX_ACK_ROUNDS:
+                    # Acks that never come (often a load balancer without sticky sessions): hand
+                    # the events back to the core's backoff rather than spin here.
+                    result.retry = sorted(lost)
+                    return result
+        return result
+
+    def _chunks(self, indexes: list[int], payloads: list[bytes]) -> deque[list[int]]:
+        chunks: deque[list[int]] = deque()
+        current: list[int] = []
+        size = 0
+        for i in indexes:
+            n = len(payloads[i]) + 1
+            if current and (size + n > self.max_bytes or len(current) >= self.max_events):
+                chunks.append(current)
+                current, size = [], 0
+            current.append(i)
+            size += n
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def _post_all(self, indexes: list[int], payloads: list[bytes], result: SendResult) -> _Round:
+        """Post ``indexes`` in capped requests, stopping at the first retryable failure.
+
+        Rejected events are recorded in ``result``; pause errors raise.
+        """
+        rnd = _Round()
+        queue = self._chunks(indexes, payloads)
+        while queue:
+            chunk = queue.popleft()
+            try:
+                status, body, headers = self._post(chunk, payloads)
+            except _Retryable as exc:
+                rnd.fail(exc, chunk, queue)
+                return rnd
+            code = body.get("code") if isinstance(body, dict) else None
+            text = body.get("text", "") if isinstance(body, dict) else snippet(str(body))
+            self.metrics.inc("hec_responses_total", output=self.name,
+                             code=str(code) if code is not None else f"http_{status}")
+            kind = classify(status, code)
+            if kind == "ok":
+                ack_id = body.get("ackId")
+                if self.ack and isinstance(ack_id, int):
+                    rnd.sent.append(_Sent(ack_id, chunk, time.monotonic() + self.ack_timeout))
+                else:
+                    rnd.delivered += len(chunk)
+                    if self.ack and not self._warned_no_ack:
+                        self._warned_no_ack = True
+                        self.log.warning("%s: ack is true but Splunk returned no ackId (the token has indexer "
+                                         "acknowledgement off); delivery is confirmed on code 0 only", self.name)
+            elif kind == "event":
+                bad = body.get("invalid-event-number") if isinstance(body, dict) else None
+                reason = f"HEC code {code}: {text}" if code is not None else "HEC answered 413: request too large"
+                if isinstance(bad, int) and 0 <= bad < len(chunk):
+                    # Splunk indexed the events before `bad`; only the rest goes again.
+                    rnd.delivered += bad
+                    result.rejected[chunk[bad]] = reason
+                    if bad + 1 < len(chunk):
+                        queue.appendleft(chunk[bad + 1:])
+                elif len(chunk) == 1:
+                    result.rejected[chunk[0]] = reason
+                else:
+                    # No position given: nothing was indexed; halve until the bad event is alone.
+                    half = len(chunk) // 2
+                    queue.appendleft(chunk[half:])
+                    queue.appendleft(chunk[:half])
+            elif kind == "pause":
+                hint = _PAUSE_HINTS.get(code or 0) or (
+                    "Splunk refused the credentials" if status in (401, 403) else "check `url` and the token")
+                what = f'code {code} "{text}"' if code is not None else text
+                raise OutputError(
+                    f"{self.name}: Splunk HEC refused the request ({status}, {what}): {hint}; "
+                    "nothing was dropped, delivery resumes once it is fixed",
+                    pause=True,
+                )
+            else:
+                what = f'code {code} "{text}"' if code is not None else text
+                failure = _Retryable(f"Splunk HEC answered {status} ({what})",
+                                     parse_retry_after(headers.get("Retry-After")))
+                rnd.fail(failure, chunk, queue)
+                return rnd
+        return rnd
+
+    def _post(self, chunk: list[int], payloads: list[bytes]) -> tuple[int, Any, Any]:
+        """One request; returns (status, decoded body or its text, headers)."""
+        body = _SEP.join([payloads[i] for i in chunk])
+        if self.use_gzip:
+            body = gzip.compress(body, compresslevel=5)
+        try:
+            resp = self.http.request("POST", EVENT_PATH, data=body, headers=self._headers, retry=False)
+        except HttpError as exc:
+            raise _Retryable(str(exc), None) from None
+        decoded = _json_or_none(resp)
+        return resp.status_code, decoded if decoded is not None else resp.text, resp.headers
+
+    # ------------------------------------------------------------------ indexer acknowledgement
+
+    def _await_acks(self, sent: list[_Sent]) -> tuple[bool, list[int]]:
+        """Poll until every ack is true or past its deadline; return (any confirmed, indexes lost)."""
+        waiting = {s.ack_id: s for s in sent}
+        confirmed = False
+        lost: list[int] = []
+        while waiting:
+            if self.context.stop.wait(self.ack_poll_interval):
+                raise OutputError(f"{self.name}: stopped while waiting for Splunk's indexer acknowledgements")
+            for ack_id, done in self._query_acks(list(waiting)).items():
+                if done and ack_id in waiting:
+                    del waiting[ack_id]
+                    confirmed = True
+            now = time.monotonic()
+            for ack_id in [a for a, s in waiting.items() if s.deadline <= now]:
+                lost.extend(waiting.pop(ack_id).indexes)
+        return confirmed, lost
+
+    def _query_acks(self, ack_ids: list[int]) -> dict[int, bool]:
+        try:
+            resp = self.http.request("POST", ACK_PATH, params={"channel": self.channel},
+                                     json_body={"acks": ack_ids}, headers=self._ack_headers, retry=False)
+        except HttpError as exc:
+            self.log.debug("%s: ack query failed: %s; polling again", self.name, exc)
+            return {}
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if resp.status_code == 200 and isinstance(body, dict) and isinstance(body.get("acks"), dict):
+            return {int(k): v is True for k, v in body["acks"].items()}
+        code = body.get("code") if isinstance(body, dict) else None
+        if code in PAUSE_CODES:
+            text = body.get("text", "") if isinstance(body, dict) else ""
+            raise OutputError(
+                f"{self.name}: Splunk HEC refused the ack query ({resp.status_code}, code {code} \"{text}\"): "
+                f"{_PAUSE_HINTS.get(code, '')}; nothing was dropped, delivery resumes once it is fixed",
+                pause=True,
+            )
+        self.log.debug("%s: ack query answered %s; polling again", self.name, resp.status_code)
+        return {}
+
+    # ------------------------------------------------------------------ check --connect
+
+    def check_connection(self) -> str:
+        """Health endpoint, then an empty event POST: Splunk checks the token (and the channel
+        when the token wants acks) before it sees there is no data, so code 5 "No data" proves
+        the token works without indexing anything."""
+        try:
+            health = self.http.request("GET", HEALTH_PATH, retry=False)
+        except HttpError as exc:
+            raise OutputError(f"{self.name}: HEC health check failed: {exc}") from None
+        hbody = _json_or_none(health)
+        hcode = hbody.get("code") if isinstance(hbody, dict) else None
+        if health.status_code == 400 or hcode in (21, 22):
+            raise OutputError(f"{self.name}: HEC health check: the token was refused "
+                              f"({'disabled' if hcode == 22 else 'invalid token'})", pause=True)
+        if health.status_code != 200:
+            raise OutputError(f"{self.name}: HEC is unhealthy: {health.status_code} {snippet(health.text)}")
+        headers = {k: v for k, v in self._headers.items() if k != "Content-Encoding"}
+        try:
+            probe = self.http.request("POST", EVENT_PATH, data=b"", headers=headers, retry=False)
+        except HttpError as exc:
+            raise OutputError(f"{self.name}: HEC token check failed: {exc}") from None
+        body = _json_or_none(probe)
+        code = body.get("code") if isinstance(body, dict) else None
+        if code in PAUSE_CODES:
+            raise OutputError(f"{self.name}: HEC refused the token (code {code} \"{body.get('text', '')}\"): "
+                              f"{_PAUSE_HINTS.get(code, '')}", pause=True)
+        if code != 5:
+            raise OutputError(f"{self.name}: unexpected answer to the token check: "
+                              f"{probe.status_code} {snippet(probe.text)}")
+        detail = ""
+        if self.ack:
+            resp = self.http.request("POST", ACK_PATH, params={"channel": self.channel},
+                                     json_body={"acks": []}, headers=headers, retry=False)
+            abody = _json_or_none(resp)
+            if isinstance(abody, dict) and abody.get("code") == 14:
+                raise OutputError(f"{self.name}: {_PAUSE_HINTS[14]}", pause=True)
+            detail = "; indexer acknowledgement available"
+        return f"HEC healthy at {self.http.base_url}; token accepted{detail}"
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def classify(status: int, code: int | None) -> str:
+    """What to do with a HEC answer: ``ok``, ``retry``, ``pause`` or ``event`` (one event is bad).
+
+    HEC's code decides where there is one; the HTTP status is the fallback for answers that are
+    not HEC's (a proxy's error page). An unknown 4xx pauses rather than drops: someone must look.
+    """
+    if code == 0:
+        return "ok"
+    if code in EVENT_CODES:
+        return "event"
+    if code in PAUSE_CODES:
+        return "pause"
+    if code in RETRY_CODES:
+        return "retry"
+    if status == 413:
+        return "event"
+    if status in (401, 403):
+        return "pause"
+    if status in RETRY_STATUSES or status >= 500:
+        return "retry"
+    if 200 <= status < 300:
+        return "ok" if code is not None else "retry"
+    return "pause"
+
+
+class _SplunkAuth(BearerAuth):
+    """``Authorization: Splunk <token>``. A HEC token cannot be refreshed: a 401 is read as HEC
+    code 2/3 by the output, so the client's one refresh attempt just sends the request again."""
+
+    def refresh(self, client: HttpClient) -> None:
+        return None
+
+
+def _json_or_none(resp: Any) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return None
+
+
+@hookimpl
+def forwarder_register_outputs(registry: Any) -> None:
+    registry.add(SplunkHec)
