@@ -1,0 +1,578 @@
+"""ArcSight Common Event Format: a formatter that is safe by construction, and a strict parser.
+
+The formatter turns a normalized event (``schemas/event.schema.json``) into one CEF line::
+
+    CEF:0|Vendor|Product|Version|EventClassID|Name|Severity|key=value key=value ...
+
+Safety comes from escaping every value the way the spec says (header: ``\\`` and ``|``;
+extension values: ``\\``, ``=``, line feed as ``\\n``, carriage return as ``\\r``) and from
+emitting keys only from :data:`EXTENSION_KEYS`. No field value, however hostile, can add a key,
+end the message early or start a second one. Characters that CEF cannot carry and that syslog
+receivers rewrite (tab and the other control characters, Unicode line separators, unpaired
+surrogates) are replaced: tab by a space, the others by U+FFFD. Header fields cannot hold line
+breaks at all, so there CR and LF become spaces.
+
+The parser (:func:`parse_cef`) is the formatter's judge: it rejects every message the grammar
+does not allow, so a test that parses what a real receiver stored proves the format. Users can
+check a sample with ``python -m siem_forwarder_plugins.cef < sample.log`` (see :func:`main`).
+
+Everything here is pure (no I/O but :func:`main`) and sits on the hot path: per source type the
+header prefix is built once, escaping is a fast check followed by ``str.replace`` in the common
+case, and time conversion avoids ``datetime`` for well-formed timestamps.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from functools import lru_cache
+from typing import Any, BinaryIO, TextIO
+
+from forwarder_core import __version__
+from forwarder_core.plugin_api import parse_time
+
+# --------------------------------------------------------------------------- dictionary
+
+EXTENSION_KEYS: dict[str, int] = {
+    "rt": 32,
+    "externalId": 40,
+    "act": 63,
+    "outcome": 63,
+    "cat": 1023,
+    "suser": 1023,
+    "suid": 1023,
+    "src": 64,
+    "requestClientApplication": 1023,
+    "duser": 1023,
+    "duid": 1023,
+    "deviceExternalId": 255,
+    "msg": 1023,
+    "cs1": 4000, "cs1Label": 1023,
+    "cs2": 4000, "cs2Label": 1023,
+    "cs3": 4000, "cs3Label": 1023,
+    "cs4": 4000, "cs4Label": 1023,
+    "cs5": 4000, "cs5Label": 1023,
+    "cs6": 4000, "cs6Label": 1023,
+    "flexString1": 1023, "flexString1Label": 128,
+    "flexString2": 1023, "flexString2Label": 128,
+}
+"""The only keys the formatter emits, with the CEF dictionary's maximum length in characters.
+
+Values longer than that are cut (before escaping, so an escape is never split) because
+receivers such as ArcSight truncate or reject them anyway.
+"""
+
+CUSTOM_LABELS: dict[str, str] = {
+    "cs1": "eventId",
+    "cs2": "integrity",
+    "cs3": "actorEmail",
+    "cs4": "actorType",
+    "cs5": "targetType",
+    "cs6": "targetId",
+    "flexString1": "targetName",
+    "flexString2": "organization",
+}
+"""Fixed meaning of each custom field, the same for every source type so SIEM rules can rely on it."""
+
+HEADER_MAX = {"event_class_id": 1023, "name": 512}
+
+CUT_ORDER: tuple[str, ...] = (
+    "msg", "requestClientApplication", "flexString1", "flexString2", "cs6", "cs5", "cs4", "cs3",
+    "cs2", "cat", "deviceExternalId", "duser", "duid", "src", "suid", "suser",
+)
+"""Which values a size-capped message gives up first (see :func:`truncate`); the rest are kept whole."""
+
+
+@dataclass(frozen=True)
+class TypeProfile:
+    """What a source type contributes to the CEF header when the event itself does not say."""
+
+    name: str
+    severity: int
+
+
+SOURCE_TYPES: dict[str, TypeProfile] = {
+    "incydr": TypeProfile("Incydr audit event", 5),
+    "agilicus": TypeProfile("Agilicus audit event", 3),
+    "agilicus_auth": TypeProfile("Agilicus authentication event", 3),
+    "pangea": TypeProfile("Pangea audit event", 3),
+    "asana": TypeProfile("Asana audit event", 3),
+}
+"""Default Name and Severity per source type (an unknown type gets ``<product> event`` and 3).
+
+Severity, when the normalized event has none: the type's default, raised by 2 when
+``outcome`` is ``failure``, and 9 when any Pangea integrity check failed.
+"""
+
+DEFAULT_SEVERITY = 3
+FAILURE_BUMP = 2
+INTEGRITY_FAILURE_SEVERITY = 9
+DEFAULT_EVENT_CLASS = "audit"
+
+# --------------------------------------------------------------------------- escaping
+
+_FORBIDDEN: list[int] = (
+    [c for c in range(0x20)]
+    + list(range(0x7F, 0xA0))
+    + [0x2028, 0x2029]
+    + list(range(0xD800, 0xE000))
+)
+"""Code points no CEF message may contain raw: C0/C1 controls, DEL, line/paragraph separators, surrogates."""
+_FORBIDDEN_SET = frozenset(chr(c) for c in _FORBIDDEN)
+
+_REPLACEMENT = "\ufffd"
+
+
+def _base_table() -> dict[int, str]:
+    table = {c: _REPLACEMENT for c in _FORBIDDEN}
+    table[ord("\t")] = " "
+    return table
+
+
+_VALUE_TABLE = _base_table()
+_VALUE_TABLE.update({ord("\\"): "\\\\", ord("="): "\\=", ord("\n"): "\\n", ord("\r"): "\\r"})
+
+_HEADER_TABLE = _base_table()
+_HEADER_TABLE.update({ord("\\"): "\\\\", ord("|"): "\\|", ord("\n"): " ", ord("\r"): " "})
+
+
+def escape_value(value: str) -> str:
+    """Escape an extension value: ``\\`` ``=`` LF CR per the spec, other unsafe characters replaced."""
+    if value.isprintable():
+        if "\\" in value or "=" in value:
+            return value.replace("\\", "\\\\").replace("=", "\\=")
+        return value
+    return value.translate(_VALUE_TABLE)
+
+
+def escape_header(value: str) -> str:
+    """Escape a header field: ``\\`` and ``|``; line breaks become spaces (the header cannot hold them)."""
+    if value.isprintable():
+        if "\\" in value or "|" in value:
+            return value.replace("\\", "\\\\").replace("|", "\\|")
+        return value
+    return value.translate(_HEADER_TABLE)
+
+
+# --------------------------------------------------------------------------- time
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_DAY_SECONDS: dict[str, int] = {}
+
+
+def epoch_ms(timestamp: str) -> int:
+    """Milliseconds since the epoch of an RFC 3339 UTC timestamp (the normalized ``timestamp``).
+
+    Well-formed ``YYYY-MM-DDTHH:MM:SS[.fff...]Z`` strings are converted with integer arithmetic
+    (a per-day cache, no datetime object); anything else goes through :func:`parse_time`.
+    """
+    if len(timestamp) >= 20 and timestamp[10] == "T" and timestamp[-1] == "Z" and timestamp[13] == ":":
+        day = timestamp[:10]
+        base = _DAY_SECONDS.get(day)
+        try:
+            if base is None:
+                base = (date.fromisoformat(day).toordinal() - _EPOCH_ORDINAL) * 86400
+                if len(_DAY_SECONDS) > 4096:
+                    _DAY_SECONDS.clear()
+                _DAY_SECONDS[day] = base
+            seconds = base + int(timestamp[11:13]) * 3600 + int(timestamp[14:16]) * 60 + int(timestamp[17:19])
+            if len(timestamp) == 20:
+                return seconds * 1000
+            if timestamp[19] == ".":
+                digits = timestamp[20:-1]
+                if digits.isdigit() and digits.isascii():
+                    return seconds * 1000 + int((digits + "00")[:3])
+        except ValueError:
+            pass
+    dt = parse_time(timestamp)
+    return int(dt.timestamp()) * 1000 + dt.microsecond // 1000
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+@lru_cache(maxsize=4096)
+def _ip_or_none(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None
+
+
+@lru_cache(maxsize=256)
+def _header_prefix(vendor: str, product: str, version: str) -> str:
+    return f"CEF:0|{escape_header(vendor or 'unknown')}|{escape_header(product or 'unknown')}|{escape_header(version)}|"
+
+
+@lru_cache(maxsize=256)
+def _profile(source_type: str, product: str) -> TypeProfile:
+    return SOURCE_TYPES.get(source_type) or TypeProfile(f"{product or source_type} event", DEFAULT_SEVERITY)
+
+
+def _text(value: Any) -> str:
+    return value if type(value) is str else ("" if value is None else str(value))
+
+
+def _put(parts: list[str], key: str, value: Any) -> None:
+    """Append ``key=value`` (escaped, cut to the dictionary length); empty values are left out."""
+    if not value:
+        return
+    if type(value) is not str:
+        value = str(value)
+    limit = EXTENSION_KEYS[key]
+    if len(value) > limit:
+        value = value[:limit]
+    if value.isprintable() and "\\" not in value and "=" not in value:
+        parts.append(key + "=" + value)
+    else:
+        parts.append(key + "=" + escape_value(value))
+
+
+def _put_custom(parts: list[str], key: str, value: Any) -> None:
+    if value:
+        _put(parts, key, value)
+        parts.append(key + "Label=" + CUSTOM_LABELS[key])
+
+
+def severity_of(event: dict[str, Any], profile: TypeProfile) -> int:
+    """The event's own ``severity`` (0-10), else the type default adjusted for outcome and integrity."""
+    sev = event.get("severity")
+    if type(sev) is int and 0 <= sev <= 10:
+        return sev
+    integrity = event.get("integrity")
+    if integrity and "fail" in integrity.values():
+        return INTEGRITY_FAILURE_SEVERITY
+    base = profile.severity
+    if event.get("outcome") == "failure":
+        base = min(10, base + FAILURE_BUMP)
+    return base
+
+
+def _is_user(target: dict[str, Any]) -> bool:
+    return bool(target.get("email")) or "user" in _text(target.get("type")).lower()
+
+
+def format_parts(event: dict[str, Any], version: str = __version__) -> tuple[str, list[str], int]:
+    """The CEF header (ending in ``|``), the extension's ``key=value`` items (escaped), and the severity.
+
+    Kept apart so a size-capped transport can shorten values without re-escaping anything
+    (:func:`truncate`) and can derive the syslog priority from the severity;
+    :func:`format_event` joins them.
+    """
+    source = event["source"]
+    source_type = source.get("type", "")
+    product = source.get("product", "")
+    profile = _profile(source_type, product)
+
+    action = _text(event.get("action"))
+    message = _text(event.get("message"))
+    event_class = action[: HEADER_MAX["event_class_id"]] if action else DEFAULT_EVENT_CLASS
+    name = action[: HEADER_MAX["name"]] if action else profile.name
+    severity = severity_of(event, profile)
+    header = (
+        _header_prefix(source.get("vendor", ""), product, version)
+        + escape_header(event_class) + "|" + escape_header(name) + "|" + str(severity) + "|"
+    )
+
+    parts: list[str] = ["rt=" + str(epoch_ms(event["timestamp"]))]
+    event_id = _text(event["id"])
+    _put(parts, "externalId", event_id)
+    if len(event_id) > 40:
+        _put_custom(parts, "cs1", event_id)
+    _put(parts, "act", action)
+    _put(parts, "outcome", event.get("outcome"))
+    category = event.get("category")
+    if category:
+        _put(parts, "cat", ",".join(category))
+
+    actor = event.get("actor")
+    if actor:
+        actor_id = actor.get("id")
+        _put(parts, "suser", actor.get("name") or actor.get("email") or actor_id)
+        _put(parts, "suid", actor_id)
+        ip = actor.get("ip")
+        if ip:
+            _put(parts, "src", _ip_or_none(_text(ip)))
+        _put(parts, "requestClientApplication", actor.get("user_agent"))
+        _put_custom(parts, "cs3", actor.get("email"))
+        _put_custom(parts, "cs4", actor.get("type"))
+
+    target = event.get("target")
+    if target:
+        _put_custom(parts, "cs5", target.get("type"))
+        if _is_user(target):
+            _put(parts, "duser", target.get("name") or target.get("email") or target.get("id"))
+            _put(parts, "duid", target.get("id"))
+        else:
+            _put_custom(parts, "cs6", target.get("id"))
+            _put_custom(parts, "flexString1", target.get("name"))
+
+    organization = event.get("organization")
+    if organization:
+        _put(parts, "deviceExternalId", organization.get("id") or organization.get("name"))
+        if organization.get("id"):
+            _put_custom(parts, "flexString2", organization.get("name"))
+
+    integrity = event.get("integrity")
+    if integrity:
+        _put_custom(parts, "cs2", " ".join(f"{k}:{integrity[k]}" for k in
+                                           ("hash", "membership", "signature", "consistency") if k in integrity))
+
+    _put(parts, "msg", message)
+    return header, parts, severity
+
+
+def format_event(event: dict[str, Any], version: str = __version__) -> str:
+    """One CEF message (no syslog header, no line ending) for a normalized event."""
+    header, parts, _ = format_parts(event, version)
+    return header + " ".join(parts)
+
+
+def _cut_escaped(value: str, max_bytes: int) -> str:
+    """The longest prefix of an escaped value within ``max_bytes`` UTF-8 bytes, never ending mid-escape."""
+    cut = value.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
+    trailing = len(cut) - len(cut.rstrip("\\"))
+    if trailing % 2:
+        cut = cut[:-1]
+    return cut
+
+
+def truncate(header: str, parts: list[str], max_bytes: int) -> str | None:
+    """The CEF message cut to ``max_bytes`` UTF-8 bytes, still valid CEF; None if it cannot fit.
+
+    The header and the identifying keys (``rt``, ``externalId``, ``cs1``, ``act``,
+    ``outcome``) are never cut. Other values are shortened in :data:`CUT_ORDER` (free text
+    first, the actor last); a value cut to nothing is dropped with its label, and ``src`` is
+    only ever dropped whole. Cutting happens on escaped text at a character boundary and never
+    between a backslash and what it escapes.
+    """
+    items = list(parts)
+    sizes = [len(p.encode("utf-8")) for p in items]
+    excess = len(header.encode("utf-8")) + sum(sizes) + max(0, len(items) - 1) - max_bytes
+    keys = [p.split("=", 1)[0] for p in items]
+    for key in CUT_ORDER:
+        if excess <= 0:
+            break
+        if key not in keys:
+            continue
+        i = keys.index(key)
+        value = items[i][len(key) + 1:]
+        keep = sizes[i] - len(key) - 1 - excess
+        cut = _cut_escaped(value, keep) if keep > 0 and key != "src" else ""
+        if cut:
+            items[i] = key + "=" + cut
+            new_size = len(items[i].encode("utf-8"))
+            excess -= sizes[i] - new_size
+            sizes[i] = new_size
+            continue
+        label = key + "Label"
+        for j, k in enumerate(keys):
+            if k == key or k == label:
+                excess -= sizes[j] + 1
+                items[j] = ""
+                keys[j] = ""
+    if excess > 0:
+        return None
+    return header + " ".join(p for p in items if p)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class CEFError(ValueError):
+    """A message that is not strict CEF; the text says where and why."""
+
+
+_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_VALUE_ESCAPES = {"\\": "\\", "=": "=", "n": "\n", "r": "\r"}
+_SEVERITY_WORDS = frozenset({"Unknown", "Low", "Medium", "High", "Very-High"})
+
+
+def parse_cef(text: str) -> tuple[list[str], dict[str, str]]:
+    """Parse one strict CEF message into its 7 header fields and its extension, un-escaped.
+
+    The header list is ``[version, vendor, product, device_version, event_class_id, name,
+    severity]``. Raises :class:`CEFError` for anything the spec does not allow: a missing
+    ``CEF:`` prefix, a wrong field count, an unknown or dangling escape, an unescaped ``=`` in a
+    value, a key that is empty, not alphanumeric or repeated, a severity outside 0-10 (or the
+    spec's words), and any control character, line break or unpaired surrogate.
+    """
+    if not text.startswith("CEF:"):
+        raise CEFError("does not start with 'CEF:'")
+    if not text.isprintable():
+        for i, ch in enumerate(text):
+            if ch in _FORBIDDEN_SET:
+                raise CEFError(f"non-printable character U+{ord(ch):04X} at offset {i}")
+    header: list[str] = []
+    field: list[str] = []
+    i = 4
+    n = len(text)
+    while len(header) < 7:
+        if i >= n:
+            raise CEFError(f"header has {len(header)} fields, needs 7 (each ending in '|')")
+        ch = text[i]
+        if ch == "\\":
+            nxt = text[i + 1] if i + 1 < n else ""
+            if nxt not in ("\\", "|"):
+                raise CEFError(f"unknown escape '\\{nxt}' in header field {len(header) + 1} at offset {i}")
+            field.append(nxt)
+            i += 2
+        elif ch == "|":
+            header.append("".join(field))
+            field = []
+            i += 1
+        else:
+            field.append(ch)
+            i += 1
+    _check_header(header)
+    return header, _parse_extension(text[i:], i)
+
+
+def _check_header(header: list[str]) -> None:
+    if header[0] not in ("0", "1"):
+        raise CEFError(f"unsupported CEF version {header[0]!r}")
+    for index, label in ((1, "vendor"), (2, "product"), (4, "event class id"), (5, "name")):
+        if not header[index]:
+            raise CEFError(f"empty {label}")
+    severity = header[6]
+    if severity not in _SEVERITY_WORDS:
+        if not (severity.isascii() and severity.isdigit() and 0 <= int(severity) <= 10):
+            raise CEFError(f"severity {severity!r} is not 0-10")
+
+
+def _parse_extension(ext: str, offset: int) -> dict[str, str]:
+    if not ext:
+        return {}
+    equals: list[int] = []
+    i = 0
+    n = len(ext)
+    while i < n:
+        ch = ext[i]
+        if ch == "\\":
+            nxt = ext[i + 1] if i + 1 < n else ""
+            if nxt not in _VALUE_ESCAPES:
+                raise CEFError(f"unknown escape '\\{nxt}' in extension at offset {offset + i}")
+            i += 2
+            continue
+        if ch == "=":
+            equals.append(i)
+        i += 1
+    if not equals:
+        raise CEFError("extension has no key=value pair")
+    starts: list[int] = []
+    for index, eq in enumerate(equals):
+        start = eq
+        while start > 0 and ext[start - 1] in _KEY_CHARS:
+            start -= 1
+        if start == eq:
+            raise CEFError(f"empty or invalid key before '=' at offset {offset + eq} (unescaped '=' in a value?)")
+        if index == 0:
+            if start != 0:
+                raise CEFError(f"text before the first key at offset {offset}")
+        elif ext[start - 1] != " " or start - 1 <= equals[index - 1]:
+            raise CEFError(f"unescaped '=' in a value at offset {offset + eq}")
+        starts.append(start)
+    result: dict[str, str] = {}
+    for index, eq in enumerate(equals):
+        key = ext[starts[index]:eq]
+        end = starts[index + 1] - 1 if index + 1 < len(equals) else n
+        if key in result:
+            raise CEFError(f"duplicate key {key!r}")
+        result[key] = _unescape(ext[eq + 1:end])
+    return result
+
+
+def _unescape(raw: str) -> str:
+    if "\\" not in raw:
+        return raw
+    out: list[str] = []
+    i = 0
+    n = len(raw)
+    while i < n:
+        ch = raw[i]
+        if ch == "\\":
+            out.append(_VALUE_ESCAPES[raw[i + 1]])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def strip_syslog_header(line: str) -> str:
+    """The CEF part of a received line: from a leading ``CEF:``, or the first `` CEF:`` after a syslog header."""
+    if line.startswith("CEF:"):
+        return line
+    at = line.find(" CEF:")
+    return line[at + 1:] if at >= 0 else line
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def main(argv: Sequence[str] | None = None, stdin: BinaryIO | None = None, stdout: TextIO | None = None) -> int:
+    """Check that each line of the given files (or standard input) is one strict CEF message.
+
+    A syslog header before ``CEF:`` is skipped. Prints one line per message (``N: ok`` or
+    ``N: invalid: reason``; with ``--json`` the parsed header and extension) and a summary;
+    exits 0 when every non-empty line parsed, 1 otherwise.
+    """
+    parser = argparse.ArgumentParser(prog="python -m siem_forwarder_plugins.cef", description=main.__doc__)
+    parser.add_argument("files", nargs="*", help="files to check (default: standard input)")
+    parser.add_argument("--json", action="store_true", help="print each parsed message as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only invalid lines and the summary")
+    args = parser.parse_args(argv)
+    out = stdout or sys.stdout
+    streams: list[tuple[str, BinaryIO]] = []
+    if args.files:
+        for path in args.files:
+            streams.append((path, open(path, "rb")))
+    else:
+        streams.append(("-", stdin or sys.stdin.buffer))
+    good = bad = 0
+    for label, stream in streams:
+        prefix = f"{label}:" if len(streams) > 1 else ""
+        with stream if label != "-" else _NoClose(stream):
+            for number, raw in enumerate(stream, 1):
+                line = raw.rstrip(b"\n")
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if not line:
+                    continue
+                try:
+                    header, extension = parse_cef(strip_syslog_header(line.decode("utf-8")))
+                except UnicodeDecodeError as exc:
+                    bad += 1
+                    print(f"{prefix}{number}: invalid: not UTF-8 ({exc.reason} at byte {exc.start})", file=out)
+                    continue
+                except CEFError as exc:
+                    bad += 1
+                    print(f"{prefix}{number}: invalid: {exc}", file=out)
+                    continue
+                good += 1
+                if args.json:
+                    print(json.dumps({"line": number, "header": header, "extension": extension},
+                                     ensure_ascii=False), file=out)
+                elif not args.quiet:
+                    print(f"{prefix}{number}: ok", file=out)
+    print(f"{good} valid, {bad} invalid", file=out)
+    return 0 if bad == 0 else 1
+
+
+class _NoClose:
+    def __init__(self, stream: BinaryIO):
+        self.stream = stream
+
+    def __enter__(self) -> BinaryIO:
+        return self.stream
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+#!/bin/sh
+# Installs the Debian packages the test suite needs that pip cannot provide:
+# rsyslog (with its GnuTLS driver) for the syslog_cef output's end-to-end tests, and systemd
+# and rpm for the packaging tests.
+# Idempotent: installs only what is missing, and only when root or sudo is available.
+set -eu
+
+missing=""
+command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || missing="$missing rsyslog"
+# The gtls network stream driver ships separately; without it rsyslog cannot serve TLS.
+have_gtls=""
+for f in /usr/lib/*/rsyslog/lmnsd_gtls.so /usr/lib/rsyslog/lmnsd_gtls.so; do
+    [ -e "$f" ] && have_gtls=1
+done
+[ -n "$have_gtls" ] || missing="$missing rsyslog-gnutls"
+# systemd-analyze and systemd-sysusers check the packaged units; rpm inspects the built .rpm
+# (tests/packaging/). Installing systemd in a container does not start it.
+command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+command -v rpm >/dev/null 2>&1 || missing="$missing rpm"
+
+if [ -z "$missing" ]; then
+    echo "install-test-deps: nothing to install"
+    exit 0
+fi
+
+if [ "$(id -u)" = 0 ]; then
+    as_root=""
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    as_root="sudo -n"
+else
+    echo "install-test-deps: need root or sudo to install:$missing" >&2
+    exit 1
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-test-deps: no apt-get; install these by hand:$missing" >&2
+    exit 1
+fi
+
+echo "install-test-deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+$as_root apt-get update -qq
+# shellcheck disable=SC2086
+$as_root apt-get install -y -qq --no-install-recommends $missing
