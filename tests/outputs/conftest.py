@@ -1,0 +1,54 @@
+"""Fixtures for the output tests: a real rsyslog receiver (see :mod:`tests.rsyslog`).
+
+Without ``rsyslogd`` the tests that need it are skipped on a developer's machine and fail in
+CI (``CI=true``), where ``scripts/install-test-deps.sh`` must have installed it.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.rsyslog import INSTALL_HINT, Pki, Rsyslog, find_rsyslogd, gtls_available, make_pki
+
+
+def _rsyslogd_or_fail() -> str:
+    binary = find_rsyslogd()
+    missing = INSTALL_HINT if binary is None else (
+        None if gtls_available() else "rsyslog's TLS driver is missing; apt-get install rsyslog-gnutls")
+    if missing:
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(missing, pytrace=False)
+        pytest.skip(missing)
+    assert binary is not None
+    return binary
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _started(directory: Path, pki: Pki) -> Rsyslog:
+    receiver = Rsyslog(directory, _rsyslogd_or_fail(), pki)
+    receiver.validate()
+    receiver.start()
+    return receiver
+
+
+@pytest.fixture(scope="session")
+def rsyslog(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Rsyslog]:
+    """One rsyslogd for the session; tests tell their messages apart by a marker in the event ids."""
+    receiver = _started(tmp_path_factory.mktemp("rsyslog"), pki)
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def own_rsyslog(tmp_path: Path, pki: Pki) -> Iterator[Rsyslog]:
+    """An rsyslogd for one test only, for tests that stop or restart the receiver."""
+    receiver = _started(tmp_path / "rsyslog", pki)
+    yield receiver
+    receiver.stop()
