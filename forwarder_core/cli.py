@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     once.add_argument("--source", action="append", metavar="NAME", help="only this source (repeatable)")
     check = with_config(sub.add_parser("check", help="validate the config and every plugin's options"))
     check.add_argument("--connect", action="store_true", help="also authenticate to each source and reach each output")
-    sub.add_parser("plugins", help="list installed source and output types")
+    plugins = sub.add_parser("plugins", help="list installed source and output types")
+    plugins.add_argument("-c", "--config", help="also search this config's plugin_paths")
     state = with_config(sub.add_parser("state", help="show checkpoints and lag, or reset one source"))
     state.add_argument("action", nargs="?", choices=["show", "reset"], default="show")
     state.add_argument("name", nargs="?", help="the source to reset")
@@ -102,9 +103,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    from forwarder_core.config import plugin_paths_of
     from forwarder_core.plugins import load_plugins
 
-    plugins = load_plugins()
+    plugins = load_plugins(plugin_paths_of(args.config) if args.config else [])
     rows = [("KIND", "TYPE", "DISTRIBUTION", "VERSION")]
     for kind, registry in (("source", plugins.sources), ("output", plugins.outputs)):
         for name, reg in registry.items():

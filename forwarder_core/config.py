@@ -178,6 +178,18 @@ def resolve_state_dir(document: Mapping[str, Any], env: Mapping[str, str]) -> st
     return DEFAULT_STATE_DIR
 
 
+def plugin_paths_of(path: str) -> list[str]:
+    """The plugin directories a config names (read leniently: for ``plugins``, not for running)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = read_yaml(path, fh.read()).data
+    except (OSError, ValueError):
+        return []
+    paths = data.get("plugin_paths") if isinstance(data, dict) else None
+    found = [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
+    return found + [p for p in DEFAULT_PLUGIN_PATHS if os.path.isdir(p)]
+
+
 def load_config(path: str, plugin_loader: Callable[[list[str]], Any], env: Mapping[str, str] | None = None) -> tuple[Config, Any]:
     """Read and validate the configuration; return it with the loaded plugin set.
 
@@ -200,7 +212,7 @@ def load_config(path: str, plugin_loader: Callable[[list[str]], Any], env: Mappi
     problems.raise_if_any()
 
     settings = {k: v for k, v in document.items() if k not in ("sources", "outputs")}
-    plugin_paths = list(document.get("plugin_paths", [])) + [p for p in DEFAULT_PLUGIN_PATHS if os.path.isdir(p)]
+    plugin_paths = list(document.get("plugin_paths", [])) + [p for p in DEFAULT_PLUGIN_PATHS if os.path.isdir(p)]  # noqa: E501
     plugins = plugin_loader(plugin_paths)
 
     warnings = list(notes)
