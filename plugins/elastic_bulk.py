@@ -383,7 +383,8 @@ def _describe(body: Any) -> str:
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict):
-            return f"{error.get('type', 'error')}: {error.get('reason', '')}"
+            extra = error.get("additional_unsuccessful_credentials")
+            return f"{error.get('type', 'error')}: {error.get('reason', '')}" + (f" ({extra})" if extra else "")
         if isinstance(error, str):
             return error
         return snippet(json.dumps(body))

@@ -23,7 +23,8 @@ What it speaks (siem-protocols.md §2):
   missing or wrong → 401 ``security_exception`` with ``WWW-Authenticate``. Indices listed with
   :meth:`FakeElasticsearch.forbid` answer item 403 ``security_exception`` (a key without the
   ``create_doc`` privilege there).
-* Faults: :meth:`FakeElasticsearch.reject_items` (the next N items 429
+* Faults: :meth:`FakeElasticsearch.poison` (item 400 for documents holding a marker),
+  :meth:`FakeElasticsearch.reject_items` (the next N items 429
   ``es_rejected_execution_exception`` or 503 ``unavailable_shards_exception``),
   :meth:`FakeElasticsearch.reject_requests` (whole request 429/503 with ES's error body),
   ``max_content_length`` (whole request 413 with an empty body, as ``http.max_content_length``
@@ -126,6 +127,7 @@ class FakeElasticsearch(FakeServer):
         self._item_faults: list[list[Any]] = []  # [remaining, status]
         self._request_faults: list[list[Any]] = []  # [remaining, status, retry_after, skip first]
         self._forbidden: list[str] = []
+        self._poison: list[bytes] = []
         for method in ("GET", "POST", "PUT", "HEAD", "DELETE"):
             self.route(method, "/.*", self._handle)
 
@@ -147,6 +149,10 @@ class FakeElasticsearch(FakeServer):
         have been served normally."""
         with self._lock:
             self._request_faults.append([count, status, retry_after, after])
+
+    def poison(self, marker: bytes) -> None:
+        """Refuse (item 400) every document whose JSON contains ``marker``, as a mapping conflict would."""
+        self._poison.append(marker)
 
     def forbid(self, pattern: str) -> None:
         """Writes to indices matching ``pattern`` get item 403, as for a key without ``create_doc`` there."""
@@ -375,6 +381,11 @@ class FakeElasticsearch(FakeServer):
             return {**result, "status": 400, "error": item_error(
                 "illegal_argument_exception",
                 "only write ops with an op_type of create are allowed in data streams")}
+        if any(marker in line for marker in self._poison):
+            return {**result, "status": 400, "error": item_error(
+                "document_parsing_exception",
+                f"[1:1] failed to parse field [event.original] of type [keyword] in document with id '{doc_id}'",
+                caused_by={"type": "illegal_argument_exception", "reason": "poisoned document"})}
         if self.bench:
             source: Any = None
             if is_ds and b'"@timestamp"' not in line:
