@@ -138,6 +138,7 @@ class FakeServer:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go in two writes; Nagle + delayed ACK would add 40 ms each
 
             def log_message(self, *args: Any) -> None:  # quiet
                 pass
