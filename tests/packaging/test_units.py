@@ -1,0 +1,136 @@
+"""The systemd units and sysusers file: systemd's own tools must accept them without a word.
+
+``systemd-analyze verify`` exits 0 on typos and bad values and only prints a warning, so any
+output at all fails these tests. It also insists that ``ExecStart=`` binaries exist: unless the
+package is installed, the units are checked in a copy whose ``/opt/siem-forwarder/bin/
+siem-forwarder`` is replaced by ``/bin/true``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGING = REPO / "packaging"
+INSTALLED_BINARY = "/opt/siem-forwarder/bin/siem-forwarder"
+UNITS = {
+    # what to load -> the file it comes from
+    "siem-forwarder.service": "siem-forwarder.service",
+    "siem-forwarder@prod.service": "siem-forwarder@.service",
+}
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is missing in CI: scripts/install-test-deps.sh installs it (package systemd)")
+        pytest.skip(f"{name} is not installed (apt-get install systemd)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def systemd_analyze() -> str:
+    return _tool("systemd-analyze")
+
+
+@pytest.fixture(scope="module")
+def unit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The unit files as shipped, or with ExecStart pointing at /bin/true when not installed."""
+    if os.access(INSTALLED_BINARY, os.X_OK):
+        return PACKAGING
+    out = tmp_path_factory.mktemp("units")
+    for source in set(UNITS.values()):
+        text = (PACKAGING / source).read_text()
+        (out / source).write_text(text.replace(INSTALLED_BINARY, "/bin/true"))
+    return out
+
+
+def run(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def unit_settings(path: Path) -> dict[str, list[str]]:
+    """``Key`` -> every value it is given (systemd allows repeats), ignoring comments."""
+    settings: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;[":
+            continue
+        key, _, value = line.partition("=")
+        settings.setdefault(key, []).append(value)
+    return settings
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_verify_prints_nothing(systemd_analyze: str, unit_dir: Path, unit: str) -> None:
+    result = run(systemd_analyze, "verify", "--man=no", str(unit_dir / unit))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout + result.stderr == ""
+
+
+def test_verify_would_catch_a_typo(systemd_analyze: str, unit_dir: Path, tmp_path: Path) -> None:
+    """Guards the test above: verify does read our file and does complain on stderr."""
+    broken = (unit_dir / "siem-forwarder.service").read_text().replace("ProtectHome=", "ProtectHme=")
+    (tmp_path / "siem-forwarder.service").write_text(broken)
+    result = run(systemd_analyze, "verify", "--man=no", str(tmp_path / "siem-forwarder.service"))
+    assert "ProtectHme" in result.stderr
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_security_exposure_is_2_or_better(systemd_analyze: str, unit_dir: Path, unit: str) -> None:
+    path = str(unit_dir / unit)
+    result = run(systemd_analyze, "security", "--offline=true", "--threshold=20", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout + result.stderr)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 2.0
+
+
+def test_sysusers_file_is_valid(tmp_path: Path) -> None:
+    sysusers = _tool("systemd-sysusers")
+    (tmp_path / "etc").mkdir()
+    result = run(sysusers, f"--root={tmp_path}", "--dry-run", str(PACKAGING / "sysusers.conf"))
+    assert result.returncode == 0, result.stderr
+    assert "Creating user 'siem-forwarder'" in result.stdout + result.stderr
+
+
+def test_service_follows_the_contract() -> None:
+    s = unit_settings(PACKAGING / "siem-forwarder.service")
+    config = "/etc/siem-forwarder/config.yaml"
+    assert s["Type"] == ["notify"]
+    assert s["ExecStartPre"] == [f"{INSTALLED_BINARY} check -c {config}"]
+    assert s["ExecStart"] == [f"{INSTALLED_BINARY} run -c {config}"]
+    assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert s["RestartPreventExitStatus"] == ["78"]
+    assert s["StateDirectory"] == ["siem-forwarder"]
+    assert s["User"] == ["siem-forwarder"]
+    assert s["WatchdogSec"] and s["WantedBy"] == ["multi-user.target"]
+    # A LoadCredential= whose file is missing stops the unit from starting: drop-ins only.
+    assert "LoadCredential" not in s
+
+
+def test_stop_timeout_outlasts_the_drain() -> None:
+    """systemd must not SIGKILL the daemon while it still drains within shutdown_timeout."""
+    schema = json.loads((REPO / "schemas" / "config.schema.json").read_text())
+    drain = schema["properties"]["shutdown_timeout"]["default"]
+    stop = unit_settings(PACKAGING / "siem-forwarder.service")["TimeoutStopSec"][0]
+    assert stop.endswith("s") and float(stop[:-1]) > drain
+
+
+def test_template_differs_only_by_instance() -> None:
+    """The template is the main unit with config, state and description per instance."""
+    main = unit_settings(PACKAGING / "siem-forwarder.service")
+    template = unit_settings(PACKAGING / "siem-forwarder@.service")
+    assert template["ExecStartPre"] == [f"{INSTALLED_BINARY} check -c /etc/siem-forwarder/%i.yaml"]
+    assert template["ExecStart"] == [f"{INSTALLED_BINARY} run -c /etc/siem-forwarder/%i.yaml"]
+    assert template["StateDirectory"] == ["siem-forwarder/%i"]
+    assert "%i" in template["Description"][0]
+    differing = {k for k in main.keys() | template.keys() if main.get(k) != template.get(k)}
+    assert differing == {"ExecStartPre", "ExecStart", "StateDirectory", "Description"}
