@@ -1,0 +1,97 @@
+"""The Pangea source's cursor: how far the log has been read, and which events near that edge.
+
+Pangea has no resumable stream, only searches by ``received_at``. Each poll searches from
+``through - lookback`` (re-reading recent time for events that were indexed late) to
+``now - settle_delay``, so the events at and just before the edge come back and must be
+dropped: the cursor keeps a short hash (16 hex digits of SHA-256) and the ``received_at`` of
+every event in the re-read span.
+
+The set is bounded (:data:`MAX_SEEN`): under heavy volume the oldest times are dropped whole and
+``floor`` moves past them, so the next search starts after them. The re-read span then shrinks
+to what the set covers, and nothing is ever delivered twice for want of room.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from forwarder_core.plugin_api import parse_time
+
+MAX_SEEN = 4096
+KEY_LEN = 16
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+
+
+def format_us(dt: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ``, the form Pangea's ``start``/``end`` take and give."""
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def to_us(dt: datetime) -> int:
+    return (dt - _EPOCH) // _US
+
+
+def from_us(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+class Cursor:
+    """Mutable read position; :meth:`dump` gives the JSON value a Page carries."""
+
+    __slots__ = ("through", "floor", "seen")
+
+    def __init__(self, through: int, floor: int | None = None, seen: dict[str, int] | None = None):
+        self.through = through  # epoch µs: everything received before it has been read
+        self.floor = floor  # epoch µs: the seen set is complete only from here on
+        self.seen: dict[str, int] = seen if seen is not None else {}
+
+    @classmethod
+    def load(cls, value: Any, default_start: datetime) -> "Cursor":
+        """Read a stored cursor; None (the first poll) starts at ``default_start``.
+
+        Raises ValueError on a cursor this source did not write.
+        """
+        if value is None:
+            start = to_us(default_start)
+            return cls(start, floor=start)  # the first poll starts at start_time, not before
+        if not isinstance(value, dict) or value.get("v") != 1 or not isinstance(value.get("through"), str):
+            raise ValueError("not a Pangea cursor (expected {'v': 1, 'through': ..., 'seen': {...}})")
+        seen = value.get("seen") or {}
+        if not isinstance(seen, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in seen.items()):
+            raise ValueError("Pangea cursor 'seen' is not a map of hash to time")
+        floor = value.get("floor")
+        return cls(to_us(parse_time(value["through"])),
+                   to_us(parse_time(floor)) if isinstance(floor, str) else None, dict(seen))
+
+    def dump(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"v": 1, "through": format_us(from_us(self.through)), "seen": dict(self.seen)}
+        if self.floor is not None:
+            out["floor"] = format_us(from_us(self.floor))
+        return out
+
+    def start(self, lookback_us: int) -> int:
+        """Where a search from this cursor starts (inclusive), in epoch µs."""
+        start = self.through - lookback_us
+        return max(start, self.floor) if self.floor is not None else start
+
+    def is_seen(self, key: str) -> bool:
+        return key[:KEY_LEN] in self.seen
+
+    def add(self, key: str, received_us: int) -> None:
+        self.seen[key[:KEY_LEN]] = received_us
+        if received_us > self.through:
+            self.through = received_us
+
+    def prune(self, lookback_us: int) -> None:
+        """Forget events before the next search's start; keep at most :data:`MAX_SEEN`."""
+        cutoff = self.through - lookback_us
+        if self.floor is not None and self.floor <= cutoff:
+            self.floor = None
+        if any(t < cutoff for t in self.seen.values()):
+            self.seen = {k: t for k, t in self.seen.items() if t >= cutoff}
+        if len(self.seen) > MAX_SEEN:
+            times = sorted(self.seen.values(), reverse=True)
+            dropped_from = times[MAX_SEEN]  # keep only times strictly newer than this one
+            self.seen = {k: t for k, t in self.seen.items() if t > dropped_from}
+            self.floor = dropped_from + 1
