@@ -1,0 +1,146 @@
+"""The cursor of sources that read an audit log in closed time windows.
+
+Vendors index events late and some promise no order, so a source cannot simply remember "the
+newest event I saw". Instead it reads **closed windows** ``[start, end)`` whose end stays
+``settle_delay`` behind now, and when a window is complete the **watermark** moves to its end.
+Each poll starts its first window ``lookback`` before the watermark, to pick up events that
+were indexed after their window was read; the ids of events already delivered in that overlap
+are kept in the cursor (``seen``) so that re-reading delivers nothing twice.
+
+``seen`` is bounded (:data:`MAX_SEEN`). When more events than that fall inside the lookback,
+the oldest are dropped and ``floor`` rises past them: the next re-read starts at ``floor``, so
+the overlap shrinks rather than the cursor growing without end or re-sending events.
+
+The window being read is kept in the cursor too (``window``), with whatever the source needs
+to resume inside it (a page number, an offset token), so every page's cursor is safe to
+resume from. Times are integer milliseconds since the epoch: exact, and JSON-friendly.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+MAX_SEEN = 20_000
+"""The most event ids a cursor keeps for de-duplication at window edges."""
+
+CURSOR_VERSION = 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = timedelta(milliseconds=1)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def to_ms(value: datetime) -> int:
+    """An aware datetime as integer epoch milliseconds (truncated, never rounded up)."""
+    return (value - _EPOCH) // _MS
+
+
+def parse_ms(text: str) -> int:
+    """An ISO 8601 / RFC 3339 time string as epoch milliseconds (naive means UTC)."""
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return (dt - _EPOCH) // _MS
+
+
+def iso_ms(ms: int) -> str:
+    """Epoch milliseconds as ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+    dt = _EPOCH + timedelta(milliseconds=ms)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def ms_datetime(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+@dataclass
+class WindowCursor:
+    """The JSON cursor of a windowed source; see the module docstring."""
+
+    watermark: int
+    floor: int
+    seen: dict[str, int] = field(default_factory=dict)
+    window: dict[str, Any] | None = None
+
+    @classmethod
+    def load(cls, cursor: Any, start_ms: int) -> "WindowCursor":
+        """Read a committed cursor, or start at ``start_ms`` when there is none."""
+        if not cursor:
+            return cls(watermark=start_ms, floor=start_ms)
+        if not isinstance(cursor, dict) or cursor.get("v") != CURSOR_VERSION:
+            raise ValueError(f"unrecognised cursor (expected a version {CURSOR_VERSION} window cursor): {str(cursor)[:200]}")
+        window = cursor.get("window")
+        return cls(
+            watermark=int(cursor["watermark"]),
+            floor=int(cursor.get("floor", cursor["watermark"])),
+            seen={str(k): int(v) for k, v in (cursor.get("seen") or {}).items()},
+            window=dict(window) if window else None,
+        )
+
+    def dump(self) -> dict[str, Any]:
+        """A JSON-ready snapshot (copied, so later changes do not reach a page already yielded)."""
+        return {
+            "v": CURSOR_VERSION,
+            "watermark": self.watermark,
+            "watermark_time": iso_ms(self.watermark),
+            "floor": self.floor,
+            "seen": dict(self.seen),
+            "window": dict(self.window) if self.window is not None else None,
+        }
+
+    def next_window(self, end: int, lookback: int, *, overlap: bool) -> tuple[int, int] | None:
+        """The next window ``[start, end)`` to read, or None when there is nothing new to read.
+
+        ``overlap`` (the first window of a poll) starts ``lookback`` before the watermark, but
+        never before ``floor``, below which ``seen`` cannot de-duplicate.
+        """
+        if end <= self.watermark:
+            return None
+        start = max(self.watermark - lookback, self.floor) if overlap else self.watermark
+        return start, end
+
+    def finish_window(self, end: int, lookback: int) -> None:
+        """The window up to ``end`` is read: move the watermark and forget ids out of reach."""
+        keep_from = end - lookback
+        seen = {k: t for k, t in self.seen.items() if t >= keep_from}
+        if len(seen) > MAX_SEEN:
+            cutoff = sorted(seen.values(), reverse=True)[MAX_SEEN]
+            seen = {k: t for k, t in seen.items() if t > cutoff}
+            self.floor = max(self.floor, cutoff + 1)
+        self.seen = seen
+        self.watermark = max(self.watermark, end)
+        self.window = None
+
+
+class EdgeDedup:
+    """Decides, event by event, whether a window's event is new; records what must be kept.
+
+    An event is a duplicate when its id is in the cursor's ``seen`` (delivered by an earlier
+    window) or, with ``track_window``, was already met in this window (deep pages of a live
+    result set can shift and show one event twice). Ids of events that will still be inside
+    the next poll's overlap go into ``seen``.
+    """
+
+    def __init__(self, cursor: WindowCursor, window_end: int, lookback: int, *, window_ids: set[str] | None = None):
+        self.seen = cursor.seen
+        self.keep_from = window_end - lookback
+        self.window_ids = window_ids
+        self.met = 0  # distinct events met in this window for the first time (duplicates or not)
+
+    def admit(self, key: str, t: int) -> bool:
+        """True when the event is new (deliver it); False for a duplicate."""
+        ids = self.window_ids
+        if ids is not None:
+            if key in ids:
+                return False
+            ids.add(key)
+            self.met += 1
+        if key in self.seen:
+            return False
+        if t >= self.keep_from:
+            self.seen[key] = t
+        return True

@@ -1,0 +1,400 @@
+"""A local Code42 Incydr audit-log API: OAuth client credentials, search, count.
+
+What it does as the real service does (reference: vendor-apis.md §1):
+
+* ``POST /v1/oauth`` with HTTP Basic ``client_id:client_secret`` and an empty body answers
+  ``{"access_token","token_type","expires_in"}``; tokens really expire (``token_ttl``, which can be
+  shorter than the ``expires_in`` it announces, so a client meets a 401) and can be revoked.
+* ``POST /v1/audit/search-audit-log`` takes ``QueryAuditLogRequest``: 0-based ``page``,
+  ``pageSize`` up to 10,000, ``dateRange`` in float epoch seconds (start inclusive, end
+  exclusive), and the list filters. Events come back in an order that is not by time (a fixed
+  pseudo-random order, so a late event lands at a random place and shifts deep pages), and a page
+  past the end leaves ``events`` out altogether.
+* ``POST /v1/audit/search-results-count`` answers ``{"totalResultCount": n}`` for the same body.
+
+Events are generated deterministically from a seed and kept compactly (a time array, an order
+key array, and an index from which the event is rebuilt), so a million-event backlog costs a few
+megabytes; encoded pages are cached by request body. Tests add events later with
+:meth:`IncydrFake.add_events` (new ones, or late ones older than what was already served).
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import bisect
+import json
+import secrets
+import threading
+import time
+from array import array
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from tests.fakes.base import FakeServer, Request, Response, json_response, serve_forever_cli
+
+SEARCH = "/v1/audit/search-audit-log"
+COUNT = "/v1/audit/search-results-count"
+MAX_PAGE_SIZE = 10_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_M64 = (1 << 64) - 1
+
+ACTOR_TYPES = ("USER", "USER", "USER", "API_CLIENT", "SYSTEM", "SUPPORT_USER", "UNKNOWN")
+AGENTS = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0",
+    "Apache-HttpAsyncClient/4.1.4 (Java/11.0.3)",
+    "incydr-sdk 2.12.5 python 3.11",
+    "py42 1.29.1 python 3.11.4",
+)
+NAMES = ("arthur.pendragon", "gwen.lancaster", "darnell.waters", "sean.cassidy", "maria.ortiz", "li.wei",
+         "amara.okafor", "jonas.berg", "priya.nair", "tom.hughes", "ines.duarte", "kenji.sato")
+EVENT_TYPES = (
+    "audit_log::logged_in/1",
+    "audit_log::logged_in/1",
+    "audit_log::search_issued/1",
+    "audit_log::user_role_added/1",
+    "audit_log::user_deactivated/1",
+    "audit_log::federation_metadata_updated/1",
+    "audit_log::case_created/1",
+    "audit_log::login_failed/1",
+)
+
+
+def _mix(x: int) -> int:
+    """splitmix64 finaliser: a cheap, well-spread hash so event n is rebuilt from n alone."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def iso_ms(ms: int) -> str:
+    dt = _EPOCH + timedelta(milliseconds=ms)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def event_ms(event: dict[str, Any]) -> int:
+    dt = datetime.fromisoformat(event["timestamp"])
+    return (dt - _EPOCH) // timedelta(milliseconds=1)
+
+
+class IncydrFake(FakeServer):
+    """The fake; see the module docstring. ``events`` generated ones spread over ``span`` seconds."""
+
+    name = "incydr"
+
+    def __init__(self, *, events: int = 0, seed: int = 42, start: datetime | None = None, span: float = 3600.0,
+                 client_id: str = "key-1", client_secret: str = "secret-1", token_ttl: float = 900.0,
+                 expires_in: int | None = None, tenant: str = "1af25e70-6993-498f-ab78-65c520259d95",
+                 host: str = "127.0.0.1", port: int = 0):
+        super().__init__(host, port)
+        self.seed = seed
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.token_ttl = token_ttl
+        self.expires_in = expires_in
+        self.tenant = tenant
+        self._tokens: dict[str, float] = {}
+        self._data_lock = threading.Lock()
+        self._ts = array("q")  # event time (ms), sorted
+        self._key = array("q")  # the order the API returns events in
+        self._spec = array("q")  # >= 0: generated event n; < 0: self._custom[-spec - 1]
+        self._custom: list[dict[str, Any]] = []
+        self._next_n = 0
+        self._made = 0
+        self._version = 0
+        self._orders: dict[Any, list[int]] = {}
+        self._pages: dict[bytes, bytes] = {}
+        if start is None:
+            start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=span + 120)
+        self.begin = start
+        if events:
+            self.add_generated(events, start, span)
+        self.route("POST", "/v1/oauth", self._oauth)
+        self.route("POST", SEARCH, self._search)
+        self.route("POST", COUNT, self._count)
+
+    # ------------------------------------------------------------------ the data set
+
+    def add_generated(self, count: int, start: datetime, span: float) -> None:
+        """Add ``count`` generated events spread evenly (with jitter) over ``[start, start+span)``."""
+        start_ms = (start - _EPOCH) // timedelta(milliseconds=1)
+        step = max(1.0, span * 1000.0 / max(count, 1))
+        rows = []
+        for i in range(count):
+            n = self._next_n + i
+            h = _mix(self.seed * 1_000_003 + n)
+            ts = start_ms + int(i * step + (h & 0xFFFF) / 65536.0 * (step - 1))
+            rows.append((ts, _mix(h) >> 2, n))
+        self._next_n += count
+        self._insert(rows)
+
+    def add_events(self, events: list[dict[str, Any]]) -> None:
+        """Add explicit events (their ``timestamp`` decides where they fall; any time is allowed)."""
+        rows = []
+        for event in events:
+            self._custom.append(event)
+            spec = -len(self._custom)
+            try:
+                ts = event_ms(event)
+            except (KeyError, TypeError, ValueError):
+                ts = 0  # a malformed event still exists; it sorts first
+            rows.append((ts, _mix(self.seed ^ len(self._custom) << 20) >> 2, spec))
+        self._insert(rows)
+
+    def make_event(self, at: datetime, **overrides: Any) -> dict[str, Any]:
+        """A realistic event at ``at`` (not yet added), for tests that add events later."""
+        self._made += 1
+        n = 10_000_000 + self._made
+        event = self._generated(n, (at - _EPOCH) // timedelta(milliseconds=1))
+        event.update(overrides)
+        return event
+
+    def _insert(self, rows: list[tuple[int, int, int]]) -> None:
+        with self._data_lock:
+            rows.sort()
+            if not len(self._ts) or rows[0][0] >= self._ts[-1]:
+                for ts, key, spec in rows:
+                    self._ts.append(ts)
+                    self._key.append(key)
+                    self._spec.append(spec)
+            else:
+                for ts, key, spec in rows:
+                    at = bisect.bisect_right(self._ts, ts)
+                    self._ts.insert(at, ts)
+                    self._key.insert(at, key)
+                    self._spec.insert(at, spec)
+            self._version += 1
+            self._orders.clear()
+            self._pages.clear()
+
+    def __len__(self) -> int:
+        return len(self._ts)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event the fake holds, in time order."""
+        return [self._event(i) for i in range(len(self._ts))]
+
+    def _event(self, i: int) -> dict[str, Any]:
+        spec = self._spec[i]
+        return self._custom[-spec - 1] if spec < 0 else self._generated(spec, self._ts[i])
+
+    def _generated(self, n: int, ts: int) -> dict[str, Any]:
+        h = _mix(self.seed * 7919 + n)
+        name = NAMES[h % len(NAMES)]
+        actor_type = ACTOR_TYPES[(h >> 8) % len(ACTOR_TYPES)]
+        event_type = EVENT_TYPES[(h >> 16) % len(EVENT_TYPES)]
+        ip_form = (h >> 24) % 10
+        ip = f"{(h >> 32) % 223 + 1}.{(h >> 40) % 256}.{(h >> 48) % 256}.{(h >> 56) % 254 + 1}"
+        if ip_form == 0:
+            ip = "null"
+        elif ip_form < 3:
+            ip = f"{ip}, 64.252.{(h >> 12) % 256}.{(h >> 4) % 254 + 1}"
+        actor_id = str(1_004_000_000_000_000_000 + (h >> 20) % 1_000_000_000_000)
+        event: dict[str, Any] = {
+            "type$": event_type,
+            "actorId": actor_id,
+            "actorName": f"{name}@example.com" if actor_type != "API_CLIENT" else f"key-{(h >> 3) % 97}",
+            "actorAgent": AGENTS[(h >> 28) % len(AGENTS)],
+            "actorIpAddress": ip,
+            "timestamp": iso_ms(ts),
+            "actorType": actor_type,
+        }
+        other = NAMES[(h >> 36) % len(NAMES)]
+        other_id = str(1_004_000_000_000_000_000 + (h >> 24) % 1_000_000_000_000)
+        if event_type == "audit_log::search_issued/1":
+            event.update(success=True, type="query", resultCount=(h >> 44) % 500,
+                         requestJson=json.dumps({"groups": [{"filters": [{"term": "deviceUserName", "operator": "IS",
+                                                                           "value": f"{other}@example.com"}]}],
+                                                 "pgSize": 100, "pgNum": 1}))
+        elif event_type in ("audit_log::user_role_added/1", "audit_log::user_deactivated/1"):
+            event.update(userId=other_id, userName=f"{other}@example.com")
+            if event_type == "audit_log::user_role_added/1":
+                event["roleName"] = ("Security Center User", "Alert Manager", "Customer Cloud Admin")[(h >> 50) % 3]
+        elif event_type == "audit_log::federation_metadata_updated/1":
+            event.update(federationId=f"fed-{(h >> 40) % 1000}", metadataUrl="https://idp.example.com/metadata.xml")
+        elif event_type == "audit_log::case_created/1":
+            event.update(resourceId=f"case-{(h >> 40) % 100000}", caseNumber=(h >> 40) % 100000)
+        elif event_type == "audit_log::login_failed/1":
+            event.update(success=False, reason="INVALID_CREDENTIALS")
+        return event
+
+    # ------------------------------------------------------------------ auth
+
+    def revoke_tokens(self) -> None:
+        """Invalidate every token handed out (the next search gets a 401)."""
+        with self._lock:
+            self._tokens.clear()
+
+    def _oauth(self, req: Request) -> Response:
+        header = req.headers.get("Authorization", "")
+        ok = False
+        if header.startswith("Basic "):
+            try:
+                user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                ok = user == self.client_id and password == self.client_secret
+            except ValueError:
+                ok = False
+        if not ok:
+            return json_response({"error": "invalid_client", "error_description": "Bad credentials"}, 401,
+                                 {"WWW-Authenticate": 'Basic realm="code42"'})
+        payload = base64.urlsafe_b64encode(json.dumps(
+            {"tenantUid": self.tenant, "sub": self.client_id, "jti": secrets.token_hex(8)}).encode()).rstrip(b"=")
+        token = "eyJhbGciOiJSUzI1NiJ9." + payload.decode() + "." + secrets.token_urlsafe(24)
+        with self._lock:
+            self._tokens[token] = time.monotonic() + self.token_ttl
+        announced = self.expires_in if self.expires_in is not None else int(self.token_ttl)
+        return json_response({"access_token": token, "token_type": "bearer", "expires_in": announced})
+
+    def _authorized(self, req: Request) -> Response | None:
+        header = req.headers.get("Authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else ""
+        with self._lock:
+            expiry = self._tokens.get(token)
+        if expiry is None or expiry < time.monotonic():
+            return json_response({"error": "invalid_token", "error_description": "Access token expired or invalid"},
+                                 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return None
+
+    # ------------------------------------------------------------------ search
+
+    @staticmethod
+    def _bad_request(path: str, message: str) -> Response:
+        return json_response({"timestamp": datetime.now(timezone.utc).isoformat(), "status": 400,
+                              "error": "Bad Request", "message": message, "path": path}, 400)
+
+    def _parse(self, req: Request, paged: bool) -> dict[str, Any] | Response:
+        try:
+            body = req.json()
+        except ValueError:
+            return self._bad_request(req.path, "Malformed JSON request body")
+        if not isinstance(body, dict):
+            return self._bad_request(req.path, "Request body must be a JSON object")
+        if paged:
+            page, size = body.get("page"), body.get("pageSize")
+            if not isinstance(page, int) or page < 0:
+                return self._bad_request(req.path, "page must be an integer >= 0")
+            if not isinstance(size, int) or not 1 <= size <= MAX_PAGE_SIZE:
+                return self._bad_request(req.path, f"pageSize must be between 1 and {MAX_PAGE_SIZE}")
+        date_range = body.get("dateRange")
+        if date_range is not None:
+            if not isinstance(date_range, dict):
+                return self._bad_request(req.path, "dateRange must be an object")
+            for key in ("startTime", "endTime"):
+                value = date_range.get(key)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                    return self._bad_request(req.path, f"dateRange.{key} must be epoch seconds")
+        for key in ("actorIds", "actorIpAddresses", "actorNames", "eventTypes", "resourceIds", "userTypes"):
+            value = body.get(key)
+            if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+                return self._bad_request(req.path, f"{key} must be a list of strings")
+        return body
+
+    def _order(self, body: dict[str, Any]) -> list[int]:
+        """Positions of the matching events, in the order the API serves them (cached per query)."""
+        query = {k: v for k, v in body.items() if k not in ("page", "pageSize")}
+        cache_key = json.dumps(query, sort_keys=True)
+        with self._data_lock:
+            cached = self._orders.get(cache_key)
+            if cached is not None:
+                return cached
+            date_range = body.get("dateRange") or {}
+            start, end = date_range.get("startTime"), date_range.get("endTime")
+            lo = 0 if start is None else bisect.bisect_left(self._ts, _ceil_ms(start))
+            hi = len(self._ts) if end is None else bisect.bisect_left(self._ts, _ceil_ms(end))
+            positions: Any = range(lo, max(lo, hi))
+            filters = _filters(body)
+            if filters:
+                positions = [i for i in positions if _matches(self._event(i), filters)]
+            key = self._key
+            order = sorted(positions, key=key.__getitem__)
+            if len(self._orders) > 64:
+                self._orders.clear()
+            self._orders[cache_key] = order
+            return order
+
+    def _search(self, req: Request) -> Response:
+        denied = self._authorized(req)
+        if denied is not None:
+            return denied
+        parsed = self._parse(req, paged=True)
+        if isinstance(parsed, Response):
+            return parsed
+        cache_key = req.body
+        with self._data_lock:
+            cached = self._pages.get(cache_key)
+        if cached is not None:
+            return Response(body=cached)
+        order = self._order(parsed)
+        page, size = parsed["page"], parsed["pageSize"]
+        first = page * size
+        total = len(order)
+        if first >= total:
+            # Past the end the API leaves "events" out altogether (vendor-apis.md, Gotcha 3).
+            payload = json.dumps({"paginationRangeStartIndex": first, "paginationRangeEndIndex": first,
+                                  "totalResultCount": total}).encode()
+        else:
+            last = min(first + size, total)
+            with self._data_lock:
+                encoded = [json.dumps(self._event(i), separators=(",", ":")).encode() for i in order[first:last]]
+            payload = (b'{"events":[' + b",".join(encoded) + b'],"paginationRangeStartIndex":' + str(first).encode()
+                       + b',"paginationRangeEndIndex":' + str(last).encode()
+                       + b',"totalResultCount":' + str(total).encode() + b"}")
+        with self._data_lock:
+            if len(self._pages) > 32:
+                self._pages.clear()
+            self._pages[cache_key] = payload
+        return Response(body=payload)
+
+    def _count(self, req: Request) -> Response:
+        denied = self._authorized(req)
+        if denied is not None:
+            return denied
+        parsed = self._parse(req, paged=False)
+        if isinstance(parsed, Response):
+            return parsed
+        return json_response({"totalResultCount": len(self._order(parsed))})
+
+
+def _ceil_ms(seconds: float) -> int:
+    """The first whole millisecond at or after ``seconds`` (event times are whole ms)."""
+    ms = seconds * 1000.0
+    whole = int(ms)
+    return whole if whole >= ms - 1e-6 else whole + 1
+
+
+def _filters(body: dict[str, Any]) -> list[tuple[str, frozenset[str]]]:
+    fields = (("actorIds", "actorId"), ("actorNames", "actorName"), ("eventTypes", "type$"),
+              ("userTypes", "actorType"), ("resourceIds", "resourceId"), ("actorIpAddresses", "actorIpAddress"))
+    return [(field, frozenset(body[key])) for key, field in fields if body.get(key)]
+
+
+def _matches(event: dict[str, Any], filters: list[tuple[str, frozenset[str]]]) -> bool:
+    for field, wanted in filters:
+        value = event.get(field)
+        if field == "actorIpAddress":
+            ips = {ip.strip() for ip in str(value).split(",")}
+            if not ips & wanted:
+                return False
+        elif value not in wanted:
+            return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the local Incydr audit-log fake until killed.")
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--span", type=float, default=86_400.0, help="seconds the events spread over, ending ~2 min ago")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--client-id", default="key-1")
+    parser.add_argument("--client-secret", default="secret-1")
+    parser.add_argument("--ready-file")
+    args = parser.parse_args(argv)
+    fake = IncydrFake(events=args.events, seed=args.seed, span=args.span, client_id=args.client_id,
+                      client_secret=args.client_secret, port=args.port)
+    serve_forever_cli(fake, args.ready_file)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""The ``asana`` source against a local Asana that speaks the real protocol (tests/fakes/asana.py)."""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from forwarder_core.errors import SourceError
+from forwarder_core.schema import EventValidator
+from siem_forwarder_plugins.asana import AsanaSource
+from tests.fakes.asana import AsanaFake
+from tests.sources.polling import Drain, make_source, start_fake_process
+
+TOKEN = "2/1204/1207:s3cret-service-account"
+PATH = r"/audit_log_events$"
+
+
+@pytest.fixture
+def fake():
+    with AsanaFake(events=640, span=900, token=TOKEN) as server:
+        yield server
+
+
+def source(fake: AsanaFake, tmp_path: Path, **options: Any) -> AsanaSource:
+    opts = {"base_url": fake.url + "/api/1.0", "token": TOKEN, "workspace_gid": fake.workspace_gid,
+            "settle_delay": 0, "lookback": 300, **options}
+    return make_source(AsanaSource, opts, fake.begin, tmp_path)  # type: ignore[return-value]
+
+
+def assert_exactly_once(drain: Drain, fake: AsanaFake) -> None:
+    delivered = Counter(drain.ids())
+    assert max(delivered.values()) == 1, [k for k, v in delivered.items() if v > 1][:3]
+    assert delivered == Counter(e["gid"] for e in fake.events())
+
+
+# ---------------------------------------------------------------------------- delivery
+
+
+def test_backfill_delivers_exactly_the_fakes_events_then_nothing(fake, tmp_path):
+    drain = Drain(source(fake, tmp_path))
+    drain.poll()
+    assert_exactly_once(drain, fake)
+    calls = fake.calls(PATH)
+    assert all(c.headers["Authorization"] == f"Bearer {TOKEN}" for c in calls)
+    assert all(c.arg("limit") == "100" for c in calls)
+    assert calls[0].arg("offset") is None and all(c.arg("offset") for c in calls[1:])  # next_page.offset followed
+    assert len(calls) == 640 // 100 + 2  # 7 pages of data, then the empty page that means "caught up"
+    assert drain.cursor["window"] is None
+
+    assert drain.poll() == []
+
+
+def test_new_and_late_events_are_delivered_once(fake, tmp_path):
+    drain = Drain(source(fake, tmp_path))
+    drain.poll()
+    newest = max(datetime.fromisoformat(e["timestamp"]) for e in drain.events)
+    late = fake.make_event(newest - timedelta(seconds=20))  # older than what was delivered, inside lookback
+    new = fake.make_event(datetime.now(timezone.utc) - timedelta(milliseconds=5))
+    fake.add_events([late, new])
+
+    assert sorted(e["id"] for e in drain.poll()) == sorted([late["gid"], new["gid"]])
+    assert drain.poll() == []
+    assert_exactly_once(drain, fake)
+
+
+def test_a_restart_from_each_committed_cursor_delivers_the_rest_exactly_once(fake, tmp_path):
+    first = Drain(source(fake, tmp_path))
+    pages = first.pages_of()
+    for _ in range(3):
+        next(pages)
+    committed = first.cursor
+    assert committed["window"]["offset"]  # the offset is kept in the cursor
+    pages.close()
+
+    second = Drain(source(fake, tmp_path), committed)
+    second.poll()
+    assert second.source.metrics.total("source_offset_restarts_total") == 0
+    both = Drain(first.source)
+    both.events = first.events + second.events
+    assert_exactly_once(both, fake)
+
+
+def test_a_stale_offset_falls_back_to_start_at_without_duplicates(fake, tmp_path):
+    drain = Drain(source(fake, tmp_path))
+    pages = drain.pages_of()
+    next(pages)
+    next(pages)
+    pos = drain.cursor["window"]["pos"]
+    fake.expire_offsets()
+    for _ in pages:
+        pass
+    assert_exactly_once(drain, fake)
+    assert drain.source.metrics.total("source_offset_restarts_total") == 1
+    calls = fake.calls(PATH)
+    refused = next(i for i, c in enumerate(calls) if i >= 2 and c.arg("offset"))
+    restart = calls[refused + 1]
+    assert restart.arg("offset") is None
+    assert datetime.fromisoformat(restart.arg("start_at")) == datetime.fromtimestamp(pos / 1000, tz=timezone.utc)
+
+
+def test_a_stale_offset_in_a_saved_cursor_after_a_restart(fake, tmp_path):
+    first = Drain(source(fake, tmp_path))
+    pages = first.pages_of()
+    for _ in range(2):
+        next(pages)
+    pages.close()
+    fake.expire_offsets()
+    second = Drain(source(fake, tmp_path), first.cursor)
+    second.poll()
+    both = Drain(first.source)
+    both.events = first.events + second.events
+    assert_exactly_once(both, fake)
+
+
+def test_events_sharing_the_restart_instant_are_neither_lost_nor_repeated(tmp_path):
+    with AsanaFake(token=TOKEN) as fake:
+        at = datetime.now(timezone.utc) - timedelta(minutes=5)
+        fake.add_events([fake.make_event(at + timedelta(seconds=i // 30)) for i in range(150)])
+        drain = Drain(source(fake, tmp_path, page_size=25))
+        drain.source.config.start_time = at - timedelta(seconds=1)
+        pages = drain.pages_of()
+        next(pages)  # 25 events of the 30 at the first instant
+        fake.expire_offsets()
+        for _ in pages:
+            pass
+        assert_exactly_once(drain, fake)
+
+
+def test_filters_are_sent(fake, tmp_path):
+    actor = next(e["actor"]["gid"] for e in fake.events() if e["actor"].get("gid"))
+    drain = Drain(source(fake, tmp_path, actor_gid=actor, actor_type="user", event_type="user_login_succeeded"))
+    drain.poll()
+    call = fake.calls(PATH)[0]
+    assert call.arg("actor_gid") == actor and call.arg("event_type") == "user_login_succeeded"
+    assert call.arg("actor_type") is None  # Asana asks to omit actor_type when actor_gid is given
+    wanted = {e["gid"] for e in fake.events()
+              if e["actor"].get("gid") == actor and e["event_type"] == "user_login_succeeded"}
+    assert wanted and set(drain.ids()) == wanted and len(drain.ids()) == len(wanted)
+
+
+def test_page_size_is_bounded_by_asanas_limit(fake):
+    schema = AsanaSource.options_schema["properties"]["page_size"]
+    assert schema["maximum"] == 100 and schema["default"] == 100
+    answer = requests.get(f"{fake.url}/api/1.0/workspaces/{fake.workspace_gid}/audit_log_events",
+                          params={"limit": 101}, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+    assert answer.status_code == 400 and answer.json()["errors"][0]["message"].startswith("limit")
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+FAULTS = {
+    "429": dict(kind="status", status=429, retry_after="0"),
+    "500": dict(kind="status", status=500),
+    "html": dict(kind="html"),
+    "html200": dict(kind="html200"),
+    "truncated": dict(kind="truncate", body={"data": [{"gid": "1"}] * 20, "next_page": None}),
+    "dropped": dict(kind="drop"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_every_fault_ends_in_complete_delivery_without_duplicates(fault, fake, tmp_path):
+    drain = Drain(source(fake, tmp_path))
+    pages = drain.pages_of()
+    next(pages)
+    before = len(fake.calls(PATH))
+    fake.fault(path=PATH, count=2, **FAULTS[fault])
+    for _ in pages:
+        pass
+    assert_exactly_once(drain, fake)
+    assert len(fake.calls(PATH)) - before == drain.pages - 1 + 2  # both faults were met and retried
+
+
+def test_retry_after_is_waited_for(fake, tmp_path):
+    drain = Drain(source(fake, tmp_path))
+    fake.fault("status", path=PATH, status=429, retry_after="1",
+               body={"errors": [{"message": "You have made too many requests recently.", "help": "..."}]})
+    started = time.monotonic()
+    drain.poll()
+    assert time.monotonic() - started >= 1.0
+    assert drain.source.metrics.total("rate_limit_waits_total") == 1
+    assert_exactly_once(drain, fake)
+
+
+def test_a_refused_token_fails_clearly_without_the_token(fake, tmp_path):
+    opts = {"base_url": fake.url + "/api/1.0", "token": "2/1/2:wrong-token-value", "workspace_gid": fake.workspace_gid}
+    src = make_source(AsanaSource, opts, fake.begin, tmp_path)
+    with pytest.raises(SourceError) as info:
+        list(src.poll(None))
+    assert "401" in str(info.value) and "wrong-token-value" not in str(info.value)
+    with pytest.raises(SourceError):
+        src.check_connection()
+    assert len(fake.calls(PATH)) == 2  # one request each: a refused token is not retried
+
+
+def test_check_connection(fake, tmp_path):
+    message = source(fake, tmp_path).check_connection()
+    assert fake.workspace_gid in message and TOKEN not in message
+
+
+# ---------------------------------------------------------------------------- events
+
+
+def test_every_fake_event_passes_the_raw_and_normalized_schemas_and_drift_fails(fake, tmp_path):
+    src = source(fake, tmp_path)
+    validator = EventValidator(AsanaSource.event_schema)
+    events = fake.events()
+    assert all(validator.is_valid(src.normalize(raw)) for raw in events)
+    assert len({e["event_category"] for e in events}) >= 5
+
+    drifted = dict(events[0], actor={**events[0]["actor"], "actor_type": "robot"})
+    assert not validator.is_valid(src.normalize(drifted))
+    no_context = {k: v for k, v in events[0].items() if k != "context"}
+    assert not validator.is_valid(src.normalize(no_context))
+    assert "context" in validator.explain(src.normalize(no_context))
+    assert validator.is_valid(src.normalize(dict(events[0], new_top_level={"x": 1})))
+
+
+def test_normalize_maps_the_fields(fake, tmp_path):
+    raw = {"gid": "12345", "created_at": "2024-01-01T00:00:01.000Z", "event_type": "user_login_failed",
+           "event_category": "logins",
+           "actor": {"actor_type": "user", "gid": "1111", "name": "Greg Sanchez", "email": "greg@example.com"},
+           "resource": {"resource_type": "user", "gid": "1111", "name": "Greg Sanchez", "email": "greg@example.com"},
+           "details": {}, "context": {"context_type": "web", "client_ip_address": "192.0.2.1", "user_agent": "Mozilla/5.0"}}
+    event = source(fake, tmp_path).normalize(raw)
+    assert event["id"] == "12345" and event["raw"] is raw
+    assert event["timestamp"] == "2024-01-01T00:00:01.000Z"
+    assert event["source"] == {"name": "src", "type": "asana", "vendor": "Asana", "product": "Asana Audit Log"}
+    assert event["action"] == "user_login_failed" and event["outcome"] == "failure"
+    assert event["category"] == ["authentication"] and event["type"] == ["start"]
+    assert event["actor"] == {"id": "1111", "name": "Greg Sanchez", "email": "greg@example.com", "type": "user",
+                              "ip": "192.0.2.1", "user_agent": "Mozilla/5.0"}
+    assert event["target"] == {"id": "1111", "type": "user", "name": "Greg Sanchez", "email": "greg@example.com"}
+    assert 0 <= event["severity"] <= 10 and "Greg Sanchez" in event["message"]
+    offset_time = source(fake, tmp_path).normalize(dict(raw, created_at="2024-01-01T01:00:01.5+01:00"))
+    assert offset_time["timestamp"] == "2024-01-01T00:00:01.500Z"
+
+
+# ---------------------------------------------------------------------------- the fake on its own
+
+
+def test_the_fake_runs_standalone(tmp_path):
+    proc, url = start_fake_process("tests.fakes.asana", tmp_path, "--events", "700", "--token", TOKEN)
+    try:
+        opts = {"base_url": url + "/api/1.0", "token": TOKEN, "workspace_gid": "12345", "settle_delay": 0}
+        drain = Drain(make_source(AsanaSource, opts, datetime.now(timezone.utc) - timedelta(days=2), tmp_path))
+        drain.poll()
+        assert len(set(drain.ids())) == len(drain.ids()) == 700
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

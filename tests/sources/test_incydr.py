@@ -1,0 +1,283 @@
+"""The ``incydr`` source against a local Incydr that speaks the real protocol (tests/fakes/incydr.py)."""
+from __future__ import annotations
+
+import base64
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from forwarder_core.errors import SourceError
+from forwarder_core.http import HttpClient
+from forwarder_core.plugin_api import content_id
+from forwarder_core.schema import EventValidator
+from siem_forwarder_plugins.incydr import IncydrOAuth, IncydrSource
+from tests.fakes.incydr import COUNT, SEARCH, IncydrFake
+from tests.sources.polling import Drain, make_source, start_fake_process
+
+SECRET = "s3cret-incydr-client"
+
+
+@pytest.fixture
+def fake():
+    with IncydrFake(events=1234, span=900, client_secret=SECRET) as server:
+        yield server
+
+
+def source(fake: IncydrFake, tmp_path: Path, **options: Any) -> IncydrSource:
+    opts = {"base_url": fake.url, "client_id": fake.client_id, "client_secret": SECRET,
+            "page_size": 100, "settle_delay": 0, "lookback": 300, **options}
+    return make_source(IncydrSource, opts, fake.begin, tmp_path)  # type: ignore[return-value]
+
+
+def expected_ids(fake: IncydrFake) -> Counter[str]:
+    return Counter(content_id(e) for e in fake.events())
+
+
+def assert_exactly_once(drain: Drain, fake: IncydrFake) -> None:
+    delivered = Counter(drain.ids())
+    assert max(delivered.values()) == 1, [k for k, v in delivered.items() if v > 1][:3]
+    assert delivered == expected_ids(fake)
+
+
+# ---------------------------------------------------------------------------- delivery
+
+
+def test_backfill_delivers_exactly_the_fakes_events_then_nothing(fake, tmp_path):
+    drain = Drain(source(fake, tmp_path))
+    drain.poll()
+    assert_exactly_once(drain, fake)
+    assert drain.poll() == []
+
+    token_calls = fake.calls("/v1/oauth")
+    assert len(token_calls) == 1 and token_calls[0].body == b""
+    assert token_calls[0].headers["Authorization"] == "Basic " + base64.b64encode(f"key-1:{SECRET}".encode()).decode()
+    searches = [r.json() for r in fake.calls(SEARCH)]
+    assert searches[0]["page"] == 0 and all(s["pageSize"] == 100 for s in searches)
+    assert all(isinstance(s["dateRange"]["startTime"], float) for s in searches)
+    # the SDK's request shape: every filter key present, null when unset
+    assert searches[0]["eventTypes"] is None and searches[0]["actorIds"] is None
+
+
+def test_a_page_past_the_end_without_events_ends_the_window(tmp_path):
+    with IncydrFake(events=300, span=600, client_secret=SECRET) as fake:
+        drain = Drain(source(fake, tmp_path))
+        drain.poll()
+        assert_exactly_once(drain, fake)
+        last = fake.calls(SEARCH)[-1].json()
+        assert last["page"] == 3  # 300 events, 100 a page: page 3 answers without "events"
+
+
+def test_new_and_late_events_are_delivered_once(fake, tmp_path):
+    drain = Drain(source(fake, tmp_path))
+    drain.poll()
+    newest = max(datetime.fromisoformat(e["timestamp"]) for e in drain.events)
+    late = fake.make_event(newest - timedelta(seconds=30))  # older than what was delivered, inside lookback
+    new = fake.make_event(datetime.now(timezone.utc) - timedelta(milliseconds=5))
+    fake.add_events([late, new])
+
+    delivered = drain.poll()
+    assert sorted(e["id"] for e in delivered) == sorted([content_id(late), content_id(new)])
+    assert drain.poll() == []
+    assert_exactly_once(drain, fake)
+
+
+def test_a_restart_from_each_committed_cursor_delivers_the_rest_exactly_once(fake, tmp_path):
+    first = Drain(source(fake, tmp_path))
+    pages = first.pages_of()
+    for _ in range(4):
+        next(pages)
+    committed = first.cursor
+    pages.close()
+
+    second = Drain(source(fake, tmp_path), committed)
+    second.poll()
+    both = Drain(first.source)
+    both.events = first.events + second.events
+    assert_exactly_once(both, fake)
+
+
+def test_pages_that_shift_while_paging_are_read_again(fake, tmp_path):
+    """Events arriving inside the window being paged move others between pages."""
+    drain = Drain(source(fake, tmp_path))
+    pages = drain.pages_of()
+    next(pages)
+    window = drain.cursor["window"]
+    inside = datetime.fromtimestamp((window["start"] + window["end"]) / 2000, tz=timezone.utc)
+    fake.add_events([fake.make_event(inside + timedelta(milliseconds=i)) for i in range(50)])
+    for _ in pages:
+        pass
+    assert_exactly_once(drain, fake)
+    assert drain.source.metrics.total("source_window_rereads_total") >= 1
+
+
+def test_a_crowded_window_is_narrowed_before_it_is_paged(fake, tmp_path):
+    src = source(fake, tmp_path)
+    src.WINDOW_PAGES = 3
+    drain = Drain(src)
+    drain.poll()
+    assert_exactly_once(drain, fake)
+    assert max(r.json()["page"] for r in fake.calls(SEARCH)) <= 3
+    assert len(fake.calls(COUNT)) > 3
+
+
+def test_filters_are_sent_as_the_sdk_sends_them(fake, tmp_path):
+    drain = Drain(source(fake, tmp_path, event_types=["audit_log::logged_in/1"], user_types=["USER"]))
+    drain.poll()
+    body = fake.calls(SEARCH)[0].json()
+    assert body["eventTypes"] == ["audit_log::logged_in/1"] and body["userTypes"] == ["USER"]
+    assert body["actorNames"] is None
+    wanted = {content_id(e) for e in fake.events()
+              if e["type$"] == "audit_log::logged_in/1" and e["actorType"] == "USER"}
+    assert wanted and set(drain.ids()) == wanted and len(drain.ids()) == len(wanted)
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+FAULTS = {
+    "429": dict(kind="status", status=429, retry_after="0"),
+    "500": dict(kind="status", status=500),
+    "html": dict(kind="html"),
+    "html200": dict(kind="html200"),
+    "truncated": dict(kind="truncate", body={"events": [{"type$": "audit_log::logged_in/1"}] * 20}),
+    "dropped": dict(kind="drop"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_every_fault_ends_in_complete_delivery_without_duplicates(fault, fake, tmp_path):
+    drain = Drain(source(fake, tmp_path))
+    pages = drain.pages_of()
+    next(pages)
+    before = len(fake.calls(SEARCH))
+    fake.fault(path=SEARCH, count=2, **FAULTS[fault])
+    for _ in pages:
+        pass
+    assert_exactly_once(drain, fake)
+    assert len(fake.calls(SEARCH)) - before == drain.pages - 1 + 2  # both faults were met and retried
+
+
+def test_retry_after_is_waited_for(fake, tmp_path):
+    import time
+
+    drain = Drain(source(fake, tmp_path))
+    fake.fault("status", path=SEARCH, status=429, retry_after="1")
+    started = time.monotonic()
+    drain.poll()
+    assert time.monotonic() - started >= 1.0
+    assert drain.source.metrics.total("rate_limit_waits_total") == 1
+    assert_exactly_once(drain, fake)
+
+
+def test_a_revoked_token_is_renewed_once_on_401(fake, tmp_path):
+    drain = Drain(source(fake, tmp_path))
+    pages = drain.pages_of()
+    next(pages)
+    fake.revoke_tokens()
+    for _ in pages:
+        pass
+    assert_exactly_once(drain, fake)
+    assert len(fake.calls("/v1/oauth")) == 2
+
+
+def test_the_token_is_renewed_before_it_expires(fake):
+    now = [1000.0]
+    fake.expires_in = 100
+    auth = IncydrOAuth(fake.client_id, SECRET, clock=lambda: now[0])
+    client = HttpClient(component="t", options={"base_url": fake.url}, auth=auth)
+    first = auth.headers(client)["Authorization"]
+    now[0] += 89  # a margin of a tenth of the life: renewed from 90 s on
+    assert auth.headers(client)["Authorization"] == first
+    now[0] += 2
+    assert auth.headers(client)["Authorization"] != first
+    assert auth.fetches == 2 and len(fake.calls("/v1/oauth")) == 2
+
+
+def test_a_token_that_expires_early_on_the_server_is_renewed(tmp_path):
+    with IncydrFake(events=250, span=600, client_secret=SECRET, token_ttl=0.0, expires_in=900) as fake:
+        fake.token_ttl = 900.0
+        drain = Drain(source(fake, tmp_path))
+        pages = drain.pages_of()
+        next(pages)
+        fake.token_ttl = 0.0  # tokens from now on are dead on arrival, then good again
+        fake.revoke_tokens()
+        fake.token_ttl = 900.0
+        for _ in pages:
+            pass
+        assert_exactly_once(drain, fake)
+
+
+def test_wrong_credentials_fail_clearly_without_the_secret(fake, tmp_path):
+    src = make_source(IncydrSource, {"base_url": fake.url, "client_id": "key-1", "client_secret": "wrong-secret-value",
+                                     "settle_delay": 0}, fake.begin, tmp_path)
+    with pytest.raises(SourceError) as info:
+        list(src.poll(None))
+    assert "401" in str(info.value) and "wrong-secret-value" not in str(info.value)
+    with pytest.raises(SourceError):
+        src.check_connection()
+
+
+def test_check_connection_authenticates_and_counts(fake, tmp_path):
+    message = source(fake, tmp_path).check_connection()
+    assert "key-1" in message and SECRET not in message
+    assert fake.calls(COUNT) and fake.calls("/v1/oauth")
+
+
+# ---------------------------------------------------------------------------- events
+
+
+def test_every_fake_event_passes_the_raw_and_normalized_schemas_and_drift_fails(fake, tmp_path):
+    src = source(fake, tmp_path)
+    validator = EventValidator(IncydrSource.event_schema)
+    events = fake.events()
+    assert all(validator.is_valid(src.normalize(raw)) for raw in events)
+    assert {e["type$"] for e in events} >= {"audit_log::logged_in/1", "audit_log::search_issued/1"}
+
+    drifted = dict(events[0], actorId=898209175991065670)  # the id became a number
+    assert not validator.is_valid(src.normalize(drifted))
+    assert "actorId" in validator.explain(src.normalize(drifted))
+    missing = {k: v for k, v in events[0].items() if k != "actorType"}
+    assert not validator.is_valid(src.normalize(missing))
+    extra = dict(events[0], brandNewField={"x": 1})
+    assert validator.is_valid(src.normalize(extra))
+
+
+def test_normalize_maps_the_fields(fake, tmp_path):
+    src = source(fake, tmp_path)
+    raw = {"type$": "audit_log::user_deactivated/1", "actorId": "898209175991065670", "actorName": "admin@example.com",
+           "actorAgent": "py42 1.29.1", "actorIpAddress": "50.93.255.223, 64.252.71.111",
+           "timestamp": "2022-10-03T13:14:46.962Z", "actorType": "USER",
+           "userId": "1004", "userName": "leaver@example.com"}
+    event = src.normalize(raw)
+    assert event["id"] == content_id(raw) and event["raw"] is raw
+    assert event["timestamp"] == "2022-10-03T13:14:46.962Z"
+    assert event["source"] == {"name": "src", "type": "incydr", "vendor": "Code42", "product": "Incydr"}
+    assert event["action"] == "audit_log::user_deactivated/1"
+    assert event["category"] == ["iam"] and event["type"] == ["user", "deletion"] and event["outcome"] == "success"
+    assert event["actor"] == {"id": "898209175991065670", "name": "admin@example.com", "email": "admin@example.com",
+                              "type": "USER", "ip": "50.93.255.223", "user_agent": "py42 1.29.1"}
+    assert event["target"] == {"id": "1004", "name": "leaver@example.com", "email": "leaver@example.com", "type": "user"}
+    assert 0 <= event["severity"] <= 10
+
+    no_ip = src.normalize(dict(raw, actorIpAddress="null", success=False, timestamp="2023-06-16T21:49:21.072416Z"))
+    assert "ip" not in no_ip["actor"] and no_ip["outcome"] == "failure"
+    assert no_ip["timestamp"] == "2023-06-16T21:49:21.072416Z"
+
+
+# ---------------------------------------------------------------------------- the fake on its own
+
+
+def test_the_fake_runs_standalone_and_serves_a_backlog(tmp_path):
+    proc, url = start_fake_process("tests.fakes.incydr", tmp_path, "--events", "2500", "--client-secret", SECRET)
+    try:
+        opts = {"base_url": url, "client_id": "key-1", "client_secret": SECRET, "settle_delay": 0}
+        src = make_source(IncydrSource, opts, datetime.now(timezone.utc) - timedelta(days=2), tmp_path)
+        drain = Drain(src)
+        drain.poll()
+        assert len(set(drain.ids())) == len(drain.ids()) == 2500
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
