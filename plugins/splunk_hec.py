@@ -216,7 +216,7 @@ class SplunkHec(Output):
                 progressed = progressed or confirmed
             if rnd.failure is not None:
                 if not progressed:
-                    raise OutputError(f"{self.name}: {rnd.failure}", retry_after=rnd.failure.retry_after)
+                    raise OutputError(str(rnd.failure), retry_after=rnd.failure.retry_after)
                 result.retry, result.retry_after = sorted(rnd.unsent + lost), rnd.failure.retry_after
                 return result
             todo = lost
@@ -297,8 +297,7 @@ class SplunkHec(Output):
                     "Splunk refused the credentials" if status in (401, 403) else "check `url` and the token")
                 what = f'code {code} "{text}"' if code is not None else text
                 raise OutputError(
-                    f"{self.name}: Splunk HEC refused the request ({status}, {what}): {hint}; "
-                    "nothing was dropped, delivery resumes once it is fixed",
+                    f"Splunk HEC refused the request ({status}, {what}): {hint}",
                     pause=True,
                 )
             else:
@@ -330,7 +329,7 @@ class SplunkHec(Output):
         lost: list[int] = []
         while waiting:
             if self.context.stop.wait(self.ack_poll_interval):
-                raise OutputError(f"{self.name}: stopped while waiting for Splunk's indexer acknowledgements")
+                raise OutputError(f"stopped while waiting for Splunk's indexer acknowledgements")
             for ack_id, done in self._query_acks(list(waiting)).items():
                 if done and ack_id in waiting:
                     del waiting[ack_id]
@@ -357,8 +356,8 @@ class SplunkHec(Output):
         if code in PAUSE_CODES:
             text = body.get("text", "") if isinstance(body, dict) else ""
             raise OutputError(
-                f"{self.name}: Splunk HEC refused the ack query ({resp.status_code}, code {code} \"{text}\"): "
-                f"{_PAUSE_HINTS.get(code, '')}; nothing was dropped, delivery resumes once it is fixed",
+                f"Splunk HEC refused the ack query ({resp.status_code}, code {code} \"{text}\"): "
+                f"{_PAUSE_HINTS.get(code, 'check the output configuration')}",
                 pause=True,
             )
         self.log.debug("%s: ack query answered %s; polling again", self.name, resp.status_code)
@@ -373,26 +372,26 @@ class SplunkHec(Output):
         try:
             health = self.http.request("GET", HEALTH_PATH, retry=False)
         except HttpError as exc:
-            raise OutputError(f"{self.name}: HEC health check failed: {exc}") from None
+            raise OutputError(f"HEC health check failed: {exc}") from None
         hbody = _json_or_none(health)
         hcode = hbody.get("code") if isinstance(hbody, dict) else None
         if health.status_code == 400 or hcode in (21, 22):
-            raise OutputError(f"{self.name}: HEC health check: the token was refused "
+            raise OutputError(f"HEC health check: the token was refused "
                               f"({'disabled' if hcode == 22 else 'invalid token'})", pause=True)
         if health.status_code != 200:
-            raise OutputError(f"{self.name}: HEC is unhealthy: {health.status_code} {snippet(health.text)}")
+            raise OutputError(f"HEC is unhealthy: {health.status_code} {snippet(health.text)}")
         headers = {k: v for k, v in self._headers.items() if k != "Content-Encoding"}
         try:
             probe = self.http.request("POST", EVENT_PATH, data=b"", headers=headers, retry=False)
         except HttpError as exc:
-            raise OutputError(f"{self.name}: HEC token check failed: {exc}") from None
+            raise OutputError(f"HEC token check failed: {exc}") from None
         body = _json_or_none(probe)
         code = body.get("code") if isinstance(body, dict) else None
         if code in PAUSE_CODES:
-            raise OutputError(f"{self.name}: HEC refused the token (code {code} \"{body.get('text', '')}\"): "
+            raise OutputError(f"HEC refused the token (code {code} \"{body.get('text', '')}\"): "
                               f"{_PAUSE_HINTS.get(code, '')}", pause=True)
         if code != 5:
-            raise OutputError(f"{self.name}: unexpected answer to the token check: "
+            raise OutputError(f"unexpected answer to the token check: "
                               f"{probe.status_code} {snippet(probe.text)}")
         detail = ""
         if self.ack:
@@ -400,7 +399,7 @@ class SplunkHec(Output):
                                      json_body={"acks": []}, headers=headers, retry=False)
             abody = _json_or_none(resp)
             if isinstance(abody, dict) and abody.get("code") == 14:
-                raise OutputError(f"{self.name}: {_PAUSE_HINTS[14]}", pause=True)
+                raise OutputError(f"{_PAUSE_HINTS[14]}", pause=True)
             detail = "; indexer acknowledgement available"
         return f"HEC healthy at {self.http.base_url}; token accepted{detail}"
 

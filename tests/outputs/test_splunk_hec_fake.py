@@ -143,9 +143,15 @@ def test_standalone_process_counts_without_keeping_events(tmp_path: Path) -> Non
             except subprocess.TimeoutExpired:
                 pass
         url = ready.read_text()
-        resp = requests.post(url + "/services/collector/event", data=ev(1) + ev(2), headers=AUTH, timeout=5)
-        assert resp.json()["code"] == 0
-        assert requests.get(url + "/_fake/stats", timeout=5).json() == {"indexed": 2, "distinct_ids": 2, "requests": 1}
+        envelope = '{"time":1.5,"host":"h","fields":{"event_id":"e%d"},"event":{"event_id":"inner"}}'
+        lines = "\n".join(envelope % n for n in range(3, 6))
+        for body in (ev(1) + ev(2), lines):  # decoded, then skimmed
+            resp = requests.post(url + "/services/collector/event", data=body, headers=AUTH, timeout=5)
+            assert resp.json()["code"] == 0
+        resp = requests.post(url + "/services/collector/event", data='{"time":1,"event":""}', headers=AUTH, timeout=5)
+        assert resp.json()["code"] == 13
+        stats = requests.get(url + "/_fake/stats", timeout=5).json()
+        assert stats == {"indexed": 5, "distinct_ids": 5, "requests": 3}
     finally:
         proc.terminate()
         proc.wait(timeout=10)
