@@ -27,7 +27,10 @@ _HELP: dict[str, tuple[str, str]] = {
     "siem_forwarder_cursor_lag_seconds": ("gauge", "Now minus the newest delivered event time, per source."),
     "siem_forwarder_last_event_age_seconds": ("gauge", "Seconds since a source last delivered any event (alert on it)."),
     "siem_forwarder_last_poll_timestamp_seconds": ("gauge", "Unix time of the last successful poll, per source."),
+    "siem_forwarder_hec_responses_total": ("counter", "Splunk HEC answers by output and HEC code (http_<status> when the answer was not HEC's)."),
     "siem_forwarder_output_paused": ("gauge", "1 while an output is paused on an auth or config error."),
+    "siem_forwarder_pangea_verifications_total": ("counter", "Pangea tamper-evidence verdicts by check and result (pass, fail, none)."),
+    "siem_forwarder_pangea_verification_failures_total": ("counter", "Pangea events that failed a tamper-evidence check, by check."),
 }
 
 
