@@ -293,8 +293,7 @@ class SplunkHec(Output):
                     queue.appendleft(chunk[half:])
                     queue.appendleft(chunk[:half])
             elif kind == "pause":
-                hint = _PAUSE_HINTS.get(code or 0) or (
-                    "Splunk refused the credentials" if status in (401, 403) else "check `url` and the token")
+                hint = _PAUSE_HINTS.get(code or 0) or _status_hint(status)
                 what = f'code {code} "{text}"' if code is not None else text
                 raise OutputError(
                     f"Splunk HEC refused the request ({status}, {what}): {hint}",
@@ -405,6 +404,14 @@ class SplunkHec(Output):
 
     def close(self) -> None:
         self.http.close()
+
+
+def _status_hint(status: int) -> str:
+    if status in (401, 403):
+        return "Splunk refused the credentials; check the output's token / token_file"
+    if status == 404:
+        return "no HEC endpoint at this URL; `url` is the base (https://host:8088), without /services/collector"
+    return "check `url` and the token"
 
 
 def classify(status: int, code: int | None) -> str:

@@ -402,3 +402,11 @@ def test_check_connection_verifies_health_and_token(hec: SplunkHecFake, tmp_path
 ])
 def test_hec_codes_decide_before_http_status(status: int, code: int | None, kind: str) -> None:
     assert classify(status, code) == kind
+
+
+def test_a_url_with_the_endpoint_path_pauses_with_a_hint(hec: SplunkHecFake, tmp_path: Any) -> None:
+    out = make_output(hec, tmp_path, url=hec.url + "/services/collector")
+    with pytest.raises(OutputError) as info:
+        out.send([event(1)])
+    assert info.value.pause
+    assert "without /services/collector" in str(info.value)
