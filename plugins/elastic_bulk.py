@@ -45,6 +45,7 @@ DATA_STREAM_PATTERNS = ("logs-", "metrics-", "traces-", "synthetics-")
 ITEM_RETRY_BASE = 0.5
 ITEM_RETRY_CAP = 10.0
 GZIP_LEVEL = 3
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _FILTER_PATH = "errors,items.*.status,items.*.error,error,status"  # error, status: whole-request errors
 _INDEX_PATTERN = r"^(?![_+-])[^A-Z\\/*?\"<>| ,#:]+$"
 
@@ -162,8 +163,7 @@ class ElasticBulk(Output):
         """The action line and the ECS document of one event, each ending in a newline."""
         src = ev["source"]
         _, namespace, dataset, prefix = self._target(src)
-        doc = ecs_document(ev, ingested=ingested, namespace=namespace, dataset=dataset)
-        body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        body = _ENCODE(ecs_document(ev, ingested=ingested, namespace=namespace, dataset=dataset)).encode("utf-8")
         return prefix + document_id(src["type"], ev["id"]).encode() + b'"}}\n' + body + b"\n"
 
     def index_for(self, ev: dict[str, Any]) -> str:

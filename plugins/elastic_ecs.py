@@ -43,6 +43,10 @@ ALWAYS_TEXT: dict[str, frozenset[str]] = {
 
 _SLUG_BAD = re.compile(r"[^a-z0-9_.]+")
 _SCALARS = (str, int, float, bool)
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_ECS = {"version": ECS_VERSION}
+_IP_CACHE_MAX = 4096
+_ip_cache: dict[str, str | None] = {}
 
 
 def slug(value: str) -> str:
@@ -59,7 +63,7 @@ def dataset_of(source_type: str) -> str:
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return value if isinstance(value, str) else _ENCODE(value)
 
 
 def vendor_fields(raw: dict[str, Any], always_text: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -91,13 +95,24 @@ def vendor_fields(raw: dict[str, Any], always_text: frozenset[str] = frozenset()
 
 
 def valid_ip(value: Any) -> str | None:
-    """The address if ``value`` is one IP (ES rejects or drops anything else in an ``ip`` field)."""
+    """The address if ``value`` is one IP (ES rejects or drops anything else in an ``ip`` field).
+
+    Audit logs repeat a few client addresses endlessly, so answers are remembered (bounded).
+    """
     if not isinstance(value, str) or not value:
         return None
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        return _ip_cache[value]
+    except KeyError:
+        pass
+    try:
+        ip: str | None = str(ipaddress.ip_address(value.strip()))
     except ValueError:
-        return None
+        ip = None
+    if len(_ip_cache) >= _IP_CACHE_MAX:
+        _ip_cache.clear()
+    _ip_cache[value] = ip
+    return ip
 
 
 def _is_user(target: dict[str, Any]) -> bool:
@@ -106,7 +121,10 @@ def _is_user(target: dict[str, Any]) -> bool:
 
 
 def ecs_document(ev: dict[str, Any], *, ingested: str, namespace: str, dataset: str) -> dict[str, Any]:
-    """The ECS document of one normalized event. ``ingested`` is now, formatted once per batch."""
+    """The ECS document of one normalized event. ``ingested`` is now, formatted once per batch.
+
+    Small constant parts may be shared between documents: encode them, never mutate them.
+    """
     src = ev["source"]
     raw = ev["raw"]
     event: dict[str, Any] = {"id": ev["id"], "kind": "event"}
@@ -118,9 +136,9 @@ def ecs_document(ev: dict[str, Any], *, ingested: str, namespace: str, dataset: 
     event["module"] = namespace
     event["provider"] = src["type"]
     event["ingested"] = ingested
-    event["original"] = json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
+    event["original"] = _ENCODE(raw)
 
-    doc: dict[str, Any] = {"@timestamp": ev["timestamp"], "ecs": {"version": ECS_VERSION}, "event": event}
+    doc: dict[str, Any] = {"@timestamp": ev["timestamp"], "ecs": _ECS, "event": event}
     related_users: list[str] = []
     related_ips: list[str] = []
     user: dict[str, Any] = {}

@@ -66,6 +66,7 @@ NDJSON_TYPES = ("application/x-ndjson", "application/json", "application/vnd.ela
 _COMPAT = re.compile(r"compatible-with\s*=\s*(\d+)")
 _BAD_INDEX_CHARS = set('\\/*?"<>| ,#:')
 _SHARDS = {"total": 2, "successful": 1, "failed": 0}
+_SIMPLE_ACTION = re.compile(rb'^\{"(create|index)":\{"_index":"([a-z0-9._+-]+)","_id":"([A-Za-z0-9_-]+)"\}\}$')
 
 
 def es_error(status: int, type_: str, reason: str, headers: dict[str, str] | None = None,
@@ -319,6 +320,15 @@ class FakeElasticsearch(FakeServer):
         with self._data_lock:
             self.bulk_requests += 1
             while i < len(lines):
+                simple = _SIMPLE_ACTION.match(lines[i])  # the common shape, without a JSON decode
+                if simple is not None:
+                    if i + 1 >= len(lines):
+                        return es_error(400, "illegal_argument_exception",
+                                        "The bulk request must be terminated by a newline [\\n]")
+                    items.append({simple[1].decode(): self._write_doc(
+                        simple[1].decode(), simple[2].decode(), simple[3].decode(), lines[i + 1], pipeline)})
+                    i += 2
+                    continue
                 try:
                     action = json.loads(lines[i])
                     (op, meta), = action.items()
@@ -689,8 +699,11 @@ def _filter_path(value: Any, patterns: list[list[str]]) -> Any:
         return [v for v in kept if v != {}]
     out: dict[str, Any] = {}
     for key, sub in value.items():
-        deeper = [p[1:] for p in patterns if fnmatch.fnmatchcase(key, p[0]) and len(p) > 1]
-        if any(fnmatch.fnmatchcase(key, p[0]) and len(p) == 1 for p in patterns):
+        matching = [p for p in patterns if p[0] == "*" or p[0] == key or ("*" in p[0] and fnmatch.fnmatchcase(key, p[0]))]
+        if not matching:
+            continue
+        deeper = [p[1:] for p in matching if len(p) > 1]
+        if any(len(p) == 1 for p in matching):
             out[key] = sub
         elif deeper and isinstance(sub, (dict, list)):
             filtered = _filter_path(sub, deeper)
