@@ -35,7 +35,7 @@ from typing import Any
 from forwarder_core import hookimpl
 from forwarder_core.errors import HttpError, OutputError
 from forwarder_core.http import BearerAuth, HttpClient, parse_retry_after, snippet
-from forwarder_core.plugin_api import Output, SendResult, http_output_options_schema
+from forwarder_core.plugin_api import ComponentConfig, Context, Output, SendResult, http_output_options_schema
 
 EVENT_PATH = "/services/collector/event"
 ACK_PATH = "/services/collector/ack"
@@ -125,7 +125,7 @@ class SplunkHec(Output):
         batch_max_events=5_000,
     )
 
-    def __init__(self, config: Any, context: Any):
+    def __init__(self, config: ComponentConfig, context: Context):
         super().__init__(config, context)
         opts = self.options
         self.max_bytes = int(opts["batch_max_bytes"])
@@ -166,6 +166,10 @@ class SplunkHec(Output):
         if integrity:
             for key, value in integrity.items():
                 fields["integrity_" + key] = value
+        labels = ev.get("labels")
+        if labels:
+            for key, value in labels.items():
+                fields["label_" + key] = value
         envelope: dict[str, Any] = {
             "time": ((datetime.fromisoformat(ev["timestamp"]) - _EPOCH) // _MS) / 1000,
             "host": self.host,
@@ -188,6 +192,11 @@ class SplunkHec(Output):
     # ------------------------------------------------------------------ send
 
     def send(self, events: list[dict[str, Any]]) -> SendResult:
+        """Deliver ``events``: every one ends accepted, rejected (dead letter) or in ``retry``.
+
+        Raises :class:`OutputError` when nothing of the batch got through (``pause=True`` for
+        token and configuration errors).
+        """
         result = SendResult()
         payloads: list[bytes] = []
         todo: list[int] = []

@@ -139,14 +139,15 @@ def test_default_sourcetype_per_source_type(hec: SplunkHecFake, tmp_path: Any, s
     assert hec.events[0]["sourcetype"] == sourcetype
 
 
-def test_sourcetype_source_options_and_pangea_integrity_fields(hec: SplunkHecFake, tmp_path: Any) -> None:
+def test_sourcetype_source_options_pangea_integrity_and_label_fields(hec: SplunkHecFake, tmp_path: Any) -> None:
     out = make_output(hec, tmp_path, sourcetype="custom:st", source="audit-feed")
     integrity = {"hash": "pass", "membership": "pass", "signature": "none"}
-    out.send([event(1, source_type="pangea", integrity=integrity)])
+    out.send([event(1, source_type="pangea", integrity=integrity, labels={"env": "prod"})])
     got = hec.events[0]
     assert (got["sourcetype"], got["source"]) == ("custom:st", "audit-feed")
     assert got["fields"]["integrity_hash"] == "pass"
     assert got["fields"]["integrity_signature"] == "none"
+    assert got["fields"]["label_env"] == "prod"
     assert all(isinstance(v, str) for v in got["fields"].values())
 
 
