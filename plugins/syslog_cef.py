@@ -126,6 +126,8 @@ class SyslogCEF(Output):
 
     backoff_initial = 0.5
     backoff_max = 30.0
+    connect_settle = 0.25
+    """Seconds a new TCP/TLS connection is watched for the receiver's rejection before the first write."""
 
     def __init__(self, config: ComponentConfig, context: Context):
         super().__init__(config, context)
@@ -239,6 +241,12 @@ class SyslogCEF(Output):
             self._failed()
             raise OutputError(f"syslog {self.protocol} {self.endpoint}: cannot connect "
                               f"(next try in {self._backoff:.1f} s): {exc}", retry_after=self._backoff) from exc
+        if self.protocol != "udp" and self.conn.closed_within(self.connect_settle):
+            self._failed()
+            hint = ("it may require a client certificate (client_cert) or refuse the one given"
+                    if self.protocol == "tls" else "it may not allow this sender")
+            raise OutputError(f"syslog {self.protocol} {self.endpoint}: the receiver closed the connection right "
+                              f"after accepting it; {hint}", pause=True, retry_after=self._backoff)
         self._backoff = 0.0
         self._next_attempt = 0.0
 
@@ -257,7 +265,10 @@ class SyslogCEF(Output):
         except OSError as exc:
             raise OutputError(f"syslog {self.protocol} {self.endpoint}: cannot connect: {exc}") from exc
         self.conn.close()
-        verified = " with a verified TLS handshake" if self.protocol == "tls" else ""
+        verified = ""
+        if self.protocol == "tls":
+            verified = (" with a verified TLS handshake" if self.options.get("tls_verify", True)
+                        else " over TLS without verifying the server (tls_verify: false)")
         return f"connected to {self.endpoint} over {self.protocol}{verified}"
 
     def close(self) -> None:

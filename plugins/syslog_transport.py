@@ -14,8 +14,10 @@ the sender knowing. Syslog over TCP has no application acknowledgement (RELP has
 """
 from __future__ import annotations
 
+import select
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 
 WRITE_CHUNK = 1 << 20
@@ -99,6 +101,28 @@ class StreamConnection:
             except OSError:
                 pass
 
+    def closed_within(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the receiver to close a fresh connection; True if it did.
+
+        Receivers judge a client after accepting it: rsyslog checks a TLS client certificate
+        (and ``AllowedSender``) once the handshake is over, then drops the connection. With
+        TLS 1.3 the client's handshake is already complete by then, so a batch written at once
+        would vanish. Waiting for that verdict before the first write costs a fraction of a
+        second per connection, never per batch.
+        """
+        sock = self.sock
+        if sock is None:
+            return True
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        deadline = time.monotonic() + seconds
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if poller.poll(remaining * 1000) and self.peer_closed():
+                return True
+
     def write(self, frames: list[bytes]) -> None:
         """Write every frame with few large ``sendall`` calls; raises OSError if any byte was not written."""
         sock = self.sock
@@ -158,6 +182,9 @@ class DatagramConnection:
         return self.sock is not None
 
     def peer_closed(self) -> bool:
+        return self.sock is None
+
+    def closed_within(self, seconds: float) -> bool:
         return self.sock is None
 
     def write(self, frames: list[bytes]) -> None:

@@ -1,8 +1,11 @@
 """A real rsyslog, started on loopback ports, for the syslog_cef tests.
 
+Starting the TLS listeners costs rsyslog a second or two (GnuTLS generates Diffie-Hellman
+parameters), so tests that only need UDP/TCP ask for ``tls=False``.
+
 :class:`Rsyslog` writes a config after the recipe in the shared SIEM protocol notes (one
-``imudp`` input, one plain ``imtcp`` input, one TLS ``imtcp`` input with anonymous clients and
-one TLS input that requires a client certificate signed by the test CA), generates that CA and
+``imudp`` input, one plain ``imtcp`` input, and unless ``tls=False`` one TLS ``imtcp`` input
+with anonymous clients and one that requires a client certificate signed by the test CA), generates that CA and
 the certificates with ``cryptography``, runs ``rsyslogd -n`` in the foreground, waits until
 every port is bound, and reads back what it stored (``%rawmsg%``, one line per message). The
 ports stay the same across :meth:`Rsyslog.restart`, so a sender's reconnect reaches the new
@@ -154,8 +157,9 @@ def _bound_ports(kind: str) -> set[int]:
 class Rsyslog:
     """One rsyslogd process and its config, certificates and received-messages file in ``directory``."""
 
-    def __init__(self, directory: Path, binary: str, pki: Pki):
+    def __init__(self, directory: Path, binary: str, pki: Pki, *, tls: bool = True):
         self.dir = directory
+        self.tls = tls
         self.binary = binary
         self.pki = pki
         self.udp_port = free_port()
@@ -172,6 +176,12 @@ class Rsyslog:
 
     def _config(self) -> str:
         d = self.dir
+        tls_inputs = f"""
+input(type="imtcp" address="127.0.0.1" port="{self.tls_port}" ruleset="capture"
+      streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")
+input(type="imtcp" address="127.0.0.1" port="{self.mtls_port}" ruleset="capture"
+      streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/certvalid")
+""" if self.tls else ""
         return f"""
 global(workDirectory="{d}/work" maxMessageSize="64k"
        defaultNetstreamDriverCAFile="{self.pki.ca}"
@@ -183,11 +193,7 @@ template(name="RawLine" type="string" string="%rawmsg%\\n")
 ruleset(name="capture") {{ action(type="omfile" file="{self.received}" template="RawLine") }}
 input(type="imudp" address="127.0.0.1" port="{self.udp_port}" ruleset="capture")
 input(type="imtcp" address="127.0.0.1" port="{self.tcp_port}" ruleset="capture")
-input(type="imtcp" address="127.0.0.1" port="{self.tls_port}" ruleset="capture"
-      streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")
-input(type="imtcp" address="127.0.0.1" port="{self.mtls_port}" ruleset="capture"
-      streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/certvalid")
-"""
+{tls_inputs}"""
 
     def validate(self) -> None:
         done = subprocess.run([self.binary, "-N1", "-f", str(self.conf)], capture_output=True, text=True, timeout=30)
@@ -201,7 +207,7 @@ input(type="imtcp" address="127.0.0.1" port="{self.mtls_port}" ruleset="capture"
             self.proc = subprocess.Popen([self.binary, "-n", "-f", str(self.conf), "-i", str(self.pidfile)],
                                          stdin=subprocess.DEVNULL, stdout=err, stderr=err)
         deadline = time.monotonic() + timeout
-        want_tcp = {self.tcp_port, self.tls_port, self.mtls_port}
+        want_tcp = {self.tcp_port, self.tls_port, self.mtls_port} if self.tls else {self.tcp_port}
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"rsyslogd exited with {self.proc.returncode}:\n{self.stderr_path.read_text()}")
@@ -227,6 +233,19 @@ input(type="imtcp" address="127.0.0.1" port="{self.mtls_port}" ruleset="capture"
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def log_count(self, text: str) -> int:
+        """How many times rsyslogd's own diagnostics (its stderr) mention ``text``."""
+        try:
+            return self.stderr_path.read_text(errors="replace").count(text)
+        except FileNotFoundError:
+            return 0
+
+    def wait_for_log(self, text: str, count: int, timeout: float = 15) -> int:
+        deadline = time.monotonic() + timeout
+        while (found := self.log_count(text)) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return found
 
     def lines(self) -> list[str]:
         """Every message stored so far, one per line, decoded as UTF-8."""

@@ -31,8 +31,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-def _started(directory: Path, pki: Pki) -> Rsyslog:
-    receiver = Rsyslog(directory, _rsyslogd_or_fail(), pki)
+def _started(directory: Path, pki: Pki, tls: bool = True) -> Rsyslog:
+    receiver = Rsyslog(directory, _rsyslogd_or_fail(), pki, tls=tls)
     receiver.validate()
     receiver.start()
     return receiver
@@ -48,7 +48,15 @@ def rsyslog(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Rsys
 
 @pytest.fixture
 def own_rsyslog(tmp_path: Path, pki: Pki) -> Iterator[Rsyslog]:
-    """An rsyslogd for one test only, for tests that stop or restart the receiver."""
-    receiver = _started(tmp_path / "rsyslog", pki)
+    """An rsyslogd (UDP and TCP only: it starts fast) for one test that stops or restarts it."""
+    receiver = _started(tmp_path / "rsyslog", pki, tls=False)
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def own_tls_rsyslog(tmp_path: Path, pki: Pki) -> Iterator[Rsyslog]:
+    """Like ``own_rsyslog``, with the TLS listeners too (each start costs rsyslog a second or two)."""
+    receiver = _started(tmp_path / "rsyslog-tls", pki)
     yield receiver
     receiver.stop()
