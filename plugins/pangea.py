@@ -137,6 +137,8 @@ class PangeaSource(Source):
             for page in self._window(start_us, end_us, state):
                 new += len(page.events)
                 yield page
+            if self.context.stop.is_set():
+                return  # shutting down: the pages yielded so far carry the cursor
             if new == 0:
                 break
             # The span before ``through`` was just read: only its edge needs reading again.

@@ -371,3 +371,21 @@ def test_check_connection_authenticates(fake: PangeaFake, tmp_path: Path) -> Non
     assert "tree size" in make_source(fake, tmp_path).check_connection()
     with pytest.raises(AuthError):
         make_source(fake, tmp_path, token=Secret("pts_nope_nope")).check_connection()
+
+
+def test_the_cursor_stays_bounded_and_never_re_reads_what_it_forgot() -> None:
+    from siem_forwarder_plugins.pangea_cursor import MAX_SEEN, Cursor
+
+    cursor = Cursor(0)
+    total = MAX_SEEN + 101
+    times = {f"{i:016x}": 1_700_000_000_000_000 + i // 2 for i in range(total)}  # pairs share a time
+    for key, t in times.items():
+        cursor.add(key, t)
+    cursor.prune(lookback_us=10**12)
+    assert MAX_SEEN - 2 <= len(cursor.seen) <= MAX_SEEN
+    assert cursor.floor is not None and cursor.start(10**12) == cursor.floor
+    assert all((key in cursor.seen) == (t >= cursor.floor) for key, t in times.items())
+    stored = json.loads(json.dumps(cursor.dump()))
+    again = Cursor.load(stored, START)
+    assert (again.through, again.floor, again.seen) == (cursor.through, cursor.floor, cursor.seen)
+    assert len(json.dumps(stored)) < 200_000
