@@ -9,6 +9,7 @@ from typing import Any
 from forwarder_core.checkpoint import CheckpointStore
 from forwarder_core.config import Config
 from forwarder_core.delivery import OutputRunner
+from forwarder_core.diskbuffer import BufferedOutputRunner
 from forwarder_core.errors import ConfigError
 from forwarder_core.metrics import Metrics
 from forwarder_core.pipeline import Progress, SourceResult, SourceRunner
@@ -28,10 +29,11 @@ class App:
     stop: threading.Event
     store: CheckpointStore
     lock: StateLock
-    outputs: list[OutputRunner] = field(default_factory=list)
+    outputs: list[Any] = field(default_factory=list)  # OutputRunner or BufferedOutputRunner
     sources: list[SourceRunner] = field(default_factory=list)
 
     def close(self) -> None:
+        self.stop.set()  # wakes every retry wait and drainer; nothing uncommitted is lost
         for runner in self.sources:
             try:
                 runner.source.close()
@@ -72,7 +74,11 @@ def build_app(config: Config, plugins: PluginSet, *, metrics: Metrics | None = N
         max_backoff = float(config.setting("delivery", "max_backoff", 300))
         for comp in config.outputs:
             output = instantiate(plugins.outputs, comp, state_dir, metrics, stop)
-            app.outputs.append(OutputRunner(output, dead_letter, metrics, stop, max_backoff=max_backoff))
+            runner: Any = OutputRunner(output, dead_letter, metrics, stop, max_backoff=max_backoff)
+            if comp.buffer == "disk":
+                runner = BufferedOutputRunner(runner, state_dir, comp.buffer_max_bytes)
+                runner.start()
+            app.outputs.append(runner)
         hook = plugins.pm.hook
         transform = hook.forwarder_transform_events if hook.forwarder_transform_events.get_hookimpls() else None
         delivered = hook.forwarder_page_delivered if hook.forwarder_page_delivered.get_hookimpls() else None
@@ -112,3 +118,13 @@ def run_sources_once(app: App, progress: Progress | None = None, give_up_after: 
     for t in threads:
         t.join()
     return [results[r.name] for r in app.sources]
+
+
+def drain_buffers(app: App, give_up_after: float | None) -> list[str]:
+    """``once``: empty every disk buffer; return a line per output that still holds events."""
+    left = []
+    for runner in app.outputs:
+        if isinstance(runner, BufferedOutputRunner) and not runner.drain(give_up_after):
+            left.append(f"output {runner.name}: {runner.buffer.count} event(s) still in its disk buffer "
+                        f"({runner.reason or 'stopped'}); they are kept and sent on the next run")
+    return left

@@ -127,7 +127,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     if loaded is None:
         return EX_CONFIG
     config, plugins = loaded
-    from forwarder_core.app import build_app, run_sources_once
+    from forwarder_core.app import build_app, drain_buffers, run_sources_once
 
     try:
         app = build_app(config, plugins, only_sources=args.source)
@@ -146,14 +146,17 @@ def cmd_once(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     reporter = ProgressReporter([r.name for r in app.sources], sys.stderr)
+    give_up = float(config.setting("delivery", "once_give_up_after", 120))
     try:
-        results = run_sources_once(app, progress=reporter.update,
-                                   give_up_after=float(config.setting("delivery", "once_give_up_after", 120)))
-    finally:
+        results = run_sources_once(app, progress=reporter.update, give_up_after=give_up)
         reporter.finish()
+        buffered = drain_buffers(app, give_up)
+    finally:
         app.close()
     print_summary(results, app.metrics, sys.stdout)
-    return EX_OK if all(r.ok and r.done for r in results) else EX_FAILED
+    for line in buffered:
+        print(line)
+    return EX_OK if all(r.ok and r.done for r in results) and not buffered else EX_FAILED
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -1,0 +1,175 @@
+"""``buffer: disk``: a durable queue in front of one output, so one SIEM down for days holds back no other.
+
+Events routed to a buffered output are appended to ``state_dir/buffer/<output>.sqlite`` in one
+transaction; for the source, that is acceptance, so its cursor moves. A drainer thread sends
+the queue in order through the output's usual delivery policy (retries, backoff, dead
+letters) and deletes rows only after the output accepted them, so a crash re-sends at most one
+drained batch. When the queue holds ``buffer_max_bytes``, appending waits (the sources stop
+polling): a full buffer pushes back, it never drops.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from typing import Any
+
+from forwarder_core.delivery import OutputRunner
+from forwarder_core.statedir import ensure_subdir, secure_file
+
+DEFAULT_MAX_BYTES = 1 << 30
+DRAIN_BATCH = 1000
+DRAIN_WINDOW = 10.0
+
+log = logging.getLogger("siem_forwarder.buffer")
+
+
+class DiskBuffer:
+    """The SQLite queue. Rows: ``(seq, source, payload)``; ``payload`` is the event's JSON."""
+
+    def __init__(self, state_dir: str, output_name: str, max_bytes: int):
+        directory = ensure_subdir(state_dir, "buffer")
+        self.path = os.path.join(directory, f"{output_name}.sqlite")
+        self.max_bytes = max_bytes
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        secure_file(self.path)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS queue (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                         "source TEXT NOT NULL, payload TEXT NOT NULL)")
+        self._lock = threading.Lock()
+        self.changed = threading.Condition(self._lock)
+        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM queue").fetchone()
+        self.count, self.bytes = int(row[0]), int(row[1])
+
+    def put(self, source: str, events: list[dict[str, Any]]) -> None:
+        rows = [(source, json.dumps(e, ensure_ascii=False, separators=(",", ":"))) for e in events]
+        size = sum(len(p) for _, p in rows)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT INTO queue (source, payload) VALUES (?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self.count += len(rows)
+            self.bytes += size
+            self.changed.notify_all()
+
+    def head(self, limit: int) -> list[tuple[int, str, str]]:
+        with self._lock:
+            return self._db.execute("SELECT seq, source, payload FROM queue ORDER BY seq LIMIT ?", (limit,)).fetchall()
+
+    def delete_through(self, rows: list[tuple[int, str, str]]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("DELETE FROM queue WHERE seq <= ?", (rows[-1][0],))
+            self.count -= len(rows)
+            self.bytes -= sum(len(r[2]) for r in rows)
+            self.changed.notify_all()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class BufferedOutputRunner:
+    """Looks like an :class:`OutputRunner` to the pipeline; delivery happens in its own thread."""
+
+    def __init__(self, inner: OutputRunner, state_dir: str, max_bytes: int | None):
+        self.inner = inner
+        self.name = inner.name
+        self.output = inner.output
+        self.metrics = inner.metrics
+        self.stop = inner.stop
+        self.buffer = DiskBuffer(state_dir, inner.name, max_bytes or DEFAULT_MAX_BYTES)
+        self.metrics.set("buffer_bytes", self.buffer.bytes, output=self.name)
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._drain_lock = threading.Lock()
+        if self.buffer.count:
+            log.info("output %s: %d event(s) waiting in the disk buffer from before", self.name, self.buffer.count)
+
+    # The pipeline reads these from an OutputRunner.
+    @property
+    def state(self) -> str:
+        return self.inner.state
+
+    @property
+    def reason(self) -> str:
+        return self.inner.reason
+
+    def wants(self, source_name: str) -> bool:
+        return self.inner.wants(source_name)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._drain_forever, name=f"drain-{self.name}", daemon=True)
+            self._thread.start()
+
+    def deliver(self, events: list[dict[str, Any]], source_name: str, give_up_at: float | None = None) -> bool:
+        """Queue the events durably; wait while the buffer is full (back-pressure, never a drop)."""
+        self.start()
+        warned = False
+        with self.buffer.changed:
+            while self.buffer.bytes >= self.buffer.max_bytes:
+                if not warned:
+                    log.warning("output %s: disk buffer full (%d bytes); holding sources back until it drains",
+                                self.name, self.buffer.bytes)
+                    warned = True
+                if self.stop.is_set() or (give_up_at is not None and time.monotonic() >= give_up_at):
+                    return False
+                self.buffer.changed.wait(0.5)
+        self.buffer.put(source_name, events)
+        self.metrics.set("buffer_bytes", self.buffer.bytes, output=self.name)
+        return True
+
+    def drain_once(self, give_up_at: float | None = None) -> bool:
+        """Send the oldest batch; True when it was delivered (or the buffer is empty)."""
+        with self._drain_lock:
+            return self._drain_locked(give_up_at)
+
+    def _drain_locked(self, give_up_at: float | None) -> bool:
+        rows = self.buffer.head(DRAIN_BATCH)
+        if not rows:
+            return True
+        by_source: list[tuple[str, list[dict[str, Any]]]] = []
+        for _, source, payload in rows:
+            if not by_source or by_source[-1][0] != source:
+                by_source.append((source, []))
+            by_source[-1][1].append(json.loads(payload))
+        for source, events in by_source:
+            if not self.inner.deliver(events, source, give_up_at):
+                return False
+        self.buffer.delete_through(rows)
+        self.metrics.set("buffer_bytes", self.buffer.bytes, output=self.name)
+        return True
+
+    def drain(self, give_up_after: float | None = None) -> bool:
+        """Drain until empty (``once``); False if stopped or given up with events left."""
+        give_up_at = time.monotonic() + give_up_after if give_up_after is not None else None
+        while self.buffer.count:
+            if not self.drain_once(give_up_at):
+                return False
+        return True
+
+    def _drain_forever(self) -> None:
+        while not self.stop.is_set() and not self._closing.is_set():
+            with self.buffer.changed:
+                if not self.buffer.count:
+                    self.buffer.changed.wait(1.0)
+                    continue
+            # Bounded, so the lock is released now and then (``once`` drains the rest itself).
+            self.drain_once(time.monotonic() + DRAIN_WINDOW)
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.buffer.close()
+        self.inner.close()
