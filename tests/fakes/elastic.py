@@ -125,6 +125,7 @@ class FakeElasticsearch(FakeServer):
         self.indices: dict[str, Index] = {}
         self.bulk_requests = 0
         self._data_lock = threading.Lock()
+        self._bulk_seen = threading.Condition(self._data_lock)
         self._item_faults: list[list[Any]] = []  # [remaining, status]
         self._request_faults: list[list[Any]] = []  # [remaining, status, retry_after, skip first]
         self._forbidden: list[str] = []
@@ -164,6 +165,11 @@ class FakeElasticsearch(FakeServer):
         with self._data_lock:
             idx = self.indices.get(index)
             return dict(idx.docs) if idx else {}
+
+    def wait_for_bulk_requests(self, n: int, timeout: float = 5.0) -> bool:
+        """Wait until ``n`` bulk requests have been fully processed (a slow one may lag its client)."""
+        with self._bulk_seen:
+            return self._bulk_seen.wait_for(lambda: self.bulk_requests >= n, timeout)
 
     def count(self, index: str | None = None) -> int:
         with self._data_lock:
@@ -319,6 +325,7 @@ class FakeElasticsearch(FakeServer):
         i = 0
         with self._data_lock:
             self.bulk_requests += 1
+            self._bulk_seen.notify_all()  # waiters wake once this request's documents are all stored
             while i < len(lines):
                 simple = _SIMPLE_ACTION.match(lines[i])  # the common shape, without a JSON decode
                 if simple is not None:

@@ -258,6 +258,28 @@ def test_a_failure_after_some_requests_hands_back_only_the_rest(es: FakeElastics
     assert es.count(STREAM) == 3
 
 
+def test_a_proxy_error_page_instead_of_a_bulk_answer_is_retried(es: FakeElasticsearch, tmp_path: Path) -> None:
+    out = make_output(es, tmp_path, api_key=api_key(es))
+    es.fault("html200", path="_bulk")
+    with pytest.raises(OutputError, match="not a bulk response") as caught:
+        out.send([asana_event(1)])
+    assert not caught.value.pause
+    assert out.send([asana_event(1)]).retry == []
+    assert es.count(STREAM) == 1
+
+
+def test_a_timeout_whose_request_was_applied_is_resent_without_duplicates(
+        es: FakeElasticsearch, tmp_path: Path) -> None:
+    out = make_output(es, tmp_path, api_key=api_key(es), timeout=0.3)
+    events = [asana_event(n) for n in range(4)]
+    es.fault("slow", path="_bulk", delay=0.8)
+    with pytest.raises(OutputError, match="timed out"):
+        out.send(events)
+    assert out.send(events).retry == []
+    assert es.wait_for_bulk_requests(2)  # the slow first request may still be in the fake
+    assert es.count(STREAM) == 4
+
+
 def test_connection_refused_is_a_retryable_error(tmp_path: Path) -> None:
     fake = FakeElasticsearch().start()
     out = make_output(fake, tmp_path)
