@@ -1,0 +1,62 @@
+"""``syslog_cef`` through the real ``siem-forwarder`` process into a real rsyslog."""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from forwarder_core.checkpoint import CheckpointStore
+from siem_forwarder_plugins.cef import parse_cef, strip_syslog_header
+from tests.helpers import run_forwarder
+from tests.rsyslog import Pki, Rsyslog
+
+pytestmark = pytest.mark.rsyslog
+
+
+def config(counter_config: Any, count: int, **options: Any) -> dict[str, Any]:
+    cfg = counter_config(count=count, page_size=10)
+    cfg["delivery"] = {"once_give_up_after": 2}
+    cfg["outputs"] = [{"name": "siem", "type": "syslog_cef", "options": {"host": "127.0.0.1", **options}}]
+    return cfg
+
+
+def test_once_delivers_every_event_over_tls_and_commits(tmp_path: Path, counter_config: Any, rsyslog: Rsyslog,
+                                                        pki: Pki) -> None:
+    app = "e2e" + uuid.uuid4().hex[:10]
+    cfg = config(counter_config, 35, port=rsyslog.tls_port, protocol="tls", ca_file=str(pki.ca), app_name=app)
+    done = run_forwarder(tmp_path, cfg)
+    assert done.returncode == 0, done.stderr
+    lines = rsyslog.wait_for(f" {app} ", 35)
+    parsed = [parse_cef(strip_syslog_header(line)) for line in lines]
+    assert sorted(ext["externalId"] for _, ext in parsed) == sorted(f"counter-{i}" for i in range(35))
+    header, ext = next(p for p in parsed if p[1]["externalId"] == "counter-1")
+    assert header[1:3] == ["Testkit", "Counter"] and header[4] == "login"
+    assert ext["rt"] == "1767225601000" and ext["suser"] == "user1" and ext["outcome"] == "success"
+    assert CheckpointStore(cfg["state_dir"]).get("counter").cursor == {"next": 35}
+
+
+def test_receiver_down_keeps_the_cursor_then_a_rerun_delivers(tmp_path: Path, counter_config: Any,
+                                                              own_rsyslog: Rsyslog) -> None:
+    cfg = config(counter_config, 20, port=own_rsyslog.tcp_port, framing="newline", format="rfc3164")
+    own_rsyslog.stop()
+    down = run_forwarder(tmp_path, cfg)
+    assert down.returncode != 0
+    assert "cannot connect" in down.stderr
+    assert CheckpointStore(cfg["state_dir"]).get("counter") is None
+
+    own_rsyslog.start()
+    up = run_forwarder(tmp_path, cfg)
+    assert up.returncode == 0, up.stderr
+    lines = own_rsyslog.wait_for("externalId=counter-", 20)
+    assert sorted(parse_cef(strip_syslog_header(line))[1]["externalId"] for line in lines) == sorted(
+        f"counter-{i}" for i in range(20))
+    assert CheckpointStore(cfg["state_dir"]).get("counter").cursor == {"next": 20}
+
+
+def test_check_rejects_bad_syslog_options_with_their_path(tmp_path: Path, counter_config: Any) -> None:
+    cfg = config(counter_config, 1, port=514, facility="local9")
+    done = run_forwarder(tmp_path, cfg, "check")
+    assert done.returncode == 78
+    assert "$.outputs[0].options.facility" in done.stdout + done.stderr
