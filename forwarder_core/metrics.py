@@ -27,6 +27,7 @@ _HELP: dict[str, tuple[str, str]] = {
     "siem_forwarder_cursor_lag_seconds": ("gauge", "Now minus the newest delivered event time, per source."),
     "siem_forwarder_last_event_age_seconds": ("gauge", "Seconds since a source last delivered any event (alert on it)."),
     "siem_forwarder_last_poll_timestamp_seconds": ("gauge", "Unix time of the last successful poll, per source."),
+    "siem_forwarder_bulk_item_status_total": ("counter", "Elasticsearch _bulk items by output and item status (201, 409, 429, 400, ...)."),
     "siem_forwarder_hec_responses_total": ("counter", "Splunk HEC answers by output and HEC code (http_<status> when the answer was not HEC's)."),
     "siem_forwarder_output_paused": ("gauge", "1 while an output is paused on an auth or config error."),
     "siem_forwarder_pangea_verifications_total": ("counter", "Pangea tamper-evidence verdicts by check and result (pass, fail, none)."),

@@ -47,7 +47,7 @@ ITEM_RETRY_CAP = 10.0
 GZIP_LEVEL = 3
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _FILTER_PATH = "errors,items.*.status,items.*.error,error,status"  # error, status: whole-request errors
-_INDEX_PATTERN = r"^(?![_+-])[^A-Z\\/*?\"<>| ,#:]+$"
+_INDEX_PATTERN = r"^[a-z0-9{][a-z0-9._{}+-]*$"  # a safe subset of what Elasticsearch allows
 
 
 def document_id(source_type: str, event_id: str) -> str:
