@@ -22,7 +22,7 @@ from forwarder_core.statedir import ensure_subdir, secure_file
 
 DEFAULT_MAX_BYTES = 1 << 30
 DRAIN_BATCH = 1000
-DRAIN_WINDOW = 10.0
+DRAIN_WINDOW = 2.0
 
 log = logging.getLogger("siem_forwarder.buffer")
 
@@ -152,6 +152,7 @@ class BufferedOutputRunner:
 
     def drain(self, give_up_after: float | None = None) -> bool:
         """Drain until empty (``once``); False if stopped or given up with events left."""
+        self._stop_drainer()
         give_up_at = time.monotonic() + give_up_after if give_up_after is not None else None
         while self.buffer.count:
             if not self.drain_once(give_up_at):
@@ -159,17 +160,27 @@ class BufferedOutputRunner:
         return True
 
     def _drain_forever(self) -> None:
+        failures = 0
         while not self.stop.is_set() and not self._closing.is_set():
             with self.buffer.changed:
                 if not self.buffer.count:
                     self.buffer.changed.wait(1.0)
                     continue
-            # Bounded, so the lock is released now and then (``once`` drains the rest itself).
-            self.drain_once(time.monotonic() + DRAIN_WINDOW)
+            # Bounded windows keep the thread responsive to close(); the backoff across windows
+            # keeps a dead SIEM from being hammered.
+            if self.drain_once(time.monotonic() + DRAIN_WINDOW):
+                failures = 0
+                continue
+            failures += 1
+            self._closing.wait(min(self.inner.max_backoff, 0.5 * 2 ** min(failures, 16)))
 
-    def close(self) -> None:
+    def _stop_drainer(self) -> None:
         self._closing.set()
         if self._thread is not None:
-            self._thread.join(5)
+            self._thread.join()
+            self._thread = None
+
+    def close(self) -> None:
+        self._stop_drainer()
         self.buffer.close()
         self.inner.close()
