@@ -64,3 +64,16 @@ def test_busy_hec_and_indexer_ack_through_the_cli(tmp_path: Path, counter_config
     assert hec.event_ids == [f"counter-{i}" for i in range(25)]
     assert [code for _, code in hec.responses].count(9) == 3
     assert CheckpointStore(cfg["state_dir"]).get("counter").cursor == {"next": 25}
+
+
+def test_check_connect_proves_the_token_without_indexing(tmp_path: Path, counter_config: Any,
+                                                         hec: SplunkHecFake) -> None:
+    good = run_forwarder(tmp_path, config(counter_config, tmp_path, hec, token=DEFAULT_TOKEN), "check", "--connect")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "token accepted" in good.stdout
+
+    bad = run_forwarder(tmp_path, config(counter_config, tmp_path, hec, token=WRONG_TOKEN), "check", "--connect")
+    assert bad.returncode != 0
+    assert "token was refused" in bad.stdout + bad.stderr
+    assert WRONG_TOKEN not in bad.stdout + bad.stderr
+    assert hec.indexed_count == 0
