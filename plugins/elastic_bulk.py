@@ -114,7 +114,7 @@ class ElasticBulk(Output):
         fields = {f for _, f, _, _ in string.Formatter().parse(self.index_template) if f is not None}
         unknown = fields - PLACEHOLDERS
         if unknown:
-            raise OutputError(f"{self.name}: index {self.index_template!r} has unknown placeholders "
+            raise OutputError(f"index {self.index_template!r} has unknown placeholders "
                               f"{sorted(unknown)}; known: {sorted(PLACEHOLDERS)}", pause=True)
         self._static_index = None if fields else self.index_template
         self._targets: dict[tuple[str, str], tuple[str, str, str, bytes]] = {}
@@ -192,7 +192,7 @@ class ElasticBulk(Output):
             progressed = progressed or rnd.done > 0
             if rnd.failure is not None:
                 if not progressed:
-                    raise OutputError(f"{self.name}: {rnd.failure}", retry_after=rnd.failure.retry_after)
+                    raise OutputError(str(rnd.failure), retry_after=rnd.failure.retry_after)
                 result.retry = sorted(rnd.retry + rnd.unsent)
                 result.retry_after = rnd.failure.retry_after
                 return result
@@ -327,7 +327,7 @@ class ElasticBulk(Output):
                else "username and password" if self.options.get("username") else "api_key or username/password")
         hint = (f"check {how}" if status == 401
                 else "the key or user needs the create_doc (and auto_configure) privilege on the index")
-        return (f"{self.name}: Elasticsearch {what} ({status} {_describe(body)}): {hint}; nothing was dropped, "
+        return (f"Elasticsearch {what} ({status} {_describe(body)}): {hint}; nothing was dropped, "
                 f"delivery resumes once it is fixed")
 
     # ------------------------------------------------------------------ check --connect
@@ -337,14 +337,14 @@ class ElasticBulk(Output):
         try:
             resp = self.http.request("GET", "/", retry=False)
         except HttpError as exc:
-            raise OutputError(f"{self.name}: cannot reach Elasticsearch: {exc}") from None
+            raise OutputError(f"cannot reach Elasticsearch: {exc}") from None
         body = _json(resp)
         if resp.status_code in (401, 403):
             raise OutputError(self._auth_message(resp.status_code, body), pause=True)
         if resp.status_code != 200 or not isinstance(body, dict):
-            raise OutputError(f"{self.name}: GET / answered {resp.status_code}: {_describe(body)}")
+            raise OutputError(f"GET / answered {resp.status_code}: {_describe(body)}")
         if resp.headers.get("X-Elastic-Product") != "Elasticsearch":
-            raise OutputError(f"{self.name}: {self.http.base_url} is not Elasticsearch (no 'X-Elastic-Product: "
+            raise OutputError(f"{self.http.base_url} is not Elasticsearch (no 'X-Elastic-Product: "
                               f"Elasticsearch' header; OpenSearch and proxies that strip it are not supported)")
         version = str((body.get("version") or {}).get("number", "?"))
         return f"Elasticsearch {version} at {self.http.base_url}; {self._check_target()}"

@@ -125,3 +125,48 @@ def test_check_connect_reports_the_cluster_and_the_data_stream(
     out = checked.stdout + checked.stderr
     assert "Elasticsearch 8.15.3" in out
     assert "built-in logs-*-* index template creates it" in out
+
+
+def test_real_vendor_sources_land_in_their_own_data_streams_in_ecs(tmp_path: Path, es: FakeElasticsearch) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from tests.fakes.incydr import IncydrFake
+    from tests.fakes.pangea import TOKEN, PangeaFake
+
+    start = datetime.now(timezone.utc) - timedelta(minutes=20)
+    with IncydrFake(events=120, start=start, span=600) as incydr, PangeaFake(30, start=start) as pangea:
+        cfg = {
+            "sources": [
+                {"name": "incydr-us", "type": "incydr", "start_time": (start - timedelta(seconds=1)).isoformat(),
+                 "options": {"base_url": incydr.url, "client_id": incydr.client_id,
+                             "client_secret": "${INCYDR_SECRET}", "settle_delay": 0}},
+                {"name": "pangea-main", "type": "pangea", "start_time": (start - timedelta(seconds=1)).isoformat(),
+                 "options": {"base_url": pangea.url, "token": "${PANGEA_TOKEN}", "settle_delay": 0}},
+            ],
+            "outputs": [{"name": "elastic", "type": "elastic_bulk",
+                         "options": {"url": es.url, "index": "logs-{dataset}-default",
+                                     "api_key_file": str(key_file(tmp_path, es))}}],
+        }
+        done = run_forwarder(tmp_path, cfg, env={"INCYDR_SECRET": incydr.client_secret, "PANGEA_TOKEN": TOKEN})
+        assert done.returncode == 0, done.stderr
+        raw_incydr = {json.dumps(e, sort_keys=True) for e in incydr.events()}
+        pangea_hashes = {r.hash for r in pangea.records}
+
+    client = Elasticsearch(es.url, api_key=es.add_api_key(KEY_ID, KEY))
+    assert client.count(index="logs-incydr.audit-default")["count"] == 120
+    assert client.count(index="logs-pangea.audit-default")["count"] == 30
+
+    incydr_docs = client.search(index="logs-incydr.audit-default", size=200)["hits"]["hits"]
+    assert {json.dumps(json.loads(h["_source"]["event"]["original"]), sort_keys=True) for h in incydr_docs} == raw_incydr
+    for hit in incydr_docs:
+        doc = hit["_source"]
+        assert hit["_id"] == document_id("incydr", doc["event"]["id"])
+        assert doc["event"]["dataset"] == "incydr.audit" and doc["observer"]["product"] == "Incydr"
+        assert doc["user"]["id"] == doc["incydr"]["actorId"]
+        assert doc["@timestamp"] == json.loads(doc["event"]["original"])["timestamp"]
+
+    pangea_docs = client.search(index="logs-pangea.audit-default", size=100)["hits"]["hits"]
+    assert {h["_source"]["event"]["id"] for h in pangea_docs} == pangea_hashes
+    for hit in pangea_docs:
+        assert hit["_source"]["pangea"]["integrity"]["hash"] == "pass"
+        assert "received_at" in hit["_source"]["pangea"]
