@@ -24,6 +24,7 @@ Elasticsearch answers ``_bulk`` with HTTP 200 even when items failed; the verdic
 """
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import json
@@ -138,8 +139,6 @@ class ElasticBulk(Output):
             return f"ApiKey {api_key}"
         user = self.options.get("username")
         if user:
-            import base64
-
             token = base64.b64encode(f"{user}:{reveal(self.options.get('password')) or ''}".encode()).decode()
             return f"Basic {token}"
         return ""
@@ -165,9 +164,6 @@ class ElasticBulk(Output):
         _, namespace, dataset, prefix = self._target(src)
         body = _ENCODE(ecs_document(ev, ingested=ingested, namespace=namespace, dataset=dataset)).encode("utf-8")
         return prefix + document_id(src["type"], ev["id"]).encode() + b'"}}\n' + body + b"\n"
-
-    def index_for(self, ev: dict[str, Any]) -> str:
-        return self._target(ev["source"])[0]
 
     # ------------------------------------------------------------------ send
 
@@ -347,7 +343,11 @@ class ElasticBulk(Output):
             raise OutputError(f"{self.http.base_url} is not Elasticsearch (no 'X-Elastic-Product: "
                               f"Elasticsearch' header; OpenSearch and proxies that strip it are not supported)")
         version = str((body.get("version") or {}).get("number", "?"))
-        return f"Elasticsearch {version} at {self.http.base_url}; {self._check_target()}"
+        try:
+            target = self._check_target()
+        except HttpError as exc:
+            raise OutputError(f"cannot look up the index: {exc}") from None
+        return f"Elasticsearch {version} at {self.http.base_url}; {target}"
 
     def _check_target(self) -> str:
         name = self._static_index
