@@ -48,7 +48,9 @@ ITEM_RETRY_CAP = 10.0
 GZIP_LEVEL = 3
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _FILTER_PATH = "errors,items.*.status,items.*.error,error,status"  # error, status: whole-request errors
-_INDEX_PATTERN = r"^[a-z0-9{][a-z0-9._{}+-]*$"  # a safe subset of what Elasticsearch allows
+_PLACEHOLDER = r"\{(?:vendor|dataset|source_type|source)\}"
+# A safe subset of what Elasticsearch allows, with only the known placeholders.
+_INDEX_PATTERN = rf"^(?:[a-z0-9]|{_PLACEHOLDER})(?:[a-z0-9._+-]|{_PLACEHOLDER})*$"
 
 
 def document_id(source_type: str, event_id: str) -> str:

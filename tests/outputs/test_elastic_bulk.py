@@ -156,12 +156,17 @@ def test_the_index_template_sends_each_vendor_to_its_own_data_stream(es: FakeEla
 def test_index_option_is_required_and_checked(tmp_path: Path) -> None:
     with pytest.raises(jsonschema.ValidationError, match="'index' is a required property"):
         jsonschema.validate({"url": "http://x"}, ElasticBulk.options_schema)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"url": "http://x", "index": "Logs-Upper"}, ElasticBulk.options_schema)
+    for bad in ("Logs-Upper", "_hidden", "logs-{tenant}-default", "logs-{vendor", "a b"):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"url": "http://x", "index": bad}, ElasticBulk.options_schema)
+    for good in ("logs-{vendor}.audit-default", "{source}-audit", "audit+2026", "logs-{dataset}-{source_type}"):
+        jsonschema.validate({"url": "http://x", "index": good}, ElasticBulk.options_schema)
     with pytest.raises(jsonschema.ValidationError, match="'password' is a dependency of 'username'"):
         jsonschema.validate({"url": "http://x", "index": "a", "username": "u"}, ElasticBulk.options_schema)
     with FakeElasticsearch() as fake, pytest.raises(OutputError, match="unknown placeholders"):
-        make_output(fake, tmp_path, index="logs-{tenant}-default")
+        ElasticBulk(ComponentConfig(name="e", type="elastic_bulk", options=apply_defaults(
+            ElasticBulk.options_schema, {"url": fake.url, "index": "logs-{tenant}-default"})),
+            Context(name="e", state_dir=str(tmp_path), logger=logging.getLogger("t"), metrics=Metrics()))
 
 
 # --------------------------------------------------------------------------- item verdicts
