@@ -109,19 +109,23 @@ def _jsonl(directory: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for path in sorted(directory.glob("*.jsonl")) for line in path.read_text().splitlines()]
 
 
-def load_with_memory(plugin_paths: list[str]) -> Any:
-    from forwarder_core.plugins import build_registries, get_plugin_manager, load_entry_points, PluginSet
+def load_with_memory(plugin_paths: list[str], extra: list[Any] = ()) -> Any:  # type: ignore[assignment]
+    """Installed plugins, the in-memory ``memory`` source and output, and ``extra`` plugin objects."""
+    from forwarder_core.plugins import PluginSet, build_registries, get_plugin_manager, load_entry_points
 
     pm = get_plugin_manager()
     loaded = load_entry_points(pm, plugin_paths)
     pm.register(_MemoryPlugin(), name="siem_forwarder.testing")
+    for n, plugin in enumerate(extra):
+        pm.register(plugin, name=f"test-plugin-{n}")
     sources, outputs = build_registries(pm, loaded)
     return PluginSet(pm, loaded, sources, outputs)
 
 
 def run_once(tmp_path: Path, *, source: dict[str, Any] | None = None, output: dict[str, Any] | None = None,
-             raw_events: list[dict[str, Any]] | None = None, give_up_after: float = 30.0, **settings: Any) -> OnceRun:
-    """Run the pipeline once in-process; see the module docstring."""
+             raw_events: list[dict[str, Any]] | None = None, give_up_after: float = 30.0,
+             plugins: list[Any] = (), **settings: Any) -> OnceRun:  # type: ignore[assignment]
+    """Run the pipeline once in-process; see the module docstring. ``plugins``: extra hook objects."""
     import yaml
 
     from forwarder_core.app import build_app, run_sources_once
@@ -135,10 +139,11 @@ def run_once(tmp_path: Path, *, source: dict[str, Any] | None = None, output: di
     document = {"state_dir": str(tmp_path / "state"), "sources": [source], "outputs": [output], **settings}
     path = tmp_path / "forwarder-once.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
-    config, plugins = load_config(str(path), load_with_memory)
+    extra = list(plugins)
+    config, plugin_set = load_config(str(path), lambda paths: load_with_memory(paths, extra))
     with _collected_lock:
         _collected.pop(output["name"], None)
-    app = build_app(config, plugins)
+    app = build_app(config, plugin_set)
     try:
         results = run_sources_once(app, give_up_after=give_up_after)
     finally:
