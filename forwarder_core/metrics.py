@@ -30,6 +30,8 @@ _HELP: dict[str, tuple[str, str]] = {
     "siem_forwarder_bulk_item_status_total": ("counter", "Elasticsearch _bulk items by output and item status (201, 409, 429, 400, ...)."),
     "siem_forwarder_hec_responses_total": ("counter", "Splunk HEC answers by output and HEC code (http_<status> when the answer was not HEC's)."),
     "siem_forwarder_output_paused": ("gauge", "1 while an output is paused on an auth or config error."),
+    "siem_forwarder_syslog_messages_total": ("counter", "Syslog messages a syslog_cef output wrote to its socket."),
+    "siem_forwarder_cef_truncated_total": ("counter", "CEF messages cut to fit max_message_bytes (UDP by default)."),
     "siem_forwarder_pangea_verifications_total": ("counter", "Pangea tamper-evidence verdicts by check and result (pass, fail, none)."),
     "siem_forwarder_pangea_verification_failures_total": ("counter", "Pangea events that failed a tamper-evidence check, by check."),
 }
