@@ -139,7 +139,10 @@ class _AgilicusSource(Source):
 
     @staticmethod
     def _schema(filters: tuple[str, ...], descriptions: dict[str, str]) -> dict[str, Any]:
-        schema = source_options_schema(
+        # ``required: token`` also covers ``token_file``: the core reads the file into ``token``
+        # before validating, and keeps ``token_file`` (declared here) so the file can be re-read.
+        return source_options_schema(
+            required=["token"],
             properties={
                 "token": {**_STRING, "description": "Bearer access token (a JWT)."},
                 "token_file": {**_STRING, "description": "File holding the access token; re-read when it "
@@ -150,8 +153,6 @@ class _AgilicusSource(Source):
             base_url="https://api.agilicus.com",
             page_size_max=API_MAX_LIMIT,
         )
-        schema["anyOf"] = [{"required": ["token"]}, {"required": ["token_file"]}]
-        return schema
 
     def __init__(self, config: ComponentConfig, context: Context):
         super().__init__(config, context)
