@@ -35,7 +35,13 @@ fi
 stamp=".venv/.siem-forwarder-setup"
 want="$(cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)-$extras"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extras]"
+    log=".venv/setup.log"
+    echo "setup: installing siem-forwarder and its dependencies into .venv (log: $log)"
+    if ! { .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip &&
+           .venv/bin/python -m pip install --disable-pip-version-check -e ".[$extras]"; } >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        echo "setup: pip install failed; the whole log is in $log" >&2
+        exit 1
+    fi
     echo "$want" > "$stamp"
 fi
