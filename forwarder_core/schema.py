@@ -73,16 +73,24 @@ def _compile_fast(schema: dict[str, Any]) -> Callable[[Any], bool]:
     return jsonschema_rs.validator_for(schema).is_valid
 
 
+@functools.lru_cache(maxsize=None)
+def compiled(name: str) -> Callable[[Any], bool]:
+    """The fast validator of a packaged schema, compiled once per process."""
+    return _compile_fast(load_schema(name))
+
+
 class EventValidator:
     """Valid-or-not for normalized events and, where the source has one, their ``raw`` part."""
 
     def __init__(self, raw_schema: str | dict[str, Any] | None):
         self.event_schema = load_schema("event.schema.json")
-        self._event_ok = _compile_fast(self.event_schema)
+        self._event_ok = compiled("event.schema.json")
         if isinstance(raw_schema, str):
-            raw_schema = load_schema(raw_schema)
-        self.raw_schema = raw_schema
-        self._raw_ok = _compile_fast(self.raw_schema) if self.raw_schema is not None else None
+            self.raw_schema: dict[str, Any] | None = load_schema(raw_schema)
+            self._raw_ok = compiled(raw_schema)
+        else:
+            self.raw_schema = raw_schema
+            self._raw_ok = _compile_fast(raw_schema) if raw_schema is not None else None
 
     def is_valid(self, event: dict[str, Any]) -> bool:
         if not self._event_ok(event):
