@@ -11,9 +11,11 @@ import os
 import pwd
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,10 @@ from pathlib import Path
 import pytest
 
 import forwarder_core
+from tests.fakes.asana import AsanaFake
+from tests.fakes.splunk_hec import SplunkHecFake, TokenConfig
+
+from . import systemd_sandbox
 
 pytestmark = [pytest.mark.package, pytest.mark.timeout(900)]
 
@@ -248,3 +254,115 @@ def test_install_run_remove_purge(installed: None) -> None:
     with pytest.raises(KeyError):
         pwd.getpwnam("siem-forwarder")
     assert run("dpkg-query", "-W", "siem-forwarder", check=False).returncode != 0
+
+
+# --- the installed unit under a real systemd ------------------------------------------------
+
+ASANA_TOKEN = "2/1204/1207:packaging-test-pat"
+HEC_TOKEN = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _write_private(path: Path, text: str, mode: int, group: str | None = None) -> None:
+    path.write_text(text)
+    os.chmod(path, mode)
+    if group is not None:
+        shutil.chown(path, group=group)
+
+
+def _wait_for_text(path: Path, text: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    content = ""
+    while time.monotonic() < deadline:
+        content = path.read_text() if path.exists() else ""
+        if text in content:
+            return content
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not in {path}:\n{content}")
+
+
+def test_service_runs_under_systemd(installed: None, tmp_path: Path) -> None:
+    """Type=notify start, status, credentials, metrics, reload, clean stop and a refused bad
+    config, with the installed unit file and all of its hardening."""
+    why = systemd_sandbox.available()
+    if why:
+        pytest.skip(why)
+    asana = AsanaFake(events=200, span=3600, token=ASANA_TOKEN).start()
+    hec = SplunkHecFake(tokens={HEC_TOKEN: TokenConfig()}).start()
+    port = _free_port()
+    creds = Path("/etc/siem-forwarder/credentials")
+    conf_d = Path("/etc/siem-forwarder/conf.d")
+    log = tmp_path / "service.log"
+    units = tmp_path / "units"
+    (units / "siem-forwarder.service.d").mkdir(parents=True)
+    shutil.copy("/usr/lib/systemd/system/siem-forwarder.service", units)
+    (units / "siem-forwarder.service.d" / "test.conf").write_text(
+        "[Service]\n"
+        f"LoadCredential=asana_token:{creds}/asana_token\n"
+        f"LoadCredential=hec_token:{creds}/hec_token\n"
+        f"StandardOutput=append:{log}\nStandardError=inherit\n")
+    try:
+        _write_private(creds / "asana_token", ASANA_TOKEN + "\n", 0o600)
+        _write_private(creds / "hec_token", HEC_TOKEN, 0o600)
+        _write_private(conf_d / "test.yaml", f"""
+metrics:
+  listen: "127.0.0.1:{port}"
+sources:
+  - name: asana-main
+    type: asana
+    options:
+      base_url: {asana.url}/api/1.0
+      workspace_gid: "12345"
+      token_file: ${{CREDENTIALS_DIRECTORY}}/asana_token
+outputs:
+  - name: splunk
+    type: splunk_hec
+    options:
+      url: {hec.url}
+      token_file: ${{CREDENTIALS_DIRECTORY}}/hec_token
+""", 0o640, "siem-forwarder")
+        unit = "siem-forwarder.service"
+        with systemd_sandbox.SystemdSandbox(units) as sd:
+            sd.systemctl("start", unit)  # Type=notify: returns once the daemon sent READY=1
+            assert sd.show(unit, "SubState") == "running"
+            assert sd.show(unit, "WatchdogUSec") == "2min"
+            assert sd.show(unit, "StatusText").startswith("polling 1 source(s)")
+            assert hec.wait_for_events(180, timeout=60), f"HEC got {len(hec.events)}"
+
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as resp:
+                assert resp.status == 200
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+                metrics = resp.read().decode()
+            delivered = re.search(r'events_delivered_total\{output="splunk",source="asana-main"\} (\d+)', metrics)
+            assert delivered and int(delivered.group(1)) >= 180
+
+            main_pid = sd.show(unit, "MainPID")
+            sd.systemctl("reload", unit)
+            _wait_for_text(log, "reloaded")
+            assert sd.show(unit, "MainPID") == main_pid
+            assert sd.show(unit, "ActiveState") == "active"
+
+            sd.systemctl("stop", unit)
+            assert sd.show(unit, "Result") == "success"
+            assert "stopped" in log.read_text()
+
+            # A bad config never starts: ExecStartPre's check fails the start job.
+            _write_private(conf_d / "zz-bad.yaml", "sources:\n  - name: bad\n    type: nosuchtype\n",
+                           0o640, "siem-forwarder")
+            assert sd.systemctl("start", unit, check=False).returncode != 0
+            sd.systemctl("stop", unit)  # cancels the restart Restart=on-failure scheduled
+            assert "zz-bad.yaml:3: $.sources[1].type: unknown source type 'nosuchtype'" in log.read_text()
+
+        text = log.read_text()
+        assert ASANA_TOKEN not in text and HEC_TOKEN not in text
+        assert "Traceback" not in text
+    finally:
+        asana.stop()
+        hec.stop()
+        for path in (creds / "asana_token", creds / "hec_token", conf_d / "test.yaml", conf_d / "zz-bad.yaml"):
+            path.unlink(missing_ok=True)

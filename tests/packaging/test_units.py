@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,13 @@ def test_template_differs_only_by_instance() -> None:
     assert "%i" in template["Description"][0]
     differing = {k for k in main.keys() | template.keys() if main.get(k) != template.get(k)}
     assert differing == {"ExecStartPre", "ExecStart", "StateDirectory", "Description"}
+
+
+def test_shipped_config_passes_check() -> None:
+    """The unit's ExecStartPre runs `check` on it: a fresh install must pass."""
+    result = subprocess.run(
+        [sys.executable, "-m", "forwarder_core", "check", "-c", str(PACKAGING / "config.yaml")],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK (0 source(s), 1 output(s)" in result.stdout
