@@ -196,6 +196,9 @@ class HttpClient:
                     data=data,
                     headers=req_headers,
                     timeout=timeout or self.timeout,
+                    # Explicit, because requests lets $REQUESTS_CA_BUNDLE override session.verify,
+                    # which would silently ignore the configured ca_file.
+                    verify=self.session.verify,
                 )
             except requests.RequestException as exc:
                 self._count(0)
