@@ -14,6 +14,7 @@ import gzip
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -80,6 +81,8 @@ class FakeServer:
     """Base of the fakes. Subclasses call :meth:`route` in ``__init__`` and may override ``setup``."""
 
     name = "fake"
+    ssl_context: "ssl.SSLContext | None" = None
+    """Set (a server-side context with the certificate loaded) before start() to serve HTTPS."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
@@ -131,7 +134,7 @@ class FakeServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        return f"{'https' if self.ssl_context is not None else 'http'}://{self._host}:{self.port}"
 
     def start(self) -> "FakeServer":
         fake = self
@@ -150,6 +153,8 @@ class FakeServer:
 
         self._httpd = ThreadingHTTPServer((self._host, self._port), _Handler)
         self._httpd.daemon_threads = True
+        if self.ssl_context is not None:
+            self._httpd.socket = self.ssl_context.wrap_socket(self._httpd.socket, server_side=True)
         # A short poll interval: stop() waits for it, and tests stop a fake every few hundred ms.
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"{self.name}-http", daemon=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -293,6 +294,22 @@ def test_connection_refused_is_a_retryable_error(tmp_path: Path) -> None:
         out.send([asana_event(1)])
     assert not caught.value.pause
     assert "connection refused" in str(caught.value)
+
+
+def test_https_needs_the_private_ca_in_ca_file(tmp_path: Path, pki: Any) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    fake = FakeElasticsearch()
+    fake.ssl_context = context
+    with fake:
+        assert fake.url.startswith("https://")
+        with pytest.raises(OutputError, match="TLS error") as caught:
+            make_output(fake, tmp_path).send([asana_event(1)])
+        assert not caught.value.pause
+        with pytest.raises(OutputError, match="TLS error"):
+            make_output(fake, tmp_path, ca_file=str(pki.other_ca)).send([asana_event(1)])
+        assert make_output(fake, tmp_path, ca_file=str(pki.ca)).send([asana_event(1)]).rejected == {}
+        assert fake.count(STREAM) == 1
 
 
 # --------------------------------------------------------------------------- credentials
