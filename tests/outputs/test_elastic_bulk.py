@@ -296,7 +296,8 @@ def test_connection_refused_is_a_retryable_error(tmp_path: Path) -> None:
     assert "connection refused" in str(caught.value)
 
 
-def test_https_needs_the_private_ca_in_ca_file(tmp_path: Path, pki: Any) -> None:
+def test_https_needs_the_private_ca_in_ca_file(tmp_path: Path, pki: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(pki.other_ca))  # must not override ca_file
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(pki.server_cert, pki.server_key)
     fake = FakeElasticsearch()
