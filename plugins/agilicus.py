@@ -361,6 +361,7 @@ class AgilicusAudits(_AgilicusSource):
 
     def normalize(self, raw: Any) -> dict[str, Any]:
         timestamp = _timestamp(raw)
+        user = _text(raw.get("user_id"))
         action = _text(raw.get("action"))
         verb = (action or "").upper()
         resource = _text(raw.get("target_resource_type"))
@@ -376,7 +377,7 @@ class AgilicusAudits(_AgilicusSource):
             category=["iam"] if resource in self._IAM else ["configuration"],
             type=self._TYPES.get(verb, ["info"]),
             severity=self._SEVERITY.get(verb, 2),
-            actor={"id": _text(raw.get("user_id")), "ip": _text(raw.get("source_ip")), "type": "user"},
+            actor={"id": user, "ip": _text(raw.get("source_ip")), "type": "user" if user else None},
             target={"id": _text(raw.get("target_id")), "type": resource, "name": target_name},
             organization={"id": _text(raw.get("org_id"))},
             message=message,
@@ -410,6 +411,7 @@ class AgilicusAuthAudits(_AgilicusSource):
 
     def normalize(self, raw: Any) -> dict[str, Any]:
         timestamp = _timestamp(raw)
+        user = _text(raw.get("user_id"))
         event_name = _text(raw.get("event_name")) or _text(raw.get("event"))
         result = _text(raw.get("result"))
         outcome = self._OUTCOME.get(result or "", "unknown")
@@ -421,6 +423,7 @@ class AgilicusAuthAudits(_AgilicusSource):
             kind = ["info"]
         app = _text(raw.get("application_name"))
         upstream = _text(raw.get("upstream_user_id"))
+        client = _text(raw.get("client_id"))
         message = " ".join(x for x in (event_name or "authentication", result or "") if x)
         if app:
             message += f" for {app}"
@@ -433,10 +436,10 @@ class AgilicusAuthAudits(_AgilicusSource):
             type=kind,
             outcome=outcome,
             severity=self._SEVERITY.get(result or "", 1 if outcome == "success" else 2),
-            actor={"id": _text(raw.get("user_id")), "ip": _text(raw.get("source_ip")),
+            actor={"id": user, "ip": _text(raw.get("source_ip")), "type": "user" if user else None,
                    "email": upstream if upstream and "@" in upstream else None,
-                   "user_agent": _text(raw.get("user_agent")), "type": "user"},
-            target={"id": _text(raw.get("client_id")), "type": "application", "name": app},
+                   "user_agent": _text(raw.get("user_agent"))},
+            target={"id": client, "type": "application", "name": app} if client or app else None,
             organization={"id": _text(raw.get("org_id")), "name": _text(raw.get("org_name"))},
             message=message,
         )

@@ -57,13 +57,17 @@ _CLIENTS = ("admin-portal", "agilicus-builtin-cli", "my-client", "wiki")
 _RELATIVE = re.compile(r"^now-(\d+)(second|minute|hour|day|week)s?$")
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ONE_US = timedelta(microseconds=1)
+
+
 def to_us(dt: datetime) -> int:
     """Microseconds since the epoch of an aware datetime."""
-    return (dt - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+    return (dt - EPOCH) // ONE_US
 
 
 def from_us(us: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us)
+    return EPOCH + timedelta(microseconds=us)
 
 
 def iso_us(us: int) -> str:
@@ -179,37 +183,49 @@ class AgilicusFake(FakeServer):
         return us - us % 1_000_000 if key == "auth_audits" else us
 
     def make_record(self, key: str, us: int, **overrides: Any) -> dict[str, Any]:
-        """A record as the vendor writes it, unique by its trace id."""
-        rng = self.rng
+        """A record as the vendor writes it, unique by its trace id.
+
+        One 64-bit draw per record feeds every field (a benchmark seeds millions of them).
+        """
         stream = self.streams[key]
         stream.seq += 1
         n = stream.seq
-        user = f"u{rng.randint(1, 40)}"
-        org = self.org_id if rng.random() < 0.9 else "o2"
-        ip = f"192.0.2.{rng.randint(1, 254)}"
+        bits = self.rng.getrandbits(64)
+
+        def pick(k: int) -> int:
+            nonlocal bits
+            bits, value = divmod(bits, k)
+            return value
+
+        user = f"u{1 + pick(40)}"
+        org = self.org_id if pick(10) else "o2"
+        ip = f"192.0.2.{1 + pick(254)}"
+        token_id = f"jti{1 + pick(200)}"
+        session = f"s{1 + pick(300)}"
         if key == "audits":
-            resource = rng.choice(_RESOURCES)
-            action = rng.choice(_ACTIONS)
-            target = f"{resource[:3]}-{rng.randint(1, 500)}"
+            resource = _RESOURCES[pick(len(_RESOURCES))]
+            action = _ACTIONS[pick(len(_ACTIONS))]
+            target = f"{resource[:3]}-{1 + pick(500)}"
             record: dict[str, Any] = {
                 "user_id": user, "org_id": org, "time": iso_us(us), "action": action,
                 "api_name": resource, "target_resource_type": resource, "target_id": target,
                 "target_resource_org_id": org,
-                "target_resource_name": None if rng.random() < 0.2 else f"{resource} {target}",
-                "source_ip": ip, "token_id": f"jti{rng.randint(1, 200)}", "trace_id": f"tr-a{n}",
-                "session": f"s{rng.randint(1, 300)}", "secondary_id": "", "tertiary_id": "", "parent_id": "",
+                "target_resource_name": None if pick(5) == 0 else f"{resource} {target}",
+                "source_ip": ip, "token_id": token_id, "trace_id": f"tr-a{n}",
+                "session": session, "secondary_id": "", "tertiary_id": "", "parent_id": "",
                 "grandparent_id": "", "description": f"{action.lower()} {resource} {target}",
-                "audit_attributes": [{"attribute_id": f"a{rng.randint(1, 50)}", "attribute_type": "user",
-                                      "attribute_org_id": org, "attribute_name": None if rng.random() < 0.3 else "bob"}],
+                "audit_attributes": [{"attribute_id": f"a{1 + pick(50)}", "attribute_type": "user",
+                                      "attribute_org_id": org, "attribute_name": None if pick(3) == 0 else "bob"}],
             }
         else:
             record = {
                 "user_id": user, "upstream_user_id": f"{user}@example.com", "org_id": org, "org_name": f"org {org}",
-                "time": iso_s(us), "event_name": rng.choice(_EVENT_NAMES), "result": rng.choice(_RESULTS),
-                "source_ip": ip, "token_id": f"jti{rng.randint(1, 200)}", "trace_id": f"tr-b{n}",
-                "session": f"s{rng.randint(1, 300)}", "issuer": "https://auth.example.com",
-                "client_id": rng.choice(_CLIENTS), "application_name": rng.choice(("wiki", "portal", "cli")),
-                "login_org_id": org, "login_org_name": f"org {org}", "upstream_idp": rng.choice(_IDPS),
+                "time": iso_s(us), "event_name": _EVENT_NAMES[pick(len(_EVENT_NAMES))],
+                "result": _RESULTS[pick(len(_RESULTS))],
+                "source_ip": ip, "token_id": token_id, "trace_id": f"tr-b{n}",
+                "session": session, "issuer": "https://auth.example.com",
+                "client_id": _CLIENTS[pick(len(_CLIENTS))], "application_name": ("wiki", "portal", "cli")[pick(3)],
+                "login_org_id": org, "login_org_name": f"org {org}", "upstream_idp": _IDPS[pick(len(_IDPS))],
                 "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "request_id": f"rq{n}",
             }
         record.update(overrides)

@@ -195,6 +195,27 @@ def test_auth_outcome_comes_from_result(result: str, outcome: str, kind: list[st
     assert event["message"] == f"Token {result} for wiki"
 
 
+@pytest.mark.parametrize("cls,raw", [
+    (AgilicusAudits, {"time": "2024-01-01T00:00:00Z", "action": "GET", "org_id": "o1"}),
+    (AgilicusAuthAudits, {"time": "2024-01-01T00:00:00Z", "event": "Token", "result": "Failure", "org_id": "o1"}),
+], ids=KIND_IDS)
+def test_a_minimal_record_normalizes_without_empty_parts(cls: type[_AgilicusSource], raw: dict[str, Any]) -> None:
+    with AgilicusFake(events=0) as server:
+        event = make_source(cls, server).normalize(raw)  # type: ignore[arg-type]
+    jsonschema.validate(event, load_schema("event.schema.json"))
+    assert "actor" not in event and "target" not in event
+    assert event["action"] in ("GET", "Token") and event["organization"] == {"id": "o1"}
+
+
+def test_a_record_that_is_not_an_object_fails_normalize_for_the_quarantine() -> None:
+    with AgilicusFake(events=0) as server:
+        source = make_source(AgilicusAudits, server)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        source.normalize(["not", "a", "record"])
+    with pytest.raises(KeyError):
+        source.normalize({"action": "GET"})
+
+
 def test_options_schema_caps_page_size_at_the_api_limit() -> None:
     validator = jsonschema.Draft202012Validator(AgilicusAudits.options_schema)
     assert validator.is_valid({"token": "t", "page_size": 500})
