@@ -256,20 +256,15 @@ class SyslogCEF(Output):
         self._next_attempt = time.monotonic() + self._backoff
 
     def check_connection(self) -> str:
-        if self.protocol == "udp":
-            self.conn.connect()
-            self.conn.close()
-            return f"UDP to {self.endpoint}: address resolved (UDP cannot confirm a receiver)"
-        try:
-            self.conn.connect()
-        except OSError as exc:
-            raise OutputError(f"syslog {self.protocol} {self.endpoint}: cannot connect: {exc}") from exc
+        self._ensure_connected()
         self.conn.close()
+        if self.protocol == "udp":
+            return f"UDP to {self.endpoint}: address resolved (UDP cannot confirm a receiver)"
         verified = ""
         if self.protocol == "tls":
             verified = (" with a verified TLS handshake" if self.options.get("tls_verify", True)
                         else " over TLS without verifying the server (tls_verify: false)")
-        return f"connected to {self.endpoint} over {self.protocol}{verified}"
+        return f"connected to {self.endpoint} over {self.protocol}{verified}; the receiver kept the connection open"
 
     def close(self) -> None:
         self.conn.close()

@@ -269,7 +269,7 @@ def expected_extension(ev: dict[str, Any]) -> dict[str, str]:
     return want
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events())
 @example(event(message="a\\", action="\\|", actor={"id": "=", "name": " x=y"}))
 @example(event(message="\\n\\r\\=\\\\", id="x" * 41, actor={"ip": " 10.0.0.1 "}))
@@ -289,7 +289,7 @@ def test_any_field_values_make_one_message_that_parses_back(ev: dict[str, Any]) 
     assert header[6] == str(cef.severity_of(ev, cef._profile(ev["source"]["type"], product)))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events(), st.integers(min_value=200, max_value=1500))
 @example(event(message="\\" * 500), 300)
 @example(event(message="é\\=" * 300, actor={"id": "1", "ip": "10.0.0.1"}), 260)

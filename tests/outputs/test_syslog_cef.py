@@ -351,4 +351,7 @@ def test_check_connection_reaches_the_receiver(rsyslog: Rsyslog, pki: Pki, harne
     closed = harness.output(port=1, protocol="tcp")
     with pytest.raises(OutputError, match="cannot connect"):
         closed.check_connection()
+    no_client_cert = harness.output(port=rsyslog.mtls_port, protocol="tls", ca_file=str(pki.ca))
+    with pytest.raises(OutputError, match="client certificate"):
+        no_client_cert.check_connection()
 
