@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from forwarder_core import hookimpl
 from forwarder_core.errors import AuthError, ForwarderError, HttpError, SourceError
 from forwarder_core.http import BearerAuth, HttpClient
-from forwarder_core.plugin_api import Page, Source, format_time, parse_time, source_options_schema
+from forwarder_core.plugin_api import Page, Source, content_id, format_time, parse_time, source_options_schema
 from siem_forwarder_plugins.time_windows import EdgeDedup, WindowCursor, iso_ms, ms_datetime, now_ms, parse_ms, to_ms
 
 if TYPE_CHECKING:
@@ -55,6 +55,13 @@ def _classify(event_type: str, category: str) -> Kind:
     if category == "deletion":
         return ["configuration"], ["deletion"], 4, failed
     return ["configuration"], [kind if kind != "change" else "info"], 3, failed
+
+
+def _content_key(raw: Any) -> str:
+    try:
+        return "sha256:" + content_id(raw)[:16]
+    except (TypeError, ValueError):  # NaN and the like: canonical JSON refuses it
+        return "repr:" + repr(raw)[:64]
 
 
 class AsanaTokenAuth(BearerAuth):
@@ -100,6 +107,7 @@ class AsanaSource(Source):
         if "actor_type" in opts and "actor_gid" not in opts:
             self._filters["actor_type"] = opts["actor_type"]
         self._kinds: dict[tuple[Any, Any], Kind] = {}
+        self._organization = {"id": str(opts["workspace_gid"])}
 
     # ------------------------------------------------------------------ polling
 
@@ -169,15 +177,19 @@ class AsanaSource(Source):
         pos_ids = set(win["pos_ids"])
         newest = -1
         for raw in data:
-            gid = raw.get("gid") if isinstance(raw, dict) else None
-            stamp = raw.get("created_at") if isinstance(raw, dict) else None
+            if not isinstance(raw, dict):
+                fresh.append(raw)  # malformed: the core quarantines it
+                continue
+            gid, stamp = raw.get("gid"), raw.get("created_at")
             try:
                 t = parse_ms(stamp) if isinstance(stamp, str) else None
             except ValueError:
                 t = None
-            if not isinstance(gid, str) or t is None:
-                fresh.append(raw)  # malformed: the core quarantines it when it fails the raw schema
-                continue
+            if t is None or gid is None or isinstance(gid, (dict, list)):
+                # Drifted beyond placing it: the core quarantines it; the hash keeps a re-read from repeating it.
+                gid, t = _content_key(raw), t if t is not None else win["end"] - 1
+            else:
+                gid = str(gid)
             if t == pos and gid in pos_ids:
                 continue
             if pos is None or t > pos:
@@ -232,6 +244,7 @@ class AsanaSource(Source):
                    "user_agent": context.get("user_agent")},
             target={"id": resource.get("gid"), "type": resource.get("resource_type"), "name": resource.get("name"),
                     "email": resource.get("email")},
+            organization=self._organization,
             message=message,
         )
 

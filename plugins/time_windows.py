@@ -28,6 +28,7 @@ MAX_SEEN = 20_000
 CURSOR_VERSION = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MS = timedelta(milliseconds=1)
+_SECOND = timedelta(seconds=1)
 
 
 def now_ms() -> int:
@@ -39,8 +40,27 @@ def to_ms(value: datetime) -> int:
     return (value - _EPOCH) // _MS
 
 
+_SECONDS: dict[str, int] = {}
+
+
 def parse_ms(text: str) -> int:
-    """An ISO 8601 / RFC 3339 time string as epoch milliseconds (naive means UTC)."""
+    """An ISO 8601 / RFC 3339 time string as epoch milliseconds (naive means UTC).
+
+    Runs once per event, so the common ``YYYY-MM-DDTHH:MM:SS[.fff...]Z`` form takes a short
+    path: the seconds part is parsed once per distinct second and the fraction read directly.
+    """
+    if len(text) >= 20 and text[-1] == "Z" and text[10] == "T" and (text[19] == "." or len(text) == 20):
+        head = text[:19]
+        seconds = _SECONDS.get(head)
+        if seconds is None:
+            if len(_SECONDS) > 100_000:
+                _SECONDS.clear()
+            seconds = _SECONDS[head] = (datetime.fromisoformat(head).replace(tzinfo=timezone.utc) - _EPOCH) // _SECOND
+        frac = text[20:-1]
+        if not frac:
+            return seconds * 1000
+        if frac.isdigit():
+            return seconds * 1000 + int((frac + "00")[:3])
     dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)

@@ -1,6 +1,7 @@
 """The ``asana`` source against a local Asana that speaks the real protocol (tests/fakes/asana.py)."""
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -14,6 +15,7 @@ from forwarder_core.errors import SourceError
 from forwarder_core.schema import EventValidator
 from siem_forwarder_plugins.asana import AsanaSource
 from tests.fakes.asana import AsanaFake
+from tests.helpers import file_output, read_jsonl, run_forwarder
 from tests.sources.polling import Drain, make_source, start_fake_process
 
 TOKEN = "2/1204/1207:s3cret-service-account"
@@ -237,6 +239,7 @@ def test_normalize_maps_the_fields(fake, tmp_path):
     assert event["actor"] == {"id": "1111", "name": "Greg Sanchez", "email": "greg@example.com", "type": "user",
                               "ip": "192.0.2.1", "user_agent": "Mozilla/5.0"}
     assert event["target"] == {"id": "1111", "type": "user", "name": "Greg Sanchez", "email": "greg@example.com"}
+    assert event["organization"] == {"id": fake.workspace_gid}
     assert 0 <= event["severity"] <= 10 and "Greg Sanchez" in event["message"]
     offset_time = source(fake, tmp_path).normalize(dict(raw, created_at="2024-01-01T01:00:01.5+01:00"))
     assert offset_time["timestamp"] == "2024-01-01T00:00:01.500Z"
@@ -255,3 +258,34 @@ def test_the_fake_runs_standalone(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------- the real process
+
+
+def test_end_to_end_through_the_cli_with_a_drifted_event_quarantined(fake, tmp_path):
+    newest = max(datetime.fromisoformat(e["created_at"]) for e in fake.events())
+    drifted = fake.make_event(newest - timedelta(seconds=61))
+    drifted["created_at"] = drifted["created_at"].replace("T", " ")  # no longer RFC 3339 in the raw schema's eyes
+    drifted["gid"] = int(drifted["gid"])
+    fake.add_events([drifted])
+    out = tmp_path / "out.jsonl"
+    config = {
+        "sources": [{"name": "asana-main", "type": "asana", "start_time": fake.begin.isoformat(),
+                     "options": {"base_url": fake.url + "/api/1.0", "token": "${ASANA_TOKEN}",
+                                 "workspace_gid": fake.workspace_gid, "settle_delay": 0}}],
+        "outputs": [file_output(out)],
+    }
+    done = run_forwarder(tmp_path, config, env={"ASANA_TOKEN": TOKEN})
+    assert done.returncode == 0, done.stderr
+    events = read_jsonl(out)
+    assert Counter(e["id"] for e in events) == Counter(e["gid"] for e in fake.events() if e is not drifted)
+    quarantined = [json.loads(line) for f in sorted((tmp_path / "state" / "quarantine").glob("*.jsonl"))
+                   for line in f.read_text().splitlines()]
+    assert [q["raw"] for q in quarantined] == [drifted]
+    assert TOKEN not in done.stderr
+
+    again = run_forwarder(tmp_path, config, env={"ASANA_TOKEN": TOKEN})
+    assert again.returncode == 0, again.stderr
+    assert len(read_jsonl(out)) == len(events)
+    assert sum(len(f.read_text().splitlines()) for f in (tmp_path / "state" / "quarantine").glob("*.jsonl")) == 1

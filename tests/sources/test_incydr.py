@@ -1,6 +1,7 @@
 """The ``incydr`` source against a local Incydr that speaks the real protocol (tests/fakes/incydr.py)."""
 from __future__ import annotations
 
+import json
 import base64
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -15,6 +16,7 @@ from forwarder_core.plugin_api import content_id
 from forwarder_core.schema import EventValidator
 from siem_forwarder_plugins.incydr import IncydrOAuth, IncydrSource
 from tests.fakes.incydr import COUNT, SEARCH, IncydrFake
+from tests.helpers import file_output, read_jsonl, run_forwarder
 from tests.sources.polling import Drain, make_source, start_fake_process
 
 SECRET = "s3cret-incydr-client"
@@ -281,3 +283,36 @@ def test_the_fake_runs_standalone_and_serves_a_backlog(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------- the real process
+
+
+def test_end_to_end_through_the_cli_with_a_drifted_event_quarantined(fake, tmp_path):
+    newest = max(datetime.fromisoformat(e["timestamp"]) for e in fake.events())
+    drifted = fake.make_event(newest - timedelta(seconds=61), actorId=898209175991065670)
+    fake.add_events([drifted])
+    secret_file = tmp_path / "incydr.secret"
+    secret_file.write_text(SECRET + "\n")
+    out = tmp_path / "out.jsonl"
+    config = {
+        "sources": [{"name": "code42", "type": "incydr", "start_time": fake.begin.isoformat(),
+                     "options": {"base_url": fake.url, "client_id": fake.client_id,
+                                 "client_secret_file": str(secret_file), "settle_delay": 0, "page_size": 500}}],
+        "outputs": [file_output(out)],
+    }
+    done = run_forwarder(tmp_path, config)
+    assert done.returncode == 0, done.stderr
+    events = read_jsonl(out)
+    want = expected_ids(fake)
+    del want[content_id(drifted)]
+    assert Counter(e["id"] for e in events) == want
+    quarantined = [json.loads(line) for f in sorted((tmp_path / "state" / "quarantine").glob("*.jsonl"))
+                   for line in f.read_text().splitlines()]
+    assert [q["raw"] for q in quarantined] == [drifted] and "actorId" in quarantined[0]["reason"]
+    assert SECRET not in done.stderr
+
+    again = run_forwarder(tmp_path, config)
+    assert again.returncode == 0, again.stderr
+    assert len(read_jsonl(out)) == len(events)
+    assert sum(len(f.read_text().splitlines()) for f in (tmp_path / "state" / "quarantine").glob("*.jsonl")) == 1
