@@ -356,7 +356,7 @@ class FakeElasticsearch(FakeServer):
                     continue
                 if i + 1 >= len(lines):
                     return es_error(400, "illegal_argument_exception",
-                                    f"The bulk request must be terminated by a newline [\\n]")
+                                    "The bulk request must be terminated by a newline [\\n]")
                 items.append({op: self._write_doc(op, index, meta.get("_id"), lines[i + 1],
                                               meta.get("pipeline") or pipeline)})
                 i += 2
@@ -420,17 +420,17 @@ class FakeElasticsearch(FakeServer):
         if idx is None:
             idx = Index(name, is_ds)
         result["_index"] = idx.backing
-        if doc_id in idx.docs and op == "create":
-            return {**result, "status": 409, "error": item_error(
-                "version_conflict_engine_exception",
-                f"[{doc_id}]: version conflict, document already exists (current version [1])",
-                index_uuid=idx.uuid, shard="0", index=idx.backing)}
-        if source is not None:
+        if source is not None:  # a document is parsed and mapped before its version is checked
             if is_ds and "@timestamp" not in source:
                 return {**result, "status": 400, "error": _missing_timestamp()}
             problem = _map_document(idx, source, doc_id)
             if problem is not None:
                 return {**result, "status": 400, "error": problem}
+        if doc_id in idx.docs and op == "create":
+            return {**result, "status": 409, "error": item_error(
+                "version_conflict_engine_exception",
+                f"[{doc_id}]: version conflict, document already exists (current version [1])",
+                index_uuid=idx.uuid, shard="0", index=idx.backing)}
         self.indices[name] = idx
         updated = doc_id in idx.docs
         idx.docs[doc_id] = source
