@@ -126,8 +126,11 @@ class SyslogCEF(Output):
 
     backoff_initial = 0.5
     backoff_max = 30.0
-    connect_settle = 0.25
-    """Seconds a new TCP/TLS connection is watched for the receiver's rejection before the first write."""
+    connect_settle = 0.5
+    """Seconds a new TCP/TLS connection is watched for the receiver's rejection before the first write.
+
+    A rejection ends the wait at once; only an accepted connection waits this long, once per connection.
+    """
 
     def __init__(self, config: ComponentConfig, context: Context):
         super().__init__(config, context)
