@@ -1,0 +1,567 @@
+"""The benchmark: the real ``siem-forwarder once`` process against local vendor fakes, per output.
+
+Every fake, the TCP sink and every measured program run in their own processes. A measured
+program's CPU seconds and peak RSS are the kernel's own accounting of that child (``wait4``
+rusage); the fakes' CPU is read from ``/proc/<pid>/stat`` before and after, and reported as a
+share of the measured wall time, so a run where the fake was the bottleneck shows it. Every
+figure is the median of ``--runs`` runs. Two baselines run against the same Incydr fake: the
+peer (Code42's ``incydr`` CLI, in its own virtual environment) and the bare loop
+(``bench/bare_loop.py``). The results go to stdout and, unless ``--quick``, to
+``bench/RESULTS.md``.
+
+Usage::
+
+    .venv/bin/python bench/run.py            # full run, writes bench/RESULTS.md
+    .venv/bin/python bench/run.py --quick    # small backlogs, one run, no peer (the CI smoke test)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+from sink import read_counts  # noqa: E402
+
+PY = sys.executable
+PEER_VENV = BENCH / ".venv-peer"
+INCYDR_ID, INCYDR_SECRET = "bench-client", "bench-secret"
+ASANA_TOKEN, ASANA_WORKSPACE = "2/1204/1207:bench", "12345"
+AGILICUS_TOKEN = "agilicus-bench-token"
+HEC_TOKEN = "11111111-2222-3333-4444-555555555555"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def proc_cpu(pid: int) -> float:
+    """User+system CPU seconds of a running process, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout: float, what: str) -> str:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready after {timeout:.0f}s")
+        time.sleep(0.05)
+    return path.read_text().strip()
+
+
+class Service:
+    """A fake or the sink, in its own process, until stopped."""
+
+    def __init__(self, name: str, argv: list[str], workdir: Path, timeout: float = 600):
+        self.name = name
+        ready = workdir / f"{name}.ready"
+        self.log = open(workdir / f"{name}.log", "wb")
+        self.proc = subprocess.Popen([*argv, "--ready-file", str(ready)], cwd=ROOT, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.address = wait_for_file(ready, self.proc, timeout, name)
+
+    def cpu(self) -> float:
+        return proc_cpu(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def fake(name: str, module: str, workdir: Path, *args: str) -> Service:
+    return Service(name, [PY, "-m", f"tests.fakes.{module}", "--port", "0", *args], workdir)
+
+
+@dataclass
+class Measured:
+    wall: float
+    cpu: float
+    rss_mb: float
+    returncode: int
+    output: str
+
+
+def measure(argv: list[str], workdir: Path, env: dict[str, str] | None = None, label: str = "run") -> Measured:
+    """Run ``argv`` to the end; wall time, CPU seconds and peak RSS of that child from wait4."""
+    log_path = workdir / f"{label}.log"
+    with open(log_path, "wb") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, proc.returncode,
+                    log_path.read_text(errors="replace"))
+
+
+def forwarder_argv(*args: str) -> list[str]:
+    script = Path(PY).with_name("siem-forwarder")
+    return [str(script), *args] if script.exists() else [PY, "-m", "forwarder_core", *args]
+
+
+def forwarder_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_SOCKET", "STATE_DIRECTORY"))}
+    env["SIEM_FORWARDER_LOG_LEVEL"] = "warning"
+    return env
+
+
+def http_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def wait_count(read: Callable[[], int], want: int, timeout: float = 20.0) -> int:
+    """The count once it reaches ``want`` (the sink may still be reading), or the last seen."""
+    deadline = time.monotonic() + timeout
+    got = read()
+    while got < want and time.monotonic() < deadline:
+        time.sleep(0.05)
+        got = read()
+    return got
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Scenario:
+    name: str
+    events: int
+    runs: list[dict[str, float]] = field(default_factory=list)
+    counts_ok: bool = True
+    problems: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def median(self, key: str) -> float:
+        values = [r[key] for r in self.runs if key in r]
+        return statistics.median(values) if values else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        wall = self.median("seconds")
+        return {"name": self.name, "events": self.events, "seconds": wall, "events_per_s": self.median("rate"),
+                "cpu_s": self.median("cpu"), "rss_mb": self.median("rss"),
+                "source_fake_cpu_pct": self.median("source_cpu_pct"), "sink_cpu_pct": self.median("sink_cpu_pct"),
+                "runs": len(self.runs), "counts_ok": self.counts_ok, "problems": self.problems, "note": self.note}
+
+
+def record(scenario: Scenario, m: Measured, delivered: int, source: Service | None, sink_services: list[Service],
+           cpu_before: dict[str, float]) -> None:
+    run = {"seconds": m.wall, "rate": delivered / m.wall if m.wall > 0 else 0.0, "cpu": m.cpu, "rss": m.rss_mb}
+    if source is not None:
+        run["source_cpu_pct"] = 100 * (source.cpu() - cpu_before[source.name]) / m.wall
+    if sink_services:
+        run["sink_cpu_pct"] = 100 * sum(s.cpu() - cpu_before[s.name] for s in sink_services) / m.wall
+    scenario.runs.append(run)
+    if m.returncode != 0:
+        scenario.counts_ok = False
+        scenario.problems.append(f"exit {m.returncode}: {m.output[-600:]}")
+    if delivered != scenario.events:
+        scenario.counts_ok = False
+        scenario.problems.append(f"expected {scenario.events} events, the far end counted {delivered}")
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path):
+        self.args = args
+        self.workdir = workdir
+        self.services: list[Service] = []
+        self.results: list[Scenario] = []
+        self.run_no = 0
+
+    def start(self, service: Service) -> Service:
+        self.services.append(service)
+        return service
+
+    def stop(self, service: Service) -> None:
+        service.stop()
+        self.services.remove(service)
+
+    def close(self) -> None:
+        for service in list(self.services):
+            self.stop(service)
+
+    def log(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------------ config
+
+    def start_time(self, hours_back: float) -> str:
+        return (datetime.now(timezone.utc) - timedelta(hours=hours_back)).isoformat()
+
+    def config(self, state: Path, source: dict[str, Any], output: dict[str, Any]) -> Path:
+        import yaml
+
+        path = state.parent / "config.yaml"
+        path.write_text(yaml.safe_dump({"state_dir": str(state), "sources": [source], "outputs": [output]},
+                                       sort_keys=False))
+        return path
+
+    def incydr_source(self, url: str, **extra: Any) -> dict[str, Any]:
+        return {"name": "code42", "type": "incydr", "start_time": self.start_time(26),
+                "options": {"base_url": url, "client_id": INCYDR_ID, "client_secret": INCYDR_SECRET,
+                            "settle_delay": 0, "page_size": 10_000, **extra}}
+
+    def output(self, kind: str, target: str) -> dict[str, Any]:
+        if kind == "syslog_cef":
+            return {"name": "siem", "type": "syslog_cef",
+                    "options": {"host": "127.0.0.1", "port": int(target), "protocol": "tcp"}}
+        if kind == "splunk_hec":
+            return {"name": "siem", "type": "splunk_hec", "options": {"url": target, "token": HEC_TOKEN,
+                                                                      "gzip": True, "ack": False}}
+        if kind == "elastic_bulk":
+            return {"name": "siem", "type": "elastic_bulk",
+                    "options": {"url": target, "index": f"bench-{self.run_no}", "gzip": True}}
+        return {"name": "siem", "type": "file", "options": {"path": target}}
+
+    # ------------------------------------------------------------------ one forwarder scenario
+
+    def forwarder_scenario(self, name: str, events: int, source_service: Service, source_block: Callable[[], dict],
+                           kind: str, target: Service | None, runs: int) -> Scenario:
+        scenario = Scenario(name, events)
+        self.log(f"[bench] {name}: {events} events x {runs} run(s)")
+        for _ in range(runs):
+            self.run_no += 1
+            run_dir = Path(tempfile.mkdtemp(prefix=f"run{self.run_no}-", dir=self.workdir))
+            state = run_dir / "state"
+            watched = [s for s in (target,) if s is not None]
+            if kind == "syslog_cef":
+                data_port, control_port = target.address.split()  # type: ignore[union-attr]
+                out = self.output(kind, data_port)
+                read = lambda: read_counts(int(control_port))["frames"]  # noqa: E731
+            elif kind == "splunk_hec":
+                out = self.output(kind, target.address)  # type: ignore[union-attr]
+                read = lambda: http_json(target.address + "/_fake/stats")["indexed"]  # type: ignore  # noqa: E731
+            elif kind == "elastic_bulk":
+                out = self.output(kind, target.address)  # type: ignore[union-attr]
+                index = out["options"]["index"]
+                read = lambda: sum(n for i, n in http_json(target.address + "/_fake/stats")["indices"].items()  # type: ignore  # noqa: E731
+                                   if i.startswith(index) or index in i)
+            else:
+                path = run_dir / "out.jsonl"
+                out = self.output(kind, str(path))
+                read = lambda: count_lines(path)  # noqa: E731
+            before_count = read()
+            cfg = self.config(state, source_block(), out)
+            before = {s.name: s.cpu() for s in [source_service, *watched]}
+            m = measure(forwarder_argv("once", "-c", str(cfg)), run_dir, forwarder_env(), "forwarder")
+            delivered = wait_count(read, before_count + events) - before_count
+            record(scenario, m, delivered, source_service, watched, before)
+            self.log(f"[bench]   {delivered} events in {m.wall:.2f}s = {delivered / m.wall:,.0f}/s, "
+                     f"cpu {m.cpu:.2f}s, rss {m.rss_mb:.0f} MB" + ("" if m.returncode == 0 else f" EXIT {m.returncode}"))
+            if not self.args.keep:
+                shutil.rmtree(run_dir, ignore_errors=True)
+        self.results.append(scenario)
+        return scenario
+
+    # ------------------------------------------------------------------ baselines
+
+    def bare_loop(self, incydr: Service, events: int, sink: Service, runs: int) -> Scenario:
+        scenario = Scenario("bare loop: incydr -> JSON lines over TCP", events)
+        self.log(f"[bench] {scenario.name}: {events} events x {runs} run(s)")
+        data_port, control_port = sink.address.split()
+        for _ in range(runs):
+            now = time.time()
+            before_count = read_counts(int(control_port))["frames"]
+            before = {s.name: s.cpu() for s in (incydr, sink)}
+            m = measure([PY, str(BENCH / "bare_loop.py"), "--url", incydr.address, "--client-id", INCYDR_ID,
+                         "--client-secret", INCYDR_SECRET, "--start", str(now - 30 * 3600), "--end", str(now + 60),
+                         "--sink-port", data_port], self.workdir, label="bare")
+            delivered = wait_count(lambda: read_counts(int(control_port))["frames"], before_count + events) - before_count
+            record(scenario, m, delivered, incydr, [sink], before)
+            self.log(f"[bench]   {delivered} events in {m.wall:.2f}s = {delivered / m.wall:,.0f}/s, cpu {m.cpu:.2f}s")
+        self.results.append(scenario)
+        return scenario
+
+    def peer(self, incydr: Service, events: int, sink: Service, runs: int) -> Scenario | None:
+        exe = ensure_peer(self.log)
+        scenario = Scenario("peer: incydr CLI (audit-log search --output TCP) -> JSON lines over TCP", events)
+        if exe is None:
+            scenario.counts_ok = False
+            scenario.problems.append("the peer could not be installed (see the log above)")
+            self.results.append(scenario)
+            return None
+        self.log(f"[bench] {scenario.name}: {events} events x {runs} run(s)")
+        data_port, control_port = sink.address.split()
+        start = (datetime.now(timezone.utc) - timedelta(days=2)).strftime("%Y-%m-%d")
+        for n in range(runs):
+            home = Path(tempfile.mkdtemp(prefix="peer-home-", dir=self.workdir))
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "INCYDR_URL": incydr.address,
+                   "INCYDR_API_CLIENT_ID": INCYDR_ID, "INCYDR_API_CLIENT_SECRET": INCYDR_SECRET,
+                   "INCYDR_USE_RICH": "false", "LANG": "C.UTF-8"}
+            before_count = read_counts(int(control_port))["frames"]
+            before = {s.name: s.cpu() for s in (incydr, sink)}
+            m = measure([str(exe), "audit-log", "search", "--output", f"TCP:127.0.0.1:{data_port}",
+                         "--checkpoint", f"bench{n}", "--start", start], home, env, label="peer")
+            delivered = wait_count(lambda: read_counts(int(control_port))["frames"], before_count + events) - before_count
+            record(scenario, m, delivered, incydr, [sink], before)
+            self.log(f"[bench]   {delivered} events in {m.wall:.2f}s = {delivered / m.wall:,.0f}/s, cpu {m.cpu:.2f}s")
+        self.results.append(scenario)
+        return scenario
+
+    def version(self, times: int) -> dict[str, float]:
+        walls = []
+        for _ in range(times):
+            m = measure(forwarder_argv("--version"), self.workdir, forwarder_env(), "version")
+            if m.returncode != 0:
+                raise RuntimeError(f"--version failed: {m.output}")
+            walls.append(m.wall)
+        return {"median_ms": 1000 * statistics.median(walls), "max_ms": 1000 * max(walls), "runs": times}
+
+
+NOTES_MARK = "<!-- notes: kept by bench/run.py when it rewrites this file -->"
+
+
+def kept_notes(path: Path) -> str:
+    """The hand-written part of an existing results file (profiles, before/after), kept on rewrite."""
+    text = path.read_text() if path.exists() else ""
+    at = text.find(NOTES_MARK)
+    return "\n" + (text[at:] if at >= 0 else NOTES_MARK + "\n")
+
+
+def count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    n = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            n += chunk.count(b"\n")
+    return n
+
+
+def ensure_peer(log: Callable[[str], None]) -> Path | None:
+    """The peer's ``incydr`` executable, installing ``incydr[cli]`` into bench/.venv-peer if missing."""
+    exe = PEER_VENV / "bin" / "incydr"
+    if exe.exists():
+        return exe
+    log(f"[bench] installing the peer (incydr[cli]) into {PEER_VENV}")
+    base = getattr(sys, "_base_executable", None) or shutil.which("python3") or "python3"
+    try:
+        subprocess.run([base, "-m", "venv", str(PEER_VENV)], check=True)
+        subprocess.run([str(PEER_VENV / "bin" / "pip"), "install", "-q", "incydr[cli]"], check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        log(f"[bench] peer install failed: {exc}")
+        return None
+    return exe if exe.exists() else None
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Benchmark siem-forwarder against local fakes and two baselines.")
+    parser.add_argument("--quick", action="store_true", help="small backlogs, one run, no peer, no 1M backlog")
+    parser.add_argument("--runs", type=int, help="runs per scenario (default 3; 1 with --quick)")
+    parser.add_argument("--incydr-events", type=int, help="Incydr backlog (default 200,000; 20,000 with --quick)")
+    parser.add_argument("--peer-events", type=int, default=20_050,
+                        help="the peer's (smaller) Incydr backlog; not a multiple of 100, since the peer pages by "
+                             "100 and crashes on the page past the end, which has no 'events'")
+    parser.add_argument("--other-events", type=int, help="Asana and Agilicus backlogs (default 20,000; 2,000 quick)")
+    parser.add_argument("--rss-events", type=int, nargs=2, metavar=("SMALL", "LARGE"),
+                        help="backlogs whose peak RSS is compared (default 100,000 1,000,000; 20,000 60,000 quick)")
+    parser.add_argument("--only", help="comma-separated scenario groups: incydr,others,peer,bare,rss,version")
+    parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--results", help="where to write the Markdown results (default bench/RESULTS.md, "
+                                          "none with --quick)")
+    parser.add_argument("--json", help="also write the results as JSON here")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (and every run's state)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    runs = args.runs or (1 if quick else 3)
+    incydr_events = args.incydr_events or (20_000 if quick else 200_000)
+    other_events = args.other_events or (2_000 if quick else 20_000)
+    rss_events = args.rss_events or ([20_000, 60_000] if quick else [100_000, 1_000_000])
+    groups = set((args.only or "incydr,others,peer,bare,rss,version").split(","))
+    if quick or args.no_peer:
+        groups.discard("peer")
+    results_path = Path(args.results) if args.results else (None if quick else BENCH / "RESULTS.md")
+
+    workdir = Path(tempfile.mkdtemp(prefix="siem-bench-"))
+    bench = Bench(args, workdir)
+    started = time.monotonic()
+    version: dict[str, float] | None = None
+    rss: list[Scenario] = []
+    headline: dict[str, Scenario] = {}
+    try:
+        sink = bench.start(Service("sink", [PY, str(BENCH / "sink.py")], workdir))
+        inc_args = ("--client-id", INCYDR_ID, "--client-secret", INCYDR_SECRET, "--span", str(24 * 3600))
+        if groups & {"incydr", "bare"}:
+            bench.log(f"[bench] starting the Incydr fake with {incydr_events} events")
+            incydr = bench.start(fake("incydr", "incydr", workdir, "--events", str(incydr_events), *inc_args))
+            source = lambda: bench.incydr_source(incydr.address)  # noqa: E731
+            if "incydr" in groups:
+                headline["cef"] = bench.forwarder_scenario("incydr -> syslog_cef (TCP, RFC 5424, octet counting)",
+                                                           incydr_events, incydr, source, "syslog_cef", sink, runs)
+            if "bare" in groups:
+                headline["bare"] = bench.bare_loop(incydr, incydr_events, sink, runs)
+            if "incydr" in groups:
+                hec = bench.start(fake("hec", "splunk_hec", workdir, "--token", HEC_TOKEN))
+                headline["hec"] = bench.forwarder_scenario("incydr -> splunk_hec (gzip, ack off)", incydr_events,
+                                                           incydr, source, "splunk_hec", hec, runs)
+                bench.stop(hec)
+                es = bench.start(fake("elastic", "elastic", workdir, "--bench"))
+                headline["bulk"] = bench.forwarder_scenario("incydr -> elastic_bulk (gzip)", incydr_events, incydr,
+                                                            source, "elastic_bulk", es, runs)
+                bench.stop(es)
+                headline["file"] = bench.forwarder_scenario("incydr -> file (fsync per page)", incydr_events, incydr,
+                                                            source, "file", None, runs)
+            bench.stop(incydr)
+        if "others" in groups:
+            asana = bench.start(fake("asana", "asana", workdir, "--events", str(other_events), "--token", ASANA_TOKEN,
+                                     "--workspace-gid", ASANA_WORKSPACE, "--span", str(20 * 3600)))
+            bench.forwarder_scenario(
+                "asana -> file", other_events, asana,
+                lambda: {"name": "asana", "type": "asana", "start_time": bench.start_time(26),
+                         "options": {"base_url": asana.address + "/api/1.0", "token": ASANA_TOKEN,
+                                     "workspace_gid": ASANA_WORKSPACE, "settle_delay": 0}},
+                "file", None, runs)
+            bench.stop(asana)
+            agilicus = bench.start(fake("agilicus", "agilicus", workdir, "--events", str(other_events),
+                                        "--token", AGILICUS_TOKEN, "--span", str(20 * 3600)))
+            bench.forwarder_scenario(
+                "agilicus -> file", other_events, agilicus,
+                lambda: {"name": "agilicus", "type": "agilicus", "start_time": bench.start_time(26),
+                         "options": {"base_url": agilicus.address, "token": AGILICUS_TOKEN, "settle_delay": 0}},
+                "file", None, runs)
+            bench.stop(agilicus)
+        if "peer" in groups:
+            bench.log(f"[bench] starting the Incydr fake with {args.peer_events} events for the peer")
+            small = bench.start(fake("incydr-peer", "incydr", workdir, "--events", str(args.peer_events),
+                                     "--span", "3600", *inc_args[:4]))
+            headline["peer"] = bench.peer(small, args.peer_events, sink, runs)  # type: ignore[assignment]
+            headline["ours_small"] = bench.forwarder_scenario(
+                "incydr -> syslog_cef on the peer's backlog", args.peer_events, small,
+                lambda: bench.incydr_source(small.address), "syslog_cef", sink, runs)
+            bench.stop(small)
+        if "rss" in groups:
+            for n in rss_events:
+                bench.log(f"[bench] starting the Incydr fake with {n} events (peak RSS)")
+                big = bench.start(fake(f"incydr-{n}", "incydr", workdir, "--events", str(n), *inc_args))
+                rss.append(bench.forwarder_scenario(f"peak RSS: incydr {n:,} -> syslog_cef", n, big,
+                                                    lambda: bench.incydr_source(big.address), "syslog_cef", sink,
+                                                    1 if quick else runs))
+                bench.stop(big)
+        if "version" in groups:
+            version = bench.version(3 if quick else 10)
+    finally:
+        bench.close()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    elapsed = time.monotonic() - started
+
+    command = " ".join([".venv/bin/python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])])
+    report = render(bench.results, headline, rss, version, command, elapsed)
+    print(report)
+    if results_path is not None:
+        results_path.write_text(report + kept_notes(results_path))
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "scenarios": [s.summary() for s in bench.results],
+            "version": version,
+            "ok": all(s.counts_ok for s in bench.results),
+        }, indent=2))
+    return 0 if all(s.counts_ok for s in bench.results) else 1
+
+
+# --------------------------------------------------------------------------- report
+
+
+def fmt(value: float, digits: int = 0) -> str:
+    if value != value:  # NaN
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def render(results: list[Scenario], headline: dict[str, Scenario | None], rss: list[Scenario],
+           version: dict[str, float] | None, command: str, elapsed: float) -> str:
+    lines = ["# Benchmark results", "",
+             f"Produced by `{command}` (from the repository root) on "
+             f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} in {elapsed:.0f} s.", "",
+             f"Machine: {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), "
+             f"{platform.processor() or platform.machine()}, Linux {platform.release()}, "
+             f"Python {platform.python_version()}, load average at the end {os.getloadavg()[0]:.2f}.", "",
+             "Every figure is the median of the runs. CPU is user+system seconds of the measured process, "
+             "peak RSS its maximum resident set (both from `wait4`). Fake CPU is the CPU the source fake "
+             "(and the sink or SIEM fake) spent during the run, as a share of the run's wall time.", "",
+             "| scenario | events | runs | seconds | events/s | CPU s | peak RSS MB | source fake CPU | sink CPU | counts |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for s in results:
+        d = s.summary()
+        lines.append(f"| {s.name} | {s.events:,} | {d['runs']} | {fmt(d['seconds'], 2)} | {fmt(d['events_per_s'])} | "
+                     f"{fmt(d['cpu_s'], 2)} | {fmt(d['rss_mb'])} | {fmt(d['source_fake_cpu_pct'])}% | "
+                     f"{fmt(d['sink_cpu_pct'])}% | {'ok' if s.counts_ok else 'WRONG'} |")
+    problems = [f"- {s.name}: {p}" for s in results for p in s.problems]
+    if problems:
+        lines += ["", "Problems:", *problems]
+
+    lines += ["", "## Goals", "", "| goal | measured | met |", "| --- | --- | --- |"]
+
+    def rate(key: str) -> float:
+        s = headline.get(key)
+        return s.median("rate") if s is not None else float("nan")
+
+    cef, hec, bulk = rate("cef"), rate("hec"), rate("bulk")
+    peer, bare, small = rate("peer"), rate("bare"), rate("ours_small")
+    goals: list[tuple[str, str, bool | None]] = []
+    if cef == cef:
+        goals.append(("incydr -> syslog CEF >= 50,000 events/s", f"{fmt(cef)}/s", cef >= 50_000))
+    if peer == peer and cef == cef:
+        goals.append(("ours / peer >= 40x", f"{cef / peer:.1f}x (ours {fmt(cef)}/s; peer {fmt(peer)}/s on "
+                      f"{headline['peer'].events:,} events; ours on that same backlog {fmt(small)}/s, "  # type: ignore[union-attr]
+                      f"{small / peer:.1f}x)", cef / peer >= 40))
+    if bare == bare and cef == cef:
+        goals.append(("ours / bare loop >= 50%", f"{100 * cef / bare:.0f}% (bare loop {fmt(bare)}/s)", cef / bare >= 0.5))
+    if hec == hec:
+        goals.append(("incydr -> HEC (gzip, ack off) >= 40,000 events/s", f"{fmt(hec)}/s", hec >= 40_000))
+    if bulk == bulk:
+        goals.append(("incydr -> bulk >= 40,000 events/s", f"{fmt(bulk)}/s", bulk >= 40_000))
+    peak = max((s.median("rss") for s in results if s.runs), default=float("nan"))
+    if peak == peak:
+        goals.append(("peak RSS < 200 MB (every scenario)", f"{fmt(peak)} MB", peak < 200))
+    if len(rss) == 2 and all(s.runs for s in rss):
+        a, b = rss[0].median("rss"), rss[1].median("rss")
+        goals.append((f"peak RSS flat: {rss[0].events:,} vs {rss[1].events:,} events within 10%",
+                      f"{fmt(a)} MB vs {fmt(b)} MB ({100 * (b - a) / a:+.1f}%)", abs(b - a) <= 0.1 * a))
+    if version is not None:
+        goals.append(("`siem-forwarder --version` < 300 ms", f"{version['median_ms']:.0f} ms (median of "
+                      f"{version['runs']}, max {version['max_ms']:.0f} ms)", version["median_ms"] < 300))
+    for goal, measured, met in goals:
+        lines.append(f"| {goal} | {measured} | {'yes' if met else 'NO'} |")
+    if cef == cef and (peer == peer or bare == bare):
+        lines += ["", "Ratios: " + ", ".join(
+            part for part in (f"ours / peer = {cef / peer:.1f}x" if peer == peer else "",
+                              f"ours / bare loop = {cef / bare:.2f}" if bare == bare else "") if part)]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
