@@ -319,14 +319,14 @@ class ElasticBulk(Output):
                          "further %s rejections are only counted", self.name, _item_reason(status, error),
                          hint, kind or status)
 
-    def _auth_message(self, status: int, body: Any) -> str:
+    def _auth_message(self, status: int, body: Any, *, delivering: bool = True) -> str:
         what = "refused the credentials" if status == 401 else "denied this write"
         how = ("api_key (the encoded key, the value after 'ApiKey ')" if self.options.get("api_key")
                else "username and password" if self.options.get("username") else "api_key or username/password")
         hint = (f"check {how}" if status == 401
                 else "the key or user needs the create_doc (and auto_configure) privilege on the index")
-        return (f"Elasticsearch {what} ({status} {_describe(body)}): {hint}; nothing was dropped, "
-                f"delivery resumes once it is fixed")
+        tail = "; nothing was dropped, delivery resumes once it is fixed" if delivering else ""
+        return f"Elasticsearch {what} ({status} {_describe(body)}): {hint}{tail}"
 
     # ------------------------------------------------------------------ check --connect
 
@@ -338,7 +338,7 @@ class ElasticBulk(Output):
             raise OutputError(f"cannot reach Elasticsearch: {exc}") from None
         body = _json(resp)
         if resp.status_code in (401, 403):
-            raise OutputError(self._auth_message(resp.status_code, body), pause=True)
+            raise OutputError(self._auth_message(resp.status_code, body, delivering=False), pause=True)
         if resp.status_code != 200 or not isinstance(body, dict):
             raise OutputError(f"GET / answered {resp.status_code}: {_describe(body)}")
         if resp.headers.get("X-Elastic-Product") != "Elasticsearch":
