@@ -81,8 +81,9 @@ def need(tool: str) -> str:
 @pytest.fixture(scope="module")
 def built() -> Built:
     """Runs packaging/build.sh once for the module; it needs root (or user namespaces)."""
-    if not IS_ROOT and not IN_CI:
-        pytest.skip("packaging/build.sh builds the venv at /opt/siem-forwarder in a mount namespace: run as root")
+    if not (IS_ROOT or IN_CI or os.environ.get("SIEM_FORWARDER_PACKAGE_TESTS") == "1"):
+        pytest.skip("packaging/build.sh builds the venv at /opt/siem-forwarder in a mount namespace: "
+                    "run as root, or set SIEM_FORWARDER_PACKAGE_TESTS=1 where user namespaces work")
     need("dpkg-deb")
     start = time.monotonic()
     result = run(str(REPO / "packaging" / "build.sh"), timeout=900)
