@@ -19,6 +19,7 @@ the file is read again whenever it changes and whenever the API answers 401.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -266,13 +267,17 @@ class _AgilicusSource(Source):
                 t = lo  # the raw schema check will quarantine it; its window start stands in
             bucket = state.bucket(t)
             if bucket is not None or t >= keep_from:
-                cid = content_id(raw)
+                try:
+                    cid = content_id(raw)
+                except ValueError:  # NaN or Infinity: no canonical JSON, so normalize quarantines it
+                    cid = hashlib.sha256(repr(raw).encode()).hexdigest()
+                else:
+                    ids[id(raw)] = (raw, cid)
                 key = cid[:HASH_CHARS]
                 if bucket is not None and key in bucket:
                     continue
                 if t >= keep_from:
                     state.remember(t, key)
-                ids[id(raw)] = (raw, cid)
             if t > newest:
                 newest = t
             fresh.append(raw)

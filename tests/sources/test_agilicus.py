@@ -381,6 +381,20 @@ def test_an_answer_without_the_list_is_an_error_not_an_empty_window(fake: Agilic
         drain(source)
 
 
+def test_a_record_with_nan_does_not_stop_the_poll(fake: AgilicusFake) -> None:
+    caught_up = datetime.fromtimestamp(fake.newest_us("audits") / 1e6 + 1, tz=timezone.utc)
+    at = fake.newest_us("audits") - 1000
+    odd = {**fake.make_record("audits", at), "risk": float("nan")}
+    fake.add_raw("audits", at, odd)  # the fake sends the literal NaN, which Python's json reads
+    source = make_source(AgilicusAudits, fake, now=caught_up)
+    delivered, cursor = drain(source)
+    assert sum(1 for r in delivered if "risk" in r) == 1
+    with pytest.raises(ValueError):
+        source.normalize(next(r for r in delivered if "risk" in r))  # the pipeline quarantines it
+    set_clock(source, caught_up + timedelta(seconds=30))
+    assert drain(source, cursor)[0] == [], "and it is not delivered twice"
+
+
 def test_a_damaged_cursor_is_refused_with_the_way_out(fake: AgilicusFake) -> None:
     with pytest.raises(SourceError, match="state reset agilicus-test"):
         drain(make_source(AgilicusAudits, fake), {"v": 1, "end": "not a time", "floor": "x"})
