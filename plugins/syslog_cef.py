@@ -126,11 +126,13 @@ class SyslogCEF(Output):
 
     backoff_initial = 0.5
     backoff_max = 30.0
-    connect_settle = 0.5
-    """Seconds a new TCP/TLS connection is watched for the receiver's rejection before the first write.
-
-    A rejection ends the wait at once; only an accepted connection waits this long, once per connection.
-    """
+    verdict_wait_min = 0.05
+    verdict_wait_max = 0.5
+    verdict_rtt_factor = 4.0
+    """A new TCP/TLS connection is watched for the receiver's rejection before its first write, for
+    ``verdict_rtt_factor`` times what connecting (and the TLS handshake) took, kept within
+    ``verdict_wait_min`` and ``verdict_wait_max`` seconds: a rejection comes about one round trip
+    after the handshake. It overlaps with formatting the batch, and a rejection ends it at once."""
 
     def __init__(self, config: ComponentConfig, context: Context):
         super().__init__(config, context)
@@ -155,6 +157,7 @@ class SyslogCEF(Output):
             self.conn = StreamConnection(endpoint, context_)
         self._backoff = 0.0
         self._next_attempt = 0.0
+        self._verdict_deadline: float | None = None
 
     def _tls_context(self, opts: dict[str, Any]) -> ssl.SSLContext:
         try:
@@ -208,11 +211,12 @@ class SyslogCEF(Output):
     # ------------------------------------------------------------------ delivery
 
     def send(self, events: list[dict[str, Any]]) -> SendResult:
+        self._ensure_connected()
         frames, rejected, truncated = self.encode(events)
         if truncated:
             self.metrics.inc("cef_truncated_total", truncated, output=self.name)
         if frames:
-            self._ensure_connected()
+            self._await_verdict()
             try:
                 self.conn.write(frames)
             except OSError as exc:
@@ -225,6 +229,7 @@ class SyslogCEF(Output):
         return SendResult(rejected=rejected)
 
     def _ensure_connected(self) -> None:
+        """Reuse the connection unless the receiver closed it; otherwise connect (after the backoff)."""
         if self.conn.connected and not self.conn.peer_closed():
             return
         if self.conn.connected:
@@ -233,6 +238,7 @@ class SyslogCEF(Output):
         wait = self._next_attempt - time.monotonic()
         if wait > 0 and self.context.stop.wait(wait):
             raise OutputError(f"syslog {self.endpoint}: stopping before reconnecting")
+        started = time.monotonic()
         try:
             self.conn.connect()
         except ssl.SSLCertVerificationError as exc:
@@ -244,7 +250,20 @@ class SyslogCEF(Output):
             self._failed()
             raise OutputError(f"syslog {self.protocol} {self.endpoint}: cannot connect "
                               f"(next try in {self._backoff:.1f} s): {exc}", retry_after=self._backoff) from exc
-        if self.protocol != "udp" and self.conn.closed_within(self.connect_settle):
+        if self.protocol == "udp":
+            self._backoff = 0.0
+            self._next_attempt = 0.0
+        else:
+            took = time.monotonic() - started
+            wait = min(self.verdict_wait_max, max(self.verdict_wait_min, self.verdict_rtt_factor * took))
+            self._verdict_deadline = time.monotonic() + wait
+
+    def _await_verdict(self) -> None:
+        """On a fresh connection: wait out the receiver's accept-then-drop verdict before writing."""
+        deadline, self._verdict_deadline = self._verdict_deadline, None
+        if deadline is None:
+            return
+        if self.conn.closed_within(max(0.0, deadline - time.monotonic())):
             self._failed()
             hint = ("it may require a client certificate (client_cert) or refuse the one given"
                     if self.protocol == "tls" else "it may not allow this sender")
@@ -260,6 +279,7 @@ class SyslogCEF(Output):
 
     def check_connection(self) -> str:
         self._ensure_connected()
+        self._await_verdict()
         self.conn.close()
         if self.protocol == "udp":
             return f"UDP to {self.endpoint}: address resolved (UDP cannot confirm a receiver)"

@@ -117,11 +117,11 @@ class StreamConnection:
         poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
         deadline = time.monotonic() + seconds
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
+            remaining = max(0.0, deadline - time.monotonic())
             if poller.poll(remaining * 1000) and self.peer_closed():
                 return True
+            if remaining <= 0:
+                return False
 
     def write(self, frames: list[bytes]) -> None:
         """Write every frame with few large ``sendall`` calls; raises OSError if any byte was not written."""

@@ -67,7 +67,6 @@ class Harness:
                         Context(name="cef", state_dir=str(self.tmp_path), logger=logging.getLogger("test.syslog_cef"),
                                 metrics=self.metrics))
         out.backoff_initial = 0.05
-        out.connect_settle = 0.2  # an accepted connection waits all of it; tests of rejections raise it
         self.outputs.append(out)
         return out
 
@@ -177,7 +176,7 @@ def test_receiver_that_rejects_the_client_after_the_handshake_is_an_error_not_a_
         rsyslog: Rsyslog, pki: Pki, harness: Harness, marker: str) -> None:
     # The mutual-TLS listener drops clients without a certificate once the (TLS 1.3) handshake is done.
     out = harness.output(port=rsyslog.mtls_port, protocol="tls", ca_file=str(pki.ca))
-    out.connect_settle = 5.0  # the rejection ends the wait as soon as it arrives, even on a loaded machine
+    out.verdict_wait_min = out.verdict_wait_max = 5.0  # the rejection ends the wait as soon as it arrives, even on a loaded machine
     with pytest.raises(OutputError, match="client certificate") as err:
         out.send(make_events(marker, 3))
     assert err.value.pause
@@ -354,7 +353,7 @@ def test_check_connection_reaches_the_receiver(rsyslog: Rsyslog, pki: Pki, harne
     with pytest.raises(OutputError, match="cannot connect"):
         closed.check_connection()
     no_client_cert = harness.output(port=rsyslog.mtls_port, protocol="tls", ca_file=str(pki.ca))
-    no_client_cert.connect_settle = 5.0
+    no_client_cert.verdict_wait_min = no_client_cert.verdict_wait_max = 5.0
     with pytest.raises(OutputError, match="client certificate"):
         no_client_cert.check_connection()
 
