@@ -125,6 +125,21 @@ def test_fake_answers_as_the_vendor_documents(fake: AgilicusFake) -> None:
     assert denied and all(r["result"] == "Denied" and r["org_id"] == "o2" for r in denied)
 
 
+def test_fake_serves_repeated_queries_from_its_cache_until_data_changes(fake: AgilicusFake) -> None:
+    import requests
+
+    auth = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
+    query = {"limit": 50, "dt_from": "2024-01-01T00:00:00Z", "dt_to": "2024-01-01T00:20:00Z"}
+    first = requests.get(f"{fake.url}/v1/audits", headers=auth, params=query, timeout=5).content
+    assert len(fake._cache) == 1
+    assert requests.get(f"{fake.url}/v1/audits", headers=auth, params=query, timeout=5).content == first
+    assert len(fake._cache) == 1
+    added = fake.add("audits", BASE + timedelta(minutes=19, seconds=59), count=1)
+    assert not fake._cache
+    newest = requests.get(f"{fake.url}/v1/audits", headers=auth, params=query, timeout=5).json()["audits"][0]
+    assert newest == added[0]
+
+
 def test_fake_data_is_deterministic_and_shares_timestamps() -> None:
     a = AgilicusFake(events=300, base_time=BASE, seed=3)
     b = AgilicusFake(events=300, base_time=BASE, seed=3)
