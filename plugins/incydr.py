@@ -178,15 +178,15 @@ class IncydrSource(Source):
         except (KeyError, TypeError, ValueError) as exc:
             raise SourceError(f"{self.name}: {exc}; reset it with 'siem-forwarder state reset {self.name}'") from None
         end = now_ms() - self.settle
-        overlap = True
+        after: int | None = None  # where the last window of this poll ended
         while not self.context.stop.is_set():
             if state.window is None:
-                span = state.next_window(end, self.lookback, overlap=overlap)
+                span = state.next_window(end, self.lookback, after=after)
                 if span is None:
                     return
                 first, last = self._narrow(*span)
                 state.window = {"start": first, "end": last, "page": 0, "met": 0, "pass": 0}
-            overlap = False
+            after = state.window["end"]
             yield from self._read_window(state)
             if state.window is not None:  # stopped part-way
                 return

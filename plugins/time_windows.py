@@ -112,16 +112,19 @@ class WindowCursor:
             "window": dict(self.window) if self.window is not None else None,
         }
 
-    def next_window(self, end: int, lookback: int, *, overlap: bool) -> tuple[int, int] | None:
+    def next_window(self, end: int, lookback: int, *, after: int | None = None) -> tuple[int, int] | None:
         """The next window ``[start, end)`` to read, or None when there is nothing new to read.
 
-        ``overlap`` (the first window of a poll) starts ``lookback`` before the watermark, but
-        never before ``floor``, below which ``seen`` cannot de-duplicate.
+        The first window of a poll (``after`` None) starts ``lookback`` before the watermark, but
+        never before ``floor``, below which ``seen`` cannot de-duplicate. Later windows of the
+        same poll start where the previous one ended (``after``), which may be short of the
+        watermark when a crowded overlap was read in narrower windows.
         """
+        if after is not None:
+            return (after, end) if end > after else None
         if end <= self.watermark:
             return None
-        start = max(self.watermark - lookback, self.floor) if overlap else self.watermark
-        return start, end
+        return max(self.watermark - lookback, self.floor), end
 
     def finish_window(self, end: int, lookback: int) -> None:
         """The window up to ``end`` is read: move the watermark and forget ids out of reach."""

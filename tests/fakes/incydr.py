@@ -87,7 +87,7 @@ class IncydrFake(FakeServer):
     def __init__(self, *, events: int = 0, seed: int = 42, start: datetime | None = None, span: float = 3600.0,
                  client_id: str = "key-1", client_secret: str = "secret-1", token_ttl: float = 900.0,
                  expires_in: int | None = None, tenant: str = "1af25e70-6993-498f-ab78-65c520259d95",
-                 host: str = "127.0.0.1", port: int = 0):
+                 omit_events_past_end: bool = True, host: str = "127.0.0.1", port: int = 0):
         super().__init__(host, port)
         self.seed = seed
         self.client_id = client_id
@@ -95,6 +95,7 @@ class IncydrFake(FakeServer):
         self.token_ttl = token_ttl
         self.expires_in = expires_in
         self.tenant = tenant
+        self.omit_events_past_end = omit_events_past_end
         self._tokens: dict[str, float] = {}
         self._data_lock = threading.Lock()
         self._ts = array("q")  # event time (ms), sorted
@@ -158,6 +159,8 @@ class IncydrFake(FakeServer):
         return event
 
     def _insert(self, rows: list[tuple[int, int, int]]) -> None:
+        if not rows:
+            return
         with self._data_lock:
             rows.sort()
             if not len(self._ts) or rows[0][0] >= self._ts[-1]:
@@ -354,9 +357,11 @@ class IncydrFake(FakeServer):
         first = page * size
         total = len(order)
         if first >= total:
-            # Past the end the API leaves "events" out altogether (vendor-apis.md, Gotcha 3).
-            payload = json.dumps({"paginationRangeStartIndex": first, "paginationRangeEndIndex": first,
-                                  "totalResultCount": total}).encode()
+            # Past the end the API leaves "events" out altogether (vendor-apis.md, Gotcha 3); the
+            # official CLIs crash on that, so a benchmark against them may ask for "events": [].
+            answer: dict[str, Any] = {} if self.omit_events_past_end else {"events": []}
+            answer.update(paginationRangeStartIndex=first, paginationRangeEndIndex=first, totalResultCount=total)
+            payload = json.dumps(answer).encode()
         else:
             last = min(first + size, total)
             with self._data_lock:
@@ -424,10 +429,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--client-id", default="key-1")
     parser.add_argument("--client-secret", default="secret-1")
+    parser.add_argument("--empty-events-past-end", action="store_true",
+                        help='answer "events": [] past the end instead of leaving the key out (the official CLIs need it)')
     parser.add_argument("--ready-file")
     args = parser.parse_args(argv)
     fake = IncydrFake(events=args.events, seed=args.seed, span=args.span, client_id=args.client_id,
-                      client_secret=args.client_secret, port=args.port)
+                      client_secret=args.client_secret, omit_events_past_end=not args.empty_events_past_end,
+                      port=args.port)
     serve_forever_cli(fake, args.ready_file)
 
 

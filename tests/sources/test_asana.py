@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import requests
 
 from forwarder_core.errors import SourceError
@@ -289,3 +291,35 @@ def test_end_to_end_through_the_cli_with_a_drifted_event_quarantined(fake, tmp_p
     assert again.returncode == 0, again.stderr
     assert len(read_jsonl(out)) == len(events)
     assert sum(len(f.read_text().splitlines()) for f in (tmp_path / "state" / "quarantine").glob("*.jsonl")) == 1
+
+
+# ---------------------------------------------------------------------------- the cursor, whatever arrives when
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(schedule=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 6), st.integers(1, 290), st.booleans(),
+                                   st.booleans()), min_size=1, max_size=4),
+       page_size=st.sampled_from([7, 100]))
+def test_any_arrival_schedule_is_delivered_exactly_once(schedule, page_size, tmp_path):
+    """New and late events, restarts mid-window, stale offsets: each event exactly once."""
+    with AsanaFake(events=90, span=200, token=TOKEN) as fake:
+        drain = Drain(source(fake, tmp_path, page_size=page_size))
+        drain.poll()
+        for new, late, age, restart, stale in schedule:
+            watermark = drain.cursor["watermark"]
+            now = datetime.now(timezone.utc)
+            fake.add_events([fake.make_event(now - timedelta(milliseconds=i + 1)) for i in range(new)]
+                            + [fake.make_event(watermark - age * 1000 - i) for i in range(late)])
+            pages = drain.pages_of()
+            if restart:  # stop after the first page of this poll and start over from its cursor
+                next(pages, None)
+                pages.close()
+                if stale:
+                    fake.expire_offsets()
+                fresh = Drain(source(fake, tmp_path, page_size=page_size), drain.cursor)
+                fresh.events = drain.events
+                drain = fresh
+                pages = drain.pages_of()
+            for _ in pages:
+                pass
+        assert_exactly_once(drain, fake)

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from forwarder_core.errors import SourceError
 from forwarder_core.http import HttpClient
@@ -316,3 +319,82 @@ def test_end_to_end_through_the_cli_with_a_drifted_event_quarantined(fake, tmp_p
     assert again.returncode == 0, again.stderr
     assert len(read_jsonl(out)) == len(events)
     assert sum(len(f.read_text().splitlines()) for f in (tmp_path / "state" / "quarantine").glob("*.jsonl")) == 1
+
+
+# ---------------------------------------------------------------------------- the cursor, whatever arrives when
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(schedule=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 6), st.integers(1, 290), st.booleans()),
+                         min_size=1, max_size=4),
+       page_size=st.sampled_from([7, 40]))
+def test_any_arrival_schedule_is_delivered_exactly_once(schedule, page_size, tmp_path):
+    """New events, late events anywhere inside lookback, restarts between polls: each event once."""
+    with IncydrFake(events=90, span=200, client_secret=SECRET) as fake:
+        drain = Drain(source(fake, tmp_path, page_size=page_size))
+        drain.poll()
+        for new, late, age, restart in schedule:
+            watermark = drain.cursor["watermark"]
+            now = datetime.now(timezone.utc)
+            fake.add_events([fake.make_event(now - timedelta(milliseconds=i + 1)) for i in range(new)]
+                            + [fake.make_event(datetime.fromtimestamp((watermark - age * 1000 - i) / 1000, tz=timezone.utc))
+                               for i in range(late)])
+            if restart:
+                fresh = Drain(source(fake, tmp_path, page_size=page_size), drain.cursor)
+                fresh.events = drain.events
+                drain = fresh
+            drain.poll()
+        assert_exactly_once(drain, fake)
+
+
+def test_events_inside_settle_delay_wait_for_the_next_poll(fake, tmp_path):
+    recent = fake.make_event(datetime.now(timezone.utc) - timedelta(seconds=10))
+    fake.add_events([recent])
+    src = source(fake, tmp_path, settle_delay=30)
+    drain = Drain(src)
+    drain.poll()
+    assert content_id(recent) not in drain.ids() and len(drain.ids()) == len(fake) - 1
+    src.settle = 0  # as if 30 s had passed
+    assert [e["id"] for e in drain.poll()] == [content_id(recent)]
+
+
+def test_a_stop_request_ends_the_poll_at_a_resumable_page(fake, tmp_path):
+    src = source(fake, tmp_path)
+    drain = Drain(src)
+    pages = drain.pages_of()
+    next(pages)
+    src.context.stop.set()
+    assert list(pages) == []
+    rest = Drain(source(fake, tmp_path), drain.cursor)
+    rest.poll()
+    both = Drain(src)
+    both.events = drain.events + rest.events
+    assert_exactly_once(both, fake)
+
+
+# ---------------------------------------------------------------------------- the fake is faithful
+
+
+def _search(fake: IncydrFake, body: dict[str, Any], token: str | None = None) -> requests.Response:
+    if token is None:
+        token = requests.post(fake.url + "/v1/oauth", auth=(fake.client_id, SECRET), timeout=5).json()["access_token"]
+    return requests.post(fake.url + SEARCH, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+
+
+def test_the_fake_checks_paging_and_auth_as_the_api_does(fake):
+    assert _search(fake, {"page": 0, "pageSize": 10_001}).status_code == 400
+    assert _search(fake, {"page": -1, "pageSize": 10}).status_code == 400
+    assert _search(fake, {"page": 0, "pageSize": 10}, token="nope").status_code == 401
+    assert requests.post(fake.url + "/v1/oauth", auth=("key-1", "wrong"), timeout=5).status_code == 401
+    past = _search(fake, {"page": 1000, "pageSize": 10}).json()
+    assert "events" not in past and past["totalResultCount"] == len(fake)
+
+
+def test_the_fakes_date_range_is_start_inclusive_end_exclusive(fake):
+    first = fake.events()[10]
+    at = datetime.fromisoformat(first["timestamp"]).timestamp()
+    same_ms = [e for e in fake.events() if e["timestamp"] == first["timestamp"]]
+    inclusive = _search(fake, {"page": 0, "pageSize": 100, "dateRange": {"startTime": at, "endTime": at + 0.001}})
+    assert sorted(map(content_id, inclusive.json()["events"])) == sorted(map(content_id, same_ms))
+    exclusive = _search(fake, {"page": 0, "pageSize": 100, "dateRange": {"startTime": at - 1, "endTime": at}}).json()
+    assert first not in exclusive.get("events", [])

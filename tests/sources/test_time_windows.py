@@ -10,7 +10,7 @@ from siem_forwarder_plugins.time_windows import MAX_SEEN, EdgeDedup, WindowCurso
 
 def test_a_fresh_cursor_starts_at_the_start_time_and_round_trips_through_json():
     cursor = WindowCursor.load(None, 1_700_000_000_000)
-    assert cursor.next_window(1_700_000_060_000, 300_000, overlap=True) == (1_700_000_000_000, 1_700_000_060_000)
+    assert cursor.next_window(1_700_000_060_000, 300_000) == (1_700_000_000_000, 1_700_000_060_000)
     cursor.seen["a"] = 1_700_000_000_001
     cursor.window = {"start": 1, "end": 2, "page": 3}
     again = WindowCursor.load(json.loads(json.dumps(cursor.dump())), 0)
@@ -19,11 +19,18 @@ def test_a_fresh_cursor_starts_at_the_start_time_and_round_trips_through_json():
 
 def test_the_first_window_of_a_poll_overlaps_by_lookback_but_never_below_floor():
     cursor = WindowCursor(watermark=1_000_000, floor=0)
-    assert cursor.next_window(2_000_000, 300_000, overlap=True) == (700_000, 2_000_000)
-    assert cursor.next_window(2_000_000, 300_000, overlap=False) == (1_000_000, 2_000_000)
+    assert cursor.next_window(2_000_000, 300_000) == (700_000, 2_000_000)
     cursor.floor = 900_000
-    assert cursor.next_window(2_000_000, 300_000, overlap=True) == (900_000, 2_000_000)
-    assert cursor.next_window(1_000_000, 300_000, overlap=True) is None  # nothing new has settled
+    assert cursor.next_window(2_000_000, 300_000) == (900_000, 2_000_000)
+    assert cursor.next_window(1_000_000, 300_000) is None  # nothing new has settled
+
+
+def test_later_windows_of_a_poll_start_where_the_last_one_ended_even_short_of_the_watermark():
+    cursor = WindowCursor(watermark=1_000_000, floor=0)
+    cursor.finish_window(800_000, 300_000)  # a narrowed overlap window ended before the watermark
+    assert cursor.watermark == 1_000_000
+    assert cursor.next_window(2_000_000, 300_000, after=800_000) == (800_000, 2_000_000)
+    assert cursor.next_window(2_000_000, 300_000, after=2_000_000) is None
 
 
 def test_finishing_a_window_forgets_ids_out_of_the_lookback():
