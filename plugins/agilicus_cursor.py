@@ -80,8 +80,9 @@ class WindowCursor:
             reported = {int(t) for t in value.get("reported", [])}
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"Agilicus window cursor is damaged ({type(exc).__name__}: {exc})") from None
-        if any(not isinstance(h, str) for hashes in seen.values() for h in hashes):
-            raise ValueError("Agilicus window cursor is damaged (a seen hash is not a string)")
+        if not all(isinstance(hashes, list) for hashes in value.get("seen", {}).values()) or any(
+                not isinstance(h, str) for hashes in seen.values() for h in hashes):
+            raise ValueError("Agilicus window cursor is damaged (seen must map times to lists of hashes)")
         return cls(end, floor, seen, reported)
 
     def dump(self) -> dict[str, Any]:

@@ -411,8 +411,10 @@ def test_a_record_with_nan_does_not_stop_the_poll(fake: AgilicusFake) -> None:
 
 
 def test_a_damaged_cursor_is_refused_with_the_way_out(fake: AgilicusFake) -> None:
-    with pytest.raises(SourceError, match="state reset agilicus-test"):
-        drain(make_source(AgilicusAudits, fake), {"v": 1, "end": "not a time", "floor": "x"})
+    for damaged in ({"v": 1, "end": "not a time", "floor": "x"}, {"v": 0}, ["end"],
+                    {"v": 1, "end": "2024-01-01T00:00:00Z", "floor": "2024-01-01T00:00:00Z", "seen": {"1": "abc"}}):
+        with pytest.raises(SourceError, match="state reset agilicus-test"):
+            drain(make_source(AgilicusAudits, fake), damaged)
 
 
 # --------------------------------------------------------------------------- an instant over the limit
