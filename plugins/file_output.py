@@ -1,19 +1,17 @@
 """The ``file`` output: one normalized event as JSON per line, appended, fsynced before success."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from forwarder_core import hookimpl
 from forwarder_core.errors import OutputError
-from forwarder_core.plugin_api import ComponentConfig, Context, Output, SendResult
+from forwarder_core.plugin_api import ComponentConfig, Context, Output, SendResult, compact_json
 
 
 def encode_lines(events: list[dict[str, Any]]) -> bytes:
     """Every event as one compact JSON line (non-ASCII kept), in one buffer."""
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    return ("\n".join(map(dumps, events)) + "\n").encode("utf-8")
+    return b"\n".join(map(compact_json, events)) + b"\n"
 
 
 class FileOutput(Output):
