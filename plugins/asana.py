@@ -235,8 +235,8 @@ class AsanaSource(Source):
             id=gid,
             timestamp=timestamp,
             action=event_type,
-            category=category,
-            type=types,
+            category=category[:],  # copies: the cached lists must not be shared by events a plugin may edit
+            type=types[:],
             outcome="failure" if failed else "success",
             severity=severity,
             actor={"id": actor.get("gid"), "name": actor.get("name"), "email": actor.get("email"),

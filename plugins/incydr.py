@@ -101,12 +101,16 @@ def _first_ip(value: Any) -> str | None:
     return None if not first or first == "null" else first
 
 
-Kind = tuple[list[str], list[str], int, bool]
+Kind = tuple[list[str], list[str], int, bool, str]
 
 
 def _classify(event_type: str) -> Kind:
-    """ECS category, ECS type, severity (0-10) and "is a failure" for an Incydr event type."""
+    """ECS category, ECS type, severity (0-10), "is a failure", and the short name of an event type."""
     name = event_type.split("::")[-1].split("/")[0]
+    return _kind(name) + (name,)
+
+
+def _kind(name: str) -> tuple[list[str], list[str], int, bool]:
     if "failed" in name or "failure" in name:
         return (["authentication"] if "log" in name or "auth" in name else ["configuration"]), ["start"], 6, True
     if "logged_in" in name or "login" in name:
@@ -298,7 +302,7 @@ class IncydrSource(Source):
         kind = self._kinds.get(event_type)
         if kind is None:
             kind = self._kinds[event_type] = _classify(str(event_type))
-        category, types, severity, failed = kind
+        category, types, severity, failed, short = kind
         success = raw.get("success")
         outcome = "failure" if success is False or (success is None and failed) else "success"
         actor_name = raw.get("actorName")
@@ -312,7 +316,6 @@ class IncydrSource(Source):
             target = {"id": raw.get("resourceId"), "type": "resource"}
         elif raw.get("federationId") is not None:
             target = {"id": raw.get("federationId"), "type": "federation"}
-        short = str(event_type).split("::")[-1].split("/")[0]
         message = f"{short} by {actor_name or actor_id or 'unknown actor'}"
         if target is not None and (target.get("name") or target.get("id")):
             message += f" on {target.get('name') or target.get('id')}"
@@ -321,8 +324,8 @@ class IncydrSource(Source):
             id=event_id,
             timestamp=timestamp,
             action=event_type,
-            category=category,
-            type=types,
+            category=category[:],  # copies: the cached lists must not be shared by events a plugin may edit
+            type=types[:],
             outcome=outcome,
             severity=severity,
             actor={"id": actor_id, "name": actor_name, "type": raw.get("actorType"),

@@ -94,6 +94,7 @@ class IncydrFake(FakeServer):
         self.client_secret = client_secret
         self.token_ttl = token_ttl
         self.expires_in = expires_in
+        self.next_token_ttls: list[float] = []  # lifetimes of the next tokens handed out, then token_ttl
         self.tenant = tenant
         self.omit_events_past_end = omit_events_past_end
         self._tokens: dict[str, float] = {}
@@ -269,7 +270,8 @@ class IncydrFake(FakeServer):
             {"tenantUid": self.tenant, "sub": self.client_id, "jti": secrets.token_hex(8)}).encode()).rstrip(b"=")
         token = "eyJhbGciOiJSUzI1NiJ9." + payload.decode() + "." + secrets.token_urlsafe(24)
         with self._lock:
-            self._tokens[token] = time.monotonic() + self.token_ttl
+            ttl = self.next_token_ttls.pop(0) if self.next_token_ttls else self.token_ttl
+            self._tokens[token] = time.monotonic() + ttl
         announced = self.expires_in if self.expires_in is not None else int(self.token_ttl)
         return json_response({"access_token": token, "token_type": "bearer", "expires_in": announced})
 

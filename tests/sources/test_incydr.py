@@ -201,18 +201,15 @@ def test_the_token_is_renewed_before_it_expires(fake):
     assert auth.fetches == 2 and len(fake.calls("/v1/oauth")) == 2
 
 
-def test_a_token_that_expires_early_on_the_server_is_renewed(tmp_path):
-    with IncydrFake(events=250, span=600, client_secret=SECRET, token_ttl=0.0, expires_in=900) as fake:
-        fake.token_ttl = 900.0
+def test_a_token_that_expires_sooner_than_announced_is_renewed_on_401(tmp_path):
+    with IncydrFake(events=250, span=600, client_secret=SECRET, expires_in=900) as fake:
+        fake.next_token_ttls = [0.3]  # the first token lives 0.3 s although it announces 900
         drain = Drain(source(fake, tmp_path))
-        pages = drain.pages_of()
-        next(pages)
-        fake.token_ttl = 0.0  # tokens from now on are dead on arrival, then good again
-        fake.revoke_tokens()
-        fake.token_ttl = 900.0
-        for _ in pages:
-            pass
+        fake.fault("slow", path=SEARCH, delay=0.4)  # the token dies while this request is on its way
+        drain.poll()
         assert_exactly_once(drain, fake)
+        assert len(fake.calls("/v1/oauth")) == 2
+        assert drain.source.metrics.total("http_requests_total", status="401") == 1
 
 
 def test_wrong_credentials_fail_clearly_without_the_secret(fake, tmp_path):
