@@ -211,6 +211,8 @@ class SyslogCEF(Output):
     # ------------------------------------------------------------------ delivery
 
     def send(self, events: list[dict[str, Any]]) -> SendResult:
+        if not events:
+            return SendResult()
         self._ensure_connected()
         frames, rejected, truncated = self.encode(events)
         if truncated:
