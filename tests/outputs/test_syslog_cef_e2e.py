@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,8 @@ import pytest
 
 from forwarder_core.checkpoint import CheckpointStore
 from siem_forwarder_plugins.cef import parse_cef, strip_syslog_header
-from tests.helpers import run_forwarder
+from tests.fakes.asana import AsanaFake
+from tests.helpers import file_output, read_jsonl, run_forwarder
 from tests.rsyslog import Pki, Rsyslog
 
 pytestmark = pytest.mark.rsyslog
@@ -60,3 +62,40 @@ def test_check_rejects_bad_syslog_options_with_their_path(tmp_path: Path, counte
     done = run_forwarder(tmp_path, cfg, "check")
     assert done.returncode == 78
     assert "$.outputs[0].options.facility" in done.stdout + done.stderr
+
+
+def test_asana_events_map_to_cef_as_documented(tmp_path: Path, rsyslog: Rsyslog) -> None:
+    """Real normalized events (the Asana source against its fake) next to what rsyslog received."""
+    app = "asana" + uuid.uuid4().hex[:10]
+    with AsanaFake(events=60, span=300, token="asana-e2e-token") as fake:
+        cfg = {
+            "sources": [{"name": "asana-main", "type": "asana", "start_time": fake.begin.isoformat(),
+                         "options": {"base_url": fake.url + "/api/1.0", "token": "asana-e2e-token",
+                                     "workspace_gid": fake.workspace_gid, "settle_delay": 0}}],
+            "outputs": [file_output(tmp_path / "normalized.jsonl"),
+                        {"name": "siem", "type": "syslog_cef",
+                         "options": {"host": "127.0.0.1", "port": rsyslog.tcp_port, "app_name": app}}],
+        }
+        done = run_forwarder(tmp_path, cfg)
+    assert done.returncode == 0, done.stderr
+    normalized = {e["id"]: e for e in read_jsonl(tmp_path / "normalized.jsonl")}
+    assert len(normalized) == 60
+    received = {ext["externalId"]: (header, ext) for header, ext in
+                (parse_cef(strip_syslog_header(line)) for line in rsyslog.wait_for(f" {app} ", 60))}
+    assert received.keys() == normalized.keys()
+    for event_id, ev in normalized.items():
+        header, ext = received[event_id]
+        actor = ev.get("actor", {})
+        assert header[1:3] == ["Asana", "Asana Audit Log"] and header[4] == ev["action"]
+        assert header[6] == str(ev["severity"])
+        assert int(ext["rt"]) == int(datetime.fromisoformat(ev["timestamp"]).timestamp() * 1000)
+        assert ext["act"] == ev["action"] and ext["outcome"] == ev["outcome"] and ext["msg"] == ev["message"]
+        assert ext.get("suser") == (actor.get("name") or actor.get("email") or actor.get("id"))
+        assert ext.get("suid") == actor.get("id") and ext.get("cs3") == actor.get("email")
+        assert ext.get("src") == actor.get("ip")
+        assert ext.get("requestClientApplication") == actor.get("user_agent")
+        target = ev.get("target", {})
+        if target.get("email"):
+            assert ext["duid"] == target["id"] and ext["duser"] == (target.get("name") or target["email"])
+        elif target:
+            assert ext.get("cs6") == target.get("id") and ext.get("cs5") == target.get("type")
