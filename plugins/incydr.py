@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from forwarder_core import hookimpl
-from forwarder_core.errors import AuthError, ForwarderError, SourceError
+from forwarder_core.errors import AuthError, ForwarderError, HttpError, SourceError
 from forwarder_core.http import Auth
 from forwarder_core.plugin_api import Page, Source, content_id, format_time, parse_time, source_options_schema
 from forwarder_core.secrets import register_secret_text, reveal
@@ -169,6 +169,7 @@ class IncydrSource(Source):
         self._filters: dict[str, Any] = {field: (list(opts[opt]) if opt in opts else None)
                                          for opt, field in FILTERS.items()}
         self._span: int | None = None
+        self._count_works = True
         self._window_ids: tuple[int, int, set[str]] | None = None
         self._ids: dict[int, tuple[Any, str]] = {}
         self._kinds: dict[str, Kind] = {}
@@ -204,7 +205,7 @@ class IncydrSource(Source):
         narrowed = False
         while True:
             count = self._count(start, end)
-            if count <= cap or end - start <= 1:
+            if count is None or count <= cap or end - start <= 1:
                 break
             narrowed = True
             end = start + max(1, (end - start) * cap * 3 // (4 * count))
@@ -234,7 +235,7 @@ class IncydrSource(Source):
             if len(events) < self.page_size:
                 if win["page"] > 1 and win["pass"] < self.MAX_REREADS:
                     total = self._count(start, end)
-                    if total != win["met"]:
+                    if total is not None and total != win["met"]:
                         self.log.info("%s: window %s..%s changed while paging (%d events met, %d counted); "
                                       "reading it again", self.name, ms_datetime(start), ms_datetime(end),
                                       win["met"], total)
@@ -282,9 +283,23 @@ class IncydrSource(Source):
             raise SourceError(f"{self.name}: Incydr {path}: expected a JSON object, got {type(answer).__name__}")
         return answer
 
-    def _count(self, start: int, end: int) -> int:
-        answer = self._post(COUNT, {**self._filters, "dateRange": {"startTime": start / 1000, "endTime": end / 1000}})
-        total = answer.get("totalResultCount")
+    def _count(self, start: int, end: int) -> int | None:
+        """Events in ``[start, end)``; None when this tenant does not offer the count endpoint."""
+        if not self._count_works:
+            return None
+        body = {**self._filters, "dateRange": {"startTime": start / 1000, "endTime": end / 1000}}
+        try:
+            answer = self.http.post_json(COUNT, body)
+        except HttpError as exc:
+            if exc.status in (404, 405, 501):
+                self._count_works = False
+                self.log.warning("%s: %s answered %s; reading windows without narrowing or a recount",
+                                 self.name, COUNT, exc.status)
+                return None
+            raise SourceError(f"{self.name}: Incydr {COUNT}: {exc}") from None
+        except ForwarderError as exc:
+            raise SourceError(f"{self.name}: Incydr {COUNT}: {exc}") from None
+        total = answer.get("totalResultCount") if isinstance(answer, dict) else None
         if not isinstance(total, int) or isinstance(total, bool):
             raise SourceError(f"{self.name}: Incydr {COUNT}: no integer totalResultCount in the answer")
         return total
@@ -339,12 +354,15 @@ class IncydrSource(Source):
 
     def check_connection(self) -> str:
         end = now_ms()
+        date_range = {"startTime": (end - 3_600_000) / 1000, "endTime": end / 1000}
         try:
             count = self._count(end - 3_600_000, end)
+            if count is None:
+                self._post(SEARCH, {**self._filters, "dateRange": date_range, "page": 0, "pageSize": 1})
         except SourceError as exc:
             raise SourceError(f"cannot read the Incydr audit log: {exc}") from None
-        return (f"authenticated to {self.http.base_url} as API client {reveal(self.options['client_id'])}; "
-                f"{count} audit events in the last hour")
+        counted = f"{count} audit events in the last hour" if count is not None else "audit log readable"
+        return f"authenticated to {self.http.base_url} as API client {reveal(self.options['client_id'])}; {counted}"
 
     def close(self) -> None:
         self.http.close()

@@ -128,6 +128,16 @@ def test_a_crowded_window_is_narrowed_before_it_is_paged(fake, tmp_path):
     assert len(fake.calls(COUNT)) > 3
 
 
+def test_without_the_count_endpoint_windows_are_read_whole(fake, tmp_path):
+    fake.fault("status", path=COUNT, status=404, count=1000)
+    src = source(fake, tmp_path)
+    drain = Drain(src)
+    drain.poll()
+    assert_exactly_once(drain, fake)
+    assert len(fake.calls(COUNT)) == 1  # asked once, then not again
+    assert "readable" in src.check_connection()
+
+
 def test_filters_are_sent_as_the_sdk_sends_them(fake, tmp_path):
     drain = Drain(source(fake, tmp_path, event_types=["audit_log::logged_in/1"], user_types=["USER"]))
     drain.poll()
