@@ -172,6 +172,16 @@ def test_tls_refuses_a_server_its_ca_did_not_sign(rsyslog: Rsyslog, pki: Pki, ha
     assert rsyslog.wait_for(marker, 1, timeout=0) == []
 
 
+def test_tls_verify_false_encrypts_without_checking_the_server(rsyslog: Rsyslog, pki: Pki, harness: Harness,
+                                                              marker: str) -> None:
+    out = harness.output(port=rsyslog.tls_port, protocol="tls", ca_file=str(pki.other_ca), tls_verify=False,
+                         hostname="test-host")
+    events = make_events(marker, 5)
+    assert out.send(events) == SendResult()
+    check_delivery(rsyslog.wait_for(marker, 5), events, "rfc5424")
+    assert "without verifying" in out.check_connection()
+
+
 def test_receiver_that_rejects_the_client_after_the_handshake_is_an_error_not_a_silent_loss(
         rsyslog: Rsyslog, pki: Pki, harness: Harness, marker: str) -> None:
     # The mutual-TLS listener drops clients without a certificate once the (TLS 1.3) handshake is done.
