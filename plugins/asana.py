@@ -186,10 +186,12 @@ class AsanaSource(Source):
             except ValueError:
                 t = None
             if t is None or gid is None or isinstance(gid, (dict, list)):
-                # Drifted beyond placing it: the core quarantines it; the hash keeps a re-read from repeating it.
-                gid, t = _content_key(raw), t if t is not None else win["end"] - 1
-            else:
-                gid = str(gid)
+                # Drifted beyond placing it: the core quarantines it; the hash keeps a re-read from
+                # repeating it. It says nothing trustworthy about the position in the window.
+                if dedup.admit(_content_key(raw), t if t is not None else win["end"] - 1):
+                    fresh.append(raw)
+                continue
+            gid = str(gid)
             if t == pos and gid in pos_ids:
                 continue
             if pos is None or t > pos:
