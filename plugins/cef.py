@@ -152,31 +152,41 @@ def escape_header(value: str) -> str:
 # --------------------------------------------------------------------------- time
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-_DAY_SECONDS: dict[str, int] = {}
+_SECONDS: dict[str, int] = {}
+_SECONDS_MAX = 65536
+
+
+def _epoch_seconds(prefix: str) -> int:
+    """Epoch seconds of ``YYYY-MM-DDTHH:MM:SS`` (UTC); ValueError when it is not a real time."""
+    hour, minute, second = int(prefix[11:13]), int(prefix[14:16]), int(prefix[17:19])
+    if not (prefix[13] == prefix[16] == ":" and prefix[11:19].replace(":", "").isdigit()
+            and hour < 24 and minute < 60 and second < 60):
+        raise ValueError(f"not a time: {prefix!r}")
+    day = date.fromisoformat(prefix[:10]).toordinal() - _EPOCH_ORDINAL
+    return day * 86400 + hour * 3600 + minute * 60 + second
 
 
 def epoch_ms(timestamp: str) -> int:
     """Milliseconds since the epoch of an RFC 3339 UTC timestamp (the normalized ``timestamp``).
 
     Well-formed ``YYYY-MM-DDTHH:MM:SS[.fff...]Z`` strings are converted with integer arithmetic
-    (a per-day cache, no datetime object); anything else goes through :func:`parse_time`.
+    and a cache per second (events of a busy log share their seconds); anything else goes
+    through :func:`parse_time`, which raises ValueError on what is not a time at all.
     """
-    if len(timestamp) >= 20 and timestamp[10] == "T" and timestamp[-1] == "Z" and timestamp[13] == ":":
-        day = timestamp[:10]
-        base = _DAY_SECONDS.get(day)
+    if len(timestamp) >= 20 and timestamp[10] == "T" and timestamp[-1] == "Z":
+        prefix = timestamp[:19]
+        seconds = _SECONDS.get(prefix)
         try:
-            if base is None:
-                base = (date.fromisoformat(day).toordinal() - _EPOCH_ORDINAL) * 86400
-                if len(_DAY_SECONDS) > 4096:
-                    _DAY_SECONDS.clear()
-                _DAY_SECONDS[day] = base
-            seconds = base + int(timestamp[11:13]) * 3600 + int(timestamp[14:16]) * 60 + int(timestamp[17:19])
+            if seconds is None:
+                seconds = _epoch_seconds(prefix)
+                if len(_SECONDS) >= _SECONDS_MAX:
+                    _SECONDS.clear()
+                _SECONDS[prefix] = seconds
             if len(timestamp) == 20:
                 return seconds * 1000
-            if timestamp[19] == ".":
-                digits = timestamp[20:-1]
-                if digits.isdigit() and digits.isascii():
-                    return seconds * 1000 + int((digits + "00")[:3])
+            digits = timestamp[20:-1]
+            if timestamp[19] == "." and digits.isdigit() and digits.isascii():
+                return seconds * 1000 + int((digits + "00")[:3])
         except ValueError:
             pass
     dt = parse_time(timestamp)

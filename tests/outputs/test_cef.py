@@ -118,6 +118,13 @@ def test_rt_is_the_event_time_in_epoch_milliseconds(timestamp: str, expected: da
     assert int(ext["rt"]) == int(expected.timestamp()) * 1000 + expected.microsecond // 1000
 
 
+@pytest.mark.parametrize("timestamp", ["2026-11-22T25:00:00Z", "2026-11-22T10:61:00Z", "2026-13-01T00:00:00Z",
+                                       "2026-11-22T1 :10:13Z", "not a time"])
+def test_impossible_times_are_refused_not_wrapped_around(timestamp: str) -> None:
+    with pytest.raises(ValueError):
+        format_event(event(timestamp=timestamp))
+
+
 def test_pangea_integrity_and_non_user_targets_use_labelled_custom_fields() -> None:
     header, ext = parsed(event(
         source={"name": "p", "type": "pangea", "vendor": "Pangea", "product": "Secure Audit Log"},
