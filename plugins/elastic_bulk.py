@@ -37,7 +37,7 @@ from typing import Any
 from forwarder_core import hookimpl
 from forwarder_core.errors import HttpError, OutputError
 from forwarder_core.http import parse_retry_after, snippet
-from forwarder_core.plugin_api import Output, SendResult, format_time, http_output_options_schema
+from forwarder_core.plugin_api import Output, SendResult, compact_json, format_time, http_output_options_schema
 from forwarder_core.secrets import reveal
 from siem_forwarder_plugins.elastic_ecs import dataset_of, ecs_document, namespace_of, slug
 
@@ -46,7 +46,6 @@ DATA_STREAM_PATTERNS = ("logs-", "metrics-", "traces-", "synthetics-")
 ITEM_RETRY_BASE = 0.5
 ITEM_RETRY_CAP = 10.0
 GZIP_LEVEL = 3
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _FILTER_PATH = "errors,items.*.status,items.*.error,error,status"  # error, status: whole-request errors
 _PLACEHOLDER = r"\{(?:vendor|dataset|source_type|source)\}"
 # A safe subset of what Elasticsearch allows, with only the known placeholders.
@@ -164,7 +163,7 @@ class ElasticBulk(Output):
         """The action line and the ECS document of one event, each ending in a newline."""
         src = ev["source"]
         _, namespace, dataset, prefix = self._target(src)
-        body = _ENCODE(ecs_document(ev, ingested=ingested, namespace=namespace, dataset=dataset)).encode("utf-8")
+        body = compact_json(ecs_document(ev, ingested=ingested, namespace=namespace, dataset=dataset), allow_nan=False)
         return prefix + document_id(src["type"], ev["id"]).encode() + b'"}}\n' + body + b"\n"
 
     # ------------------------------------------------------------------ send

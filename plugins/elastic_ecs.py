@@ -21,6 +21,8 @@ import json
 import re
 from typing import Any
 
+from forwarder_core.plugin_api import compact_json
+
 ECS_VERSION = "8.11.0"
 
 NAMESPACES = {
@@ -46,6 +48,9 @@ _SCALARS = (str, int, float, bool)
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _ECS = {"version": ECS_VERSION}
 _IP_CACHE_MAX = 4096
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+"""An IPv4 address in the form ``str(ipaddress.ip_address(...))`` gives back (no leading zeros)."""
 _ip_cache: dict[str, str | None] = {}
 
 
@@ -105,10 +110,13 @@ def valid_ip(value: Any) -> str | None:
         return _ip_cache[value]
     except KeyError:
         pass
-    try:
-        ip: str | None = str(ipaddress.ip_address(value.strip()))
-    except ValueError:
-        ip = None
+    if _DOTTED_QUAD.fullmatch(value):
+        ip: str | None = value  # what ipaddress would answer, without building an address object
+    else:
+        try:
+            ip = str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            ip = None
     if len(_ip_cache) >= _IP_CACHE_MAX:
         _ip_cache.clear()
     _ip_cache[value] = ip
@@ -136,7 +144,7 @@ def ecs_document(ev: dict[str, Any], *, ingested: str, namespace: str, dataset: 
     event["module"] = namespace
     event["provider"] = src["type"]
     event["ingested"] = ingested
-    event["original"] = _ENCODE(raw)
+    event["original"] = compact_json(raw, allow_nan=False).decode("utf-8")
 
     doc: dict[str, Any] = {"@timestamp": ev["timestamp"], "ecs": _ECS, "event": event}
     related_users: list[str] = []

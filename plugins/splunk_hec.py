@@ -23,7 +23,6 @@ means the indexer lost the request, and its events are sent again.
 from __future__ import annotations
 
 import gzip
-import json
 import socket
 import time
 import uuid
@@ -35,7 +34,8 @@ from typing import Any
 from forwarder_core import hookimpl
 from forwarder_core.errors import HttpError, OutputError
 from forwarder_core.http import BearerAuth, HttpClient, parse_retry_after, snippet
-from forwarder_core.plugin_api import ComponentConfig, Context, Output, SendResult, http_output_options_schema
+from forwarder_core.plugin_api import (ComponentConfig, Context, Output, SendResult, compact_json,
+                                       http_output_options_schema)
 
 EVENT_PATH = "/services/collector/event"
 ACK_PATH = "/services/collector/ack"
@@ -170,8 +170,8 @@ class SplunkHec(Output):
         if labels:
             for key, value in labels.items():
                 fields["label_" + key] = value
+        seconds = ((datetime.fromisoformat(ev["timestamp"]) - _EPOCH) // _MS) / 1000
         envelope: dict[str, Any] = {
-            "time": ((datetime.fromisoformat(ev["timestamp"]) - _EPOCH) // _MS) / 1000,
             "host": self.host,
             "source": self.source or src["name"],
             "sourcetype": self._sourcetype(src["type"]),
@@ -180,7 +180,9 @@ class SplunkHec(Output):
             envelope["index"] = self.index
         envelope["fields"] = fields
         envelope["event"] = ev["raw"]
-        return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        # The bytes json.dumps gave: "time" first, spelled by float repr as json does; the rest
+        # through compact_json, at C speed unless the raw event holds floats.
+        return b'{"time":' + repr(seconds).encode() + b"," + compact_json(envelope, allow_nan=False)[1:]
 
     def _sourcetype(self, source_type: str) -> str:
         st = self._sourcetypes.get(source_type)

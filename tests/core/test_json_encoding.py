@@ -36,8 +36,8 @@ def stdlib_canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
-def stdlib_compact(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+def stdlib_compact(value: Any, allow_nan: bool = True) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=allow_nan).encode("utf-8")
 
 
 @settings(max_examples=300, deadline=None)
@@ -50,6 +50,8 @@ def test_canonical_bytes_match_the_stdlib(value: Any) -> None:
 @given(VALUES)
 def test_compact_json_matches_the_stdlib(value: Any) -> None:
     assert outcome(compact_json, value) == outcome(stdlib_compact, value)
+    strict = outcome(lambda v: compact_json(v, allow_nan=False), value)
+    assert strict == outcome(lambda v: stdlib_compact(v, allow_nan=False), value)
 
 
 @settings(max_examples=300, deadline=None)
