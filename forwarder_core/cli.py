@@ -103,10 +103,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from forwarder_core.config import plugin_paths_of
+    from forwarder_core.config import default_plugin_paths, plugin_paths_of
     from forwarder_core.plugins import load_plugins
 
-    plugins = load_plugins(plugin_paths_of(args.config) if args.config else [])
+    plugins = load_plugins(plugin_paths_of(args.config) if args.config else default_plugin_paths())
     rows = [("KIND", "TYPE", "DISTRIBUTION", "VERSION")]
     for kind, registry in (("source", plugins.sources), ("output", plugins.outputs)):
         for name, reg in registry.items():

@@ -178,6 +178,11 @@ def resolve_state_dir(document: Mapping[str, Any], env: Mapping[str, str]) -> st
     return DEFAULT_STATE_DIR
 
 
+def default_plugin_paths() -> list[str]:
+    """The standard plugin directories that exist on this host."""
+    return [p for p in DEFAULT_PLUGIN_PATHS if os.path.isdir(p)]
+
+
 def plugin_paths_of(path: str) -> list[str]:
     """The plugin directories a config names (read leniently: for ``plugins``, not for running)."""
     try:
@@ -187,7 +192,7 @@ def plugin_paths_of(path: str) -> list[str]:
         return []
     paths = data.get("plugin_paths") if isinstance(data, dict) else None
     found = [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
-    return found + [p for p in DEFAULT_PLUGIN_PATHS if os.path.isdir(p)]
+    return found + default_plugin_paths()
 
 
 def load_config(path: str, plugin_loader: Callable[[list[str]], Any], env: Mapping[str, str] | None = None) -> tuple[Config, Any]:
@@ -212,7 +217,7 @@ def load_config(path: str, plugin_loader: Callable[[list[str]], Any], env: Mappi
     problems.raise_if_any()
 
     settings = {k: v for k, v in document.items() if k not in ("sources", "outputs")}
-    plugin_paths = list(document.get("plugin_paths", [])) + [p for p in DEFAULT_PLUGIN_PATHS if os.path.isdir(p)]  # noqa: E501
+    plugin_paths = list(document.get("plugin_paths", [])) + default_plugin_paths()
     plugins = plugin_loader(plugin_paths)
 
     warnings = list(notes)

@@ -224,6 +224,40 @@ def test_install_run_remove_purge(installed: None) -> None:
                 "-c", str(config))
     assert "OK" in check.stdout + check.stderr
 
+    # `once` on a demo config: a local Asana fake into a file, as the service user.
+    demo_dir = Path("/var/lib/siem-forwarder/demo")
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    shutil.chown(demo_dir, user="siem-forwarder", group="siem-forwarder")
+    with AsanaFake(events=150, span=3600, token=ASANA_TOKEN) as asana:
+        demo = demo_dir / "demo.yaml"
+        _write_private(demo, f"""\
+state_dir: {demo_dir}/state
+sources:
+  - name: asana
+    type: asana
+    start_time: "2000-01-01T00:00:00Z"
+    options: {{base_url: "{asana.url}/api/1.0", token: "{ASANA_TOKEN}", workspace_gid: "12345"}}
+outputs:
+  - name: out
+    type: file
+    options: {{path: {demo_dir}/events.jsonl}}
+""", 0o600)
+        shutil.chown(demo, user="siem-forwarder")
+        once = run("runuser", "-u", "siem-forwarder", "--", "/usr/bin/siem-forwarder", "once", "-c", str(demo))
+        assert len((demo_dir / "events.jsonl").read_text().splitlines()) == 150, once.stdout + once.stderr
+        assert ASANA_TOKEN not in once.stdout + once.stderr
+
+    # A third-party plugin installed into the plugin directory with the constraints file.
+    plugin_dir = Path("/usr/local/lib/siem-forwarder/plugins")
+    try:
+        run("/opt/siem-forwarder/bin/pip", "install", "--quiet", "--no-deps",
+            "-c", "/opt/siem-forwarder/share/constraints.txt", "--target", str(plugin_dir),
+            str(REPO / "examples" / "siem-forwarder-example"), timeout=300)
+        listing = run("/usr/bin/siem-forwarder", "plugins")
+        assert "webhook" in listing.stdout and "siem-forwarder-example" in listing.stdout, listing.stdout
+    finally:
+        shutil.rmtree("/usr/local/lib/siem-forwarder", ignore_errors=True)
+
     # The installed units verify with their real ExecStart paths.
     if shutil.which("systemd-analyze"):
         for unit in ("siem-forwarder.service", "siem-forwarder@prod.service"):
