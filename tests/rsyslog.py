@@ -39,8 +39,9 @@ def find_rsyslogd() -> str | None:
 
 
 def gtls_available() -> bool:
-    return any(Path(d).glob("*/rsyslog/lmnsd_gtls.so") for d in ("/usr/lib",)) or Path(
-        "/usr/lib/rsyslog/lmnsd_gtls.so").exists()
+    """Whether rsyslog's GnuTLS network stream driver (Debian package rsyslog-gnutls) is installed."""
+    return Path("/usr/lib/rsyslog/lmnsd_gtls.so").exists() or next(
+        Path("/usr/lib").glob("*/rsyslog/lmnsd_gtls.so"), None) is not None
 
 
 # --------------------------------------------------------------------------- certificates
