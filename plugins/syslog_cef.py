@@ -226,8 +226,10 @@ class SyslogCEF(Output):
                 raise OutputError(f"syslog {self.protocol} {self.endpoint}: write failed, "
                                   f"the batch will be sent again: {exc}") from exc
             self.metrics.inc("syslog_messages_total", len(frames), output=self.name)
-        for index, reason in rejected.items():
-            self.log.warning("output %s: event %d of the batch not sent: %s", self.name, index, reason)
+        if rejected:
+            first = next(iter(rejected.values()))
+            self.log.warning("output %s: %d event(s) of the batch cannot be sent as CEF (to the dead-letter file); "
+                             "first: %s", self.name, len(rejected), first)
         return SendResult(rejected=rejected)
 
     def _ensure_connected(self) -> None:
