@@ -39,19 +39,33 @@ def _parser() -> argparse.ArgumentParser:
     state = with_config(sub.add_parser("state", help="show checkpoints and lag, or reset one source"))
     state.add_argument("action", nargs="?", choices=["show", "reset"], default="show")
     state.add_argument("name", nargs="?", help="the source to reset")
+    quarantine = with_config(sub.add_parser(
+        "quarantine", help="list events set aside (quarantine, dead letters), or replay them once the cause is fixed"))
+    quarantine.add_argument("action", nargs="?", choices=["list", "replay"], default="list")
+    quarantine.add_argument("--source", action="append", metavar="NAME", help="only this source (repeatable)")
+    quarantine.add_argument("--output", action="append", metavar="NAME", help="only this output (repeatable)")
+    quarantine.add_argument("--dead-letter", action="store_true",
+                            help="replay the dead letters (events an output refused) instead of the quarantine")
+    cef = sub.add_parser("cef-check", help="check that each line of a sample is strict CEF (as syslog_cef sends it)",
+                         add_help=False)
+    cef.add_argument("cef_args", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "cef-check":
+        args.cef_args = list(args.cef_args) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.command:
         parser.print_help(sys.stderr)
         return EX_USAGE
     from forwarder_core.logs import setup_logging
 
     setup_logging(os.environ.get("SIEM_FORWARDER_LOG_LEVEL", "info"))
-    handler = globals()[f"cmd_{args.command}"]
+    handler = globals()[f"cmd_{args.command.replace('-', '_')}"]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -173,3 +187,22 @@ def cmd_state(args: argparse.Namespace) -> int:
         return EX_CONFIG
     return state_command(loaded[0], args.action, args.name)
 
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from forwarder_core.replay import list_command, replay_command
+
+    loaded = _load(args, quiet=True)
+    if loaded is None:
+        return EX_CONFIG
+    config, plugins = loaded
+    if args.action == "list":
+        return list_command(config, args.source, args.output, sys.stdout)
+    return replay_command(config, plugins, sources=args.source, outputs=args.output,
+                          dead_letter=args.dead_letter, out=sys.stdout)
+
+
+def cmd_cef_check(args: argparse.Namespace) -> int:
+    from siem_forwarder_plugins.cef_parser import main as cef_main
+
+    return cef_main(args.cef_args)

@@ -414,3 +414,17 @@ def test_cli_runs_as_a_module_and_exits_zero_on_valid_input(tmp_path: Any) -> No
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert '"msg": "a|b=c"' in done.stdout and done.stdout.rstrip().endswith("1 valid, 0 invalid")
+
+
+def test_cef_check_subcommand_reports_each_line(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    sample = tmp_path / "sample.cef"
+    sample.write_text("<134>1 2026-01-01T00:00:00Z h app - - - CEF:0|V|P|1|login|Login|3|act=login suser=a\\=b\n"
+                      "CEF:0|V|P|1|x|y|3|bad=one=two\n")
+    result = subprocess.run([sys.executable, "-m", "forwarder_core", "cef-check", str(sample)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[0] == "1: ok"
+    assert result.stdout.splitlines()[1].startswith("2: invalid:")
