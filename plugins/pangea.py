@@ -91,6 +91,12 @@ class PangeaSource(Source):
     product = "Secure Audit Log"
     event_schema = "pangea.event.schema.json"
     options_schema = OPTIONS_SCHEMA
+    replay_refusal = (
+        "Pangea events are not replayed from the quarantine: their tamper evidence (hash, Merkle proof, "
+        "signature) can only be checked against a live search result, and replaying would forward an event "
+        "nobody re-verified. To forward events that fail verification, flagged in 'integrity', set "
+        "on_verification_failure: forward and reset the source's checkpoint (siem-forwarder state reset NAME)")
+    """Read by ``siem-forwarder quarantine replay``, which keeps this source's records and says why."""
 
     def __init__(self, config: ComponentConfig, context: Context):
         super().__init__(config, context)
