@@ -22,6 +22,7 @@ case, and time conversion avoids ``datetime`` for well-formed timestamps.
 from __future__ import annotations
 
 import ipaddress
+import re
 import sys
 from dataclasses import dataclass
 from datetime import date
@@ -196,12 +197,24 @@ def epoch_ms(timestamp: str) -> int:
 # --------------------------------------------------------------------------- formatting
 
 
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+"""An IPv4 address in the form ``str(ipaddress.ip_address(...))`` gives back (no leading zeros)."""
+
+
 @lru_cache(maxsize=4096)
 def _ip_or_none(text: str) -> str | None:
+    if _DOTTED_QUAD.fullmatch(text):
+        return text  # what ipaddress would answer, without building an address object
     try:
         return str(ipaddress.ip_address(text.strip()))
     except ValueError:
         return None
+
+
+_HEADERS: dict[tuple[Any, ...], str] = {}
+_HEADERS_MAX = 4096
+"""Whole headers by (vendor, product, version, class id, name, severity): a log has few of them."""
 
 
 @lru_cache(maxsize=256)
@@ -274,10 +287,15 @@ def format_parts(event: dict[str, Any], version: str = __version__) -> tuple[str
     event_class = action[: HEADER_MAX["event_class_id"]] if action else DEFAULT_EVENT_CLASS
     name = action[: HEADER_MAX["name"]] if action else profile.name
     severity = severity_of(event, profile)
-    header = (
-        _header_prefix(source.get("vendor", ""), product, version)
-        + escape_header(event_class) + "|" + escape_header(name) + "|" + str(severity) + "|"
-    )
+    vendor = source.get("vendor", "")
+    key = (vendor, product, version, event_class, name, severity)
+    header = _HEADERS.get(key)
+    if header is None:
+        header = (_header_prefix(vendor, product, version)
+                  + escape_header(event_class) + "|" + escape_header(name) + "|" + str(severity) + "|")
+        if len(_HEADERS) >= _HEADERS_MAX:
+            _HEADERS.clear()
+        _HEADERS[key] = header
 
     parts: list[str] = ["rt=" + str(epoch_ms(event["timestamp"]))]
     event_id = _text(event["id"])
