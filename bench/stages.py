@@ -1,0 +1,78 @@
+"""CPU per event of each per-event stage, in process, on one 10,000-event Incydr page.
+
+The end-to-end benchmark (``bench/run.py``) says how fast the forwarder is; this says where the
+time goes, stage by stage, with process CPU time (so a busy machine disturbs it less than wall
+time). Each figure is the best of ``--repeat`` passes over the same page.
+
+Usage: ``.venv/bin/python bench/stages.py [--events N] [--repeat R]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from forwarder_core.metrics import Metrics  # noqa: E402
+from forwarder_core.plugin_api import ComponentConfig, Context, apply_defaults, content_id  # noqa: E402
+from forwarder_core.schema import EventValidator  # noqa: E402
+from siem_forwarder_plugins.elastic_bulk import ElasticBulk  # noqa: E402
+from siem_forwarder_plugins.file_output import encode_lines  # noqa: E402
+from siem_forwarder_plugins.incydr import IncydrSource  # noqa: E402
+from siem_forwarder_plugins.splunk_hec import SplunkHec  # noqa: E402
+from siem_forwarder_plugins.syslog_cef import SyslogCEF  # noqa: E402
+from siem_forwarder_plugins.time_windows import parse_ms  # noqa: E402
+from tests.fakes.incydr import IncydrFake  # noqa: E402
+
+
+def component(cls: Any, options: dict[str, Any], name: str = "bench") -> Any:
+    config = ComponentConfig(name=name, type=cls.type_name, options=apply_defaults(cls.options_schema, options))
+    return cls(config, Context(name=name, state_dir="/tmp", logger=logging.getLogger("bench"), metrics=Metrics()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    n = args.events
+
+    fake = IncydrFake(events=n, span=3600)
+    page = b'{"events":[' + b",".join(fake._encoded(i) for i in range(len(fake))) + b"]}"
+
+    def stage(label: str, fn: Callable[[], Any]) -> None:
+        best = float("inf")
+        for _ in range(args.repeat):
+            start = time.process_time()
+            fn()
+            best = min(best, time.process_time() - start)
+        print(f"{label:34s} {best * 1e6 / n:7.2f} us/event")
+
+    source = component(IncydrSource, {"base_url": "http://127.0.0.1:9", "client_id": "a", "client_secret": "b"},
+                       "code42")
+    stage("decode the page (json.loads)", lambda: json.loads(page))
+    raws = json.loads(page)["events"]
+    stage("content_id (canonical JSON + SHA-256)", lambda: [content_id(r) for r in raws])
+    stage("parse_ms (event time)", lambda: [parse_ms(r["timestamp"]) for r in raws])
+    stage("normalize (content_id included)", lambda: [source.normalize(r) for r in raws])
+    events = [source.normalize(r) for r in raws]
+    validator = EventValidator(IncydrSource.event_schema)
+    stage("validate (event + raw schema)", lambda: [validator.is_valid(e) for e in events])
+    cef = component(SyslogCEF, {"host": "127.0.0.1", "port": 9, "hostname": "bench"})
+    stage("syslog_cef encode (RFC 5424 + CEF)", lambda: cef.encode(events))
+    hec = component(SplunkHec, {"url": "http://127.0.0.1:9", "token": "t"})
+    stage("splunk_hec encode (envelope)", lambda: [hec.encode(e) for e in events])
+    bulk = component(ElasticBulk, {"url": "http://127.0.0.1:9", "index": "bench"})
+    stage("elastic_bulk encode (action + ECS)", lambda: [bulk.encode(e, "2024-01-01T00:00:00.000Z") for e in events])
+    stage("file encode (JSON lines)", lambda: encode_lines(events))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
