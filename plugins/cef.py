@@ -252,6 +252,29 @@ def _put_custom(parts: list[str], key: str, value: Any) -> None:
         parts.append(key + "Label=" + CUSTOM_LABELS[key])
 
 
+_REPEATED: dict[tuple[str, str], tuple[str, ...]] = {}
+_REPEATED_MAX = 16384
+
+
+def _put_repeated(parts: list[str], key: str, value: Any, custom: bool = False) -> None:
+    """:func:`_put` (or :func:`_put_custom`) for values a log repeats endlessly (actions, actor
+    names and types, user agents): the escaped items are remembered, bounded, per key and value."""
+    if not value:
+        return
+    if type(value) is not str:
+        (_put_custom if custom else _put)(parts, key, value)
+        return
+    items = _REPEATED.get((key, value))
+    if items is None:
+        made: list[str] = []
+        (_put_custom if custom else _put)(made, key, value)
+        items = tuple(made)
+        if len(_REPEATED) >= _REPEATED_MAX:
+            _REPEATED.clear()
+        _REPEATED[(key, value)] = items
+    parts.extend(items)
+
+
 def severity_of(event: dict[str, Any], profile: TypeProfile) -> int:
     """The event's own ``severity`` (0-10), else the type default adjusted for outcome and integrity."""
     sev = event.get("severity")
@@ -302,27 +325,27 @@ def format_parts(event: dict[str, Any], version: str = __version__) -> tuple[str
     _put(parts, "externalId", event_id)
     if len(event_id) > 40:
         _put_custom(parts, "cs1", event_id)
-    _put(parts, "act", action)
-    _put(parts, "outcome", event.get("outcome"))
+    _put_repeated(parts, "act", action)
+    _put_repeated(parts, "outcome", event.get("outcome"))
     category = event.get("category")
     if category:
-        _put(parts, "cat", ",".join(category))
+        _put_repeated(parts, "cat", ",".join(category))
 
     actor = event.get("actor")
     if actor:
         actor_id = actor.get("id")
-        _put(parts, "suser", actor.get("name") or actor.get("email") or actor_id)
+        _put_repeated(parts, "suser", actor.get("name") or actor.get("email") or actor_id)
         _put(parts, "suid", actor_id)
         ip = actor.get("ip")
         if ip:
             _put(parts, "src", _ip_or_none(_text(ip)))
-        _put(parts, "requestClientApplication", actor.get("user_agent"))
-        _put_custom(parts, "cs3", actor.get("email"))
-        _put_custom(parts, "cs4", actor.get("type"))
+        _put_repeated(parts, "requestClientApplication", actor.get("user_agent"))
+        _put_repeated(parts, "cs3", actor.get("email"), custom=True)
+        _put_repeated(parts, "cs4", actor.get("type"), custom=True)
 
     target = event.get("target")
     if target:
-        _put_custom(parts, "cs5", target.get("type"))
+        _put_repeated(parts, "cs5", target.get("type"), custom=True)
         if _is_user(target):
             _put(parts, "duser", target.get("name") or target.get("email") or target.get("id"))
             _put(parts, "duid", target.get("id"))
