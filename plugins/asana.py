@@ -145,6 +145,11 @@ class AsanaSource(Source):
                 answer = self.http.get_json(self.path, params=params)
             except HttpError as exc:
                 if exc.status == 400 and "offset" in params:
+                    if win.get("refused", 0) >= 3:
+                        raise SourceError(f"{self.name}: Asana refused offsets {win['refused'] + 1} times in a row "
+                                          f"without the restarts getting past {iso_ms(win['pos'] or win['start'])}; "
+                                          f"will try again on the next poll: {exc}") from None
+                    win["refused"] = win.get("refused", 0) + 1
                     restart = win["pos"] if win["pos"] is not None else win["start"]
                     self.log.warning("%s: Asana refused the saved offset (%s); reading again from start_at=%s, "
                                      "skipping events already delivered", self.name, exc.status, iso_ms(restart))
@@ -162,10 +167,16 @@ class AsanaSource(Source):
                 state.finish_window(end, self.lookback)
                 yield Page([], state.dump())
                 return
+            before = win["pos"]
             fresh, newest = self._admit(data, dedup, win)
+            if win["pos"] != before:
+                win["refused"] = 0
             next_page = answer.get("next_page")
             win["offset"] = next_page.get("offset") if isinstance(next_page, dict) else None
-            if not win["offset"]:
+            restarted_at_pos = "offset" not in params and before is not None and win["from"] == before
+            if not win["offset"] or (restarted_at_pos and win["pos"] == before and len(data) < self.page_size):
+                # No next page, or a restart at the last instant found nothing after it: were the
+                # offset followed, it would only lead to the empty page (and offsets keep failing).
                 state.finish_window(end, self.lookback)
             yield Page(fresh, state.dump(), newest)
             if state.window is None:

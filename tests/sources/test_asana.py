@@ -121,6 +121,26 @@ def test_a_stale_offset_in_a_saved_cursor_after_a_restart(fake, tmp_path):
     assert_exactly_once(both, fake)
 
 
+def test_offsets_that_expire_at_once_still_deliver_everything_once(tmp_path):
+    with AsanaFake(events=300, span=900, token=TOKEN, offset_ttl=0.0) as fake:
+        drain = Drain(source(fake, tmp_path))
+        drain.poll()
+        assert_exactly_once(drain, fake)
+        assert drain.source.metrics.total("source_offset_restarts_total") >= 3
+
+
+@pytest.mark.timeout(30)
+def test_a_crowded_instant_with_offsets_that_always_fail_ends_the_poll_instead_of_looping(tmp_path):
+    with AsanaFake(token=TOKEN, offset_ttl=0.0) as fake:
+        at = datetime.now(timezone.utc) - timedelta(minutes=5)
+        fake.add_events([fake.make_event(at) for _ in range(30)])
+        drain = Drain(source(fake, tmp_path, page_size=25))
+        drain.source.config.start_time = at - timedelta(seconds=1)
+        with pytest.raises(SourceError, match="refused offsets"):
+            drain.poll()
+        assert len(drain.ids()) == len(set(drain.ids())) == 25
+
+
 def test_events_sharing_the_restart_instant_are_neither_lost_nor_repeated(tmp_path):
     with AsanaFake(token=TOKEN) as fake:
         at = datetime.now(timezone.utc) - timedelta(minutes=5)
