@@ -43,15 +43,17 @@ ES_KEY_ID, ES_KEY = "reliability", "es-key-0001"
 INDEX = "logs-incydr.audit-reliability"
 
 
-def wait_until(predicate: Any, timeout: float, what: str, proc: subprocess.Popen[str] | None = None) -> None:
-    """Poll ``predicate`` (every 20 ms) until true; fail with ``what`` (and the forwarder's stderr if it died)."""
+def wait_until(predicate: Any, timeout: float, what: str, proc: subprocess.Popen[str] | None = None,
+               log: list[str] | None = None) -> None:
+    """Poll ``predicate`` (every 20 ms) until true; fail with ``what`` and the forwarder's last log lines."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the forwarder exited ({proc.returncode}) while waiting for {what}:\n"
-                                 f"{proc.stderr.read() if proc.stderr else ''}")
+            tail = "".join(log[-30:]) if log is not None else (proc.stderr.read() if proc.stderr else "")
+            raise AssertionError(f"the forwarder exited ({proc.returncode}) while waiting for {what}:\n{tail}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+            tail = "".join(log[-30:]) if log is not None else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{tail}")
         time.sleep(0.02)
 
 
@@ -240,9 +242,10 @@ class HecSink(Sink):
 
     def __init__(self) -> None:
         self.fake = _Hec(keep_events=False).start()
+        self.url = self.fake.url  # it stays the same while the fake is down
 
     def output(self) -> dict[str, Any]:
-        return {"name": "out", "type": "splunk_hec", "options": {"url": self.fake.url, "token": "${RELIABILITY_HEC_TOKEN}",
+        return {"name": "out", "type": "splunk_hec", "options": {"url": self.url, "token": "${RELIABILITY_HEC_TOKEN}",
                                                                   "timeout": 5}}
 
     def env(self) -> dict[str, str]:
@@ -259,7 +262,7 @@ class HecSink(Sink):
         if kind == "refused":
             self.fake.go_down()
         elif kind == "503":
-            self.fake.busy(10**9, retry_after="1")
+            self.fake.busy(10**9)
         else:
             self.fake.tokens[DEFAULT_TOKEN].disabled = True
 
@@ -283,10 +286,11 @@ class ElasticSink(Sink):
         self.fake = _Elastic()
         self.api_key = self.fake.add_api_key(ES_KEY_ID, ES_KEY)
         self.fake.start()
+        self.url = self.fake.url
 
     def output(self) -> dict[str, Any]:
         return {"name": "out", "type": "elastic_bulk",
-                "options": {"url": self.fake.url, "index": INDEX, "api_key": "${RELIABILITY_ES_API_KEY}",
+                "options": {"url": self.url, "index": INDEX, "api_key": "${RELIABILITY_ES_API_KEY}",
                                                           "timeout": 5}}
 
     def env(self) -> dict[str, str]:
@@ -303,8 +307,8 @@ class ElasticSink(Sink):
             self.fake.go_down()
         elif kind == "503":
             self.fake.reject_requests(10**9, status=503)
-        else:
-            self.fake.api_keys.pop(ES_KEY_ID, None)
+        else:  # the key was rotated in the cluster (with no key at all, the fake would run without security)
+            self.fake.api_keys[ES_KEY_ID] = "rotated-" + ES_KEY
 
     def up(self, kind: str) -> None:
         if kind == "refused":
