@@ -189,15 +189,18 @@ class IncydrSource(Source):
                 span = state.next_window(end, self.lookback, after=after)
                 if span is None:
                     return
-                first, last = self._narrow(*span)
-                state.window = {"start": first, "end": last, "page": 0, "met": 0, "pass": 0}
+                first, last, count = self._narrow(*span)
+                state.window = {"start": first, "end": last, "page": 0, "met": 0, "pass": 0, "count": count}
             after = state.window["end"]
             yield from self._read_window(state)
             if state.window is not None:  # stopped part-way
                 return
 
-    def _narrow(self, start: int, end: int) -> tuple[int, int]:
-        """Shrink ``[start, end)`` until it holds at most WINDOW_PAGES pages (counted, not read)."""
+    def _narrow(self, start: int, end: int) -> tuple[int, int, int | None]:
+        """Shrink ``[start, end)`` until it holds at most WINDOW_PAGES pages (counted, not read).
+
+        Returns the window and how many events it held when counted (None: no count endpoint).
+        """
         cap = self.page_size * self.WINDOW_PAGES
         limited = self._span is not None and start + 2 * self._span < end
         if limited:
@@ -210,7 +213,7 @@ class IncydrSource(Source):
             narrowed = True
             end = start + max(1, (end - start) * cap * 3 // (4 * count))
         self._span = end - start if (narrowed or limited) else None
-        return start, end
+        return start, end, count
 
     def _read_window(self, state: WindowCursor) -> Iterator[Page]:
         win = state.window
@@ -232,6 +235,10 @@ class IncydrSource(Source):
             win["met"] += dedup.met
             dedup.met = 0
             win["page"] += 1
+            counted = win.get("count")
+            if counted is not None and win["page"] > counted // self.page_size + self.WINDOW_PAGES + 1:
+                raise SourceError(f"{self.name}: Incydr served {win['page']} full pages for a window of {counted} "
+                                  f"events ({ms_datetime(start)}..{ms_datetime(end)}); giving up on this poll")
             if len(events) < self.page_size:
                 if win["page"] > 1 and win["pass"] < self.MAX_REREADS:
                     total = self._count(start, end)

@@ -128,6 +128,16 @@ def test_a_crowded_window_is_narrowed_before_it_is_paged(fake, tmp_path):
     assert len(fake.calls(COUNT)) > 3
 
 
+@pytest.mark.timeout(30)
+def test_a_server_that_never_ends_a_window_fails_the_poll_instead_of_looping(fake, tmp_path):
+    full_page = {"events": fake.events()[:100]}
+    fake.fault("status", path=SEARCH, status=200, body=full_page, count=10_000)
+    drain = Drain(source(fake, tmp_path))
+    with pytest.raises(SourceError, match="full pages"):
+        drain.poll()
+    assert len(fake.calls(SEARCH)) < 40
+
+
 def test_without_the_count_endpoint_windows_are_read_whole(fake, tmp_path):
     fake.fault("status", path=COUNT, status=404, count=1000)
     src = source(fake, tmp_path)
