@@ -16,14 +16,15 @@ offset already handed out. So this source:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from forwarder_core import hookimpl
 from forwarder_core.errors import AuthError, ForwarderError, HttpError, SourceError
 from forwarder_core.http import BearerAuth, HttpClient
-from forwarder_core.plugin_api import Page, Source, content_id, format_time, parse_time, source_options_schema
-from siem_forwarder_plugins.time_windows import EdgeDedup, WindowCursor, iso_ms, ms_datetime, now_ms, parse_ms, to_ms
+from forwarder_core.plugin_api import Page, content_id, format_time, parse_time, source_options_schema
+from siem_forwarder_plugins.time_windows import (EdgeDedup, WindowCursor, WindowedSource, iso_ms, ms_datetime, now_ms,
+                                                 parse_ms)
 
 if TYPE_CHECKING:
     from forwarder_core.plugin_api import ComponentConfig, Context
@@ -72,7 +73,7 @@ class AsanaTokenAuth(BearerAuth):
                         "service-account token of the Enterprise domain")
 
 
-class AsanaSource(Source):
+class AsanaSource(WindowedSource):
     """Asana audit log; see the module docstring."""
 
     type_name = "asana"
@@ -111,25 +112,8 @@ class AsanaSource(Source):
 
     # ------------------------------------------------------------------ polling
 
-    def poll(self, cursor: Any | None) -> Iterator[Page]:
-        start = self.config.start_time or datetime.now(timezone.utc) - timedelta(hours=24)
-        try:
-            state = WindowCursor.load(cursor, to_ms(start))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SourceError(f"{self.name}: {exc}; reset it with 'siem-forwarder state reset {self.name}'") from None
-        end = now_ms() - self.settle
-        after: int | None = None  # where the last window of this poll ended
-        while not self.context.stop.is_set():
-            if state.window is None:
-                span = state.next_window(end, self.lookback, after=after)
-                if span is None:
-                    return
-                state.window = {"start": span[0], "end": span[1], "from": span[0], "offset": None,
-                                "pos": None, "pos_ids": []}
-            after = state.window["end"]
-            yield from self._read_window(state)
-            if state.window is not None:  # stopped part-way
-                return
+    def open_window(self, start: int, end: int) -> dict[str, Any]:
+        return {"start": start, "end": end, "from": start, "offset": None, "pos": None, "pos_ids": []}
 
     def _read_window(self, state: WindowCursor) -> Iterator[Page]:
         win = state.window

@@ -20,15 +20,15 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from forwarder_core import hookimpl
 from forwarder_core.errors import AuthError, ForwarderError, HttpError, SourceError
 from forwarder_core.http import Auth
-from forwarder_core.plugin_api import Page, Source, content_id, format_time, parse_time, source_options_schema
+from forwarder_core.plugin_api import Page, content_id, format_time, parse_time, source_options_schema
 from forwarder_core.secrets import register_secret_text, reveal
-from siem_forwarder_plugins.time_windows import EdgeDedup, WindowCursor, ms_datetime, now_ms, parse_ms, to_ms
+from siem_forwarder_plugins.time_windows import EdgeDedup, WindowCursor, WindowedSource, ms_datetime, now_ms, parse_ms
 
 if TYPE_CHECKING:
     from forwarder_core.http import HttpClient
@@ -128,7 +128,7 @@ def _kind(name: str) -> tuple[list[str], list[str], int, bool]:
     return ["configuration"], [kind], 4, False
 
 
-class IncydrSource(Source):
+class IncydrSource(WindowedSource):
     """Code42 Incydr audit log; see the module docstring."""
 
     type_name = "incydr"
@@ -176,25 +176,9 @@ class IncydrSource(Source):
 
     # ------------------------------------------------------------------ polling
 
-    def poll(self, cursor: Any | None) -> Iterator[Page]:
-        start = self.config.start_time or datetime.now(timezone.utc) - timedelta(hours=24)
-        try:
-            state = WindowCursor.load(cursor, to_ms(start))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SourceError(f"{self.name}: {exc}; reset it with 'siem-forwarder state reset {self.name}'") from None
-        end = now_ms() - self.settle
-        after: int | None = None  # where the last window of this poll ended
-        while not self.context.stop.is_set():
-            if state.window is None:
-                span = state.next_window(end, self.lookback, after=after)
-                if span is None:
-                    return
-                first, last, count = self._narrow(*span)
-                state.window = {"start": first, "end": last, "page": 0, "met": 0, "pass": 0, "count": count}
-            after = state.window["end"]
-            yield from self._read_window(state)
-            if state.window is not None:  # stopped part-way
-                return
+    def open_window(self, start: int, end: int) -> dict[str, Any]:
+        first, last, count = self._narrow(start, end)
+        return {"start": first, "end": last, "page": 0, "met": 0, "pass": 0, "count": count}
 
     def _narrow(self, start: int, end: int) -> tuple[int, int, int | None]:
         """Shrink ``[start, end)`` until it holds at most WINDOW_PAGES pages (counted, not read).

@@ -18,9 +18,13 @@ resume from. Times are integer milliseconds since the epoch: exact, and JSON-fri
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
+
+from forwarder_core.errors import SourceError
+from forwarder_core.plugin_api import Page, Source
 
 MAX_SEEN = 20_000
 """The most event ids a cursor keeps for de-duplication at window edges."""
@@ -167,3 +171,41 @@ class EdgeDedup:
         if t >= self.keep_from:
             self.seen[key] = t
         return True
+
+
+class WindowedSource(Source):
+    """A source that reads closed windows through a :class:`WindowCursor`.
+
+    Subclasses set ``settle`` and ``lookback`` (milliseconds) and implement
+    :meth:`open_window` (the cursor's ``window`` dict for a new span, with ``start`` and
+    ``end``) and ``_read_window(state)`` (yield the window's pages; set ``state.window`` to
+    None once the window is complete).
+    """
+
+    settle: int
+    lookback: int
+
+    def poll(self, cursor: Any | None) -> Iterator[Page]:
+        start = self.config.start_time or datetime.now(timezone.utc) - timedelta(hours=24)
+        try:
+            state = WindowCursor.load(cursor, to_ms(start))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SourceError(f"{self.name}: {exc}; reset it with 'siem-forwarder state reset {self.name}'") from None
+        end = now_ms() - self.settle
+        after: int | None = None  # where the last window of this poll ended
+        while not self.context.stop.is_set():
+            if state.window is None:
+                span = state.next_window(end, self.lookback, after=after)
+                if span is None:
+                    return
+                state.window = self.open_window(*span)
+            after = state.window["end"]
+            yield from self._read_window(state)
+            if state.window is not None:  # stopped part-way
+                return
+
+    def open_window(self, start: int, end: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _read_window(self, state: WindowCursor) -> Iterator[Page]:
+        raise NotImplementedError
