@@ -339,7 +339,7 @@ class SplunkHec(Output):
         lost: list[int] = []
         while waiting:
             if self.context.stop.wait(self.ack_poll_interval):
-                raise OutputError(f"stopped while waiting for Splunk's indexer acknowledgements")
+                raise OutputError("stopped while waiting for Splunk's indexer acknowledgements")
             for ack_id, done in self._query_acks(list(waiting)).items():
                 if done and ack_id in waiting:
                     del waiting[ack_id]
