@@ -6,6 +6,7 @@ most one page ahead, so memory stays flat on a backfill of millions of events.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -24,6 +25,19 @@ from forwarder_core.secrets import redact
 from forwarder_core.setaside import SetAside
 
 Progress = Callable[["SourceResult"], None]
+_frozen = threading.Lock()
+
+
+def _freeze_startup_objects() -> None:
+    """Move what exists before the first poll (modules, plugins, compiled schemas) out of the GC's
+    reach, once per process.
+
+    A page of events allocates hundreds of thousands of containers, so the cyclic GC runs full
+    collections during a backfill; without this, each of them walks every object the program
+    made at startup again. Measured on an Incydr backfill: about a tenth of the CPU.
+    """
+    if _frozen.acquire(blocking=False):
+        gc.freeze()
 
 
 @dataclass
@@ -118,6 +132,7 @@ class SourceRunner:
 
     def run_until_caught_up(self, give_up_after: float | None = None, progress: Progress | None = None) -> SourceResult:
         """Poll from the committed cursor until the source has nothing more; deliver and commit each page."""
+        _freeze_startup_objects()
         result = SourceResult(self.name)
         checkpoint = self.store.get(self.name)
         cursor = checkpoint.cursor if checkpoint else None
