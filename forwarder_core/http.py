@@ -284,6 +284,8 @@ def decode_json(response: requests.Response) -> Any:
         raise ResponseError(f"{where}: empty body where JSON was expected (status {response.status_code})")
     try:
         return json.loads(body)
+    except RecursionError:  # hostile or broken nesting: the decoder's depth limit, not a crash
+        raise ResponseError(f"{where}: JSON nested too deeply to decode ({len(body)} bytes)") from None
     except ValueError as exc:
         text = body[:_BODY_SNIPPET].decode("utf-8", "replace")
         if "html" in ctype.lower() or text.lstrip().lower().startswith(("<!doctype", "<html")):
