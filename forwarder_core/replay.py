@@ -269,6 +269,34 @@ class Replayer:
             return None, validator.explain(event)
         return event, None
 
+    def transform(self, source_name: str, ready: list[tuple[Record, dict[str, Any]]],
+                  why: Counter[str], kept: list[str]) -> tuple[list[tuple[Record, dict[str, Any]]], int]:
+        """Plugins' ``forwarder_transform_events``, as the pipeline applies it: (still to send, filtered out).
+
+        An event a plugin filters out is handled, as it would have been the first time; one a
+        plugin breaks stays set aside with the reason."""
+        hook = self.plugins.pm.hook.forwarder_transform_events
+        if not ready or not hook.get_hookimpls():
+            return ready, 0
+        keep: set[int] | None = None
+        for returned in hook(source_name=source_name, events=[event for _, event in ready]):
+            if returned is not None:  # a plugin keeps the events (the same dicts) it returns
+                ids = {id(e) for e in returned}
+                keep = ids if keep is None else keep & ids
+        validator = self._validators[source_name]
+        out: list[tuple[Record, dict[str, Any]]] = []
+        filtered = 0
+        for rec, event in ready:
+            if keep is not None and id(event) not in keep:
+                filtered += 1
+            elif validator.is_valid(event):
+                out.append((rec, event))
+            else:
+                reason = "after a plugin's forwarder_transform_events: " + validator.explain(event)
+                kept.append(_with_reason(rec, reason, source_name))
+                why[_group(reason)] += 1
+        return out, filtered
+
     # -------------------------------------------------------------- files
 
     def replay_quarantine(self, f: SetAsideFile, only_outputs: list[str] | None) -> tuple[int, Counter[str]]:
@@ -287,6 +315,7 @@ class Replayer:
                 why[_group(problem or "")] += 1
                 continue
             ready.append((rec, event))
+        ready, filtered = self.transform(f.name, ready, why, kept)
         targets = self.routes(f.name, only_outputs)
         if ready and not targets:
             why[f"no output receives source {f.name}"] += len(ready)
@@ -305,7 +334,7 @@ class Replayer:
                 break
             delivered += len(chunk)
         rewrite(f.path, kept)
-        return delivered, why
+        return delivered + filtered, why
 
     def replay_dead_letters(self, f: SetAsideFile, only_sources: list[str] | None) -> tuple[int, Counter[str]]:
         """Send an output's dead letters back to it; rewrite the file; (delivered, why kept)."""
@@ -330,6 +359,9 @@ class Replayer:
         refused_again = _Collect(f.path)
         runner = self.output(f.name, refused_again)
         delivered = 0
+        for source_name in list(by_source):
+            by_source[source_name], filtered = self.transform(source_name, by_source[source_name], why, kept)
+            delivered += filtered
         for source_name, ready in by_source.items():
             if runner is None:
                 kept.extend(rec.line for rec, _ in ready)

@@ -7,14 +7,20 @@ still broken stays, with its reason, and what now passes is delivered and leaves
 """
 from __future__ import annotations
 
+import io
 import os
 import stat
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import yaml
 
+from forwarder_core import hookimpl
+from forwarder_core.config import load_config
+from forwarder_core.replay import replay_command
 from forwarder_core.setaside import QUARANTINE, SetAside
+from forwarder_core.testing import load_with_memory
 from tests.fakes.elastic import FakeElasticsearch
 from tests.helpers import read_jsonl, run_forwarder, start_forwarder
 
@@ -164,3 +170,31 @@ def test_replay_refuses_while_the_daemon_holds_the_state(tmp_path: Path, counter
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
+
+
+def test_replay_applies_the_transform_plugins_as_the_pipeline_does(tmp_path: Path) -> None:
+    class Labels:
+        @hookimpl
+        def forwarder_transform_events(self, source_name: str, events: list[dict[str, Any]]) -> Any:
+            for event in events:
+                event["labels"] = {"site": "lab"}
+                if event["id"] == "3":
+                    event["labels"] = {"bad": 3}  # labels must be strings: set aside again
+            return [e for e in events if e["action"] != "drop"]
+
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"),
+                                    "sources": [{"name": "src", "type": "memory", "options": {"events": []}}],
+                                    "outputs": [{"name": "out", "type": "file", "options": {"path": str(out)}}]}))
+    config, plugins = load_config(str(path), lambda paths: load_with_memory(paths, [Labels()]))
+    os.makedirs(config.state_dir, exist_ok=True)
+    raws = [{"id": str(n), "time": f"2026-01-01T00:00:0{n}Z", "action": "drop" if n == 2 else "keep"} for n in (1, 2, 3)]
+    SetAside(config.state_dir, QUARANTINE).write("src", [SetAside.record("src", "old", r["id"], r) for r in raws])
+
+    said = io.StringIO()
+    assert replay_command(config, plugins, sources=None, outputs=None, dead_letter=False, out=said) == 1
+    assert [(e["id"], e["labels"]) for e in read_jsonl(out)] == [("1", {"site": "lab"})]
+    (left,) = read_jsonl(Path(config.state_dir) / "quarantine" / "src.jsonl")
+    assert left["id"] == "3" and "forwarder_transform_events" in left["reason"]
+    assert "2 event(s) delivered and removed, 1 kept" in said.getvalue()  # the filtered one is handled
