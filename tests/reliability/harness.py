@@ -199,6 +199,9 @@ class Sink:
     def extra(self) -> dict[str, Any]:
         return {}
 
+    def settle(self) -> None:
+        """Return once what was sent has landed (a receiver that writes asynchronously)."""
+
     def env(self) -> dict[str, str]:
         """Secrets the output's config names as ``${VAR}``."""
         return {}
@@ -352,12 +355,15 @@ class SyslogSink(Sink):
     def ids(self) -> list[str]:
         return [m.group(1) for line in self.receiver.lines() if (m := _CEF_ID.search(line))]
 
-    def down(self, kind: str) -> None:
+    def settle(self) -> None:
         settled_at, held = time.monotonic(), self.count()
         while time.monotonic() - settled_at < 0.3:  # rsyslog writes its file asynchronously
             time.sleep(0.02)
             if (now := self.count()) != held:
                 settled_at, held = time.monotonic(), now
+
+    def down(self, kind: str) -> None:
+        self.settle()
         self.receiver.stop()
 
     def up(self, kind: str) -> None:
@@ -378,6 +384,7 @@ class Outcome:
     rounds: int
     page_size: int
     expected: int
+    buffer: str = "memory"
     kills: int = 0
     outages: Counter[str] = field(default_factory=Counter)
     received: int = 0
@@ -392,6 +399,10 @@ class Outcome:
 
     resending_outages: int = 0
     """Outages that cut a connection mid-request (a page may have landed without its answer)."""
+    worst_round: int = 0
+    """The most duplicates one round (one kill, and the outage in it) added."""
+    rounds_over_bound: int = 0
+    """Rounds that added more duplicates than one page per disruption in them."""
 
     @property
     def disruptions(self) -> int:
@@ -406,20 +417,24 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.missing == 0 and self.unexpected == 0 and self.duplicates <= self.duplicate_bound
+        return (self.missing == 0 and self.unexpected == 0 and self.duplicates <= self.duplicate_bound
+                and self.rounds_over_bound == 0)
 
     def row(self) -> str:
         outages = ", ".join(f"{n} {k}" for k, n in sorted(self.outages.items())) or "none"
         extra = "".join(f", {k} {v}" for k, v in self.extra.items())
-        return (f"{self.output_type:<12} rounds {self.rounds:>3}  kills {self.kills:>3}  outages [{outages}]  "
+        name = self.output_type + (f" ({self.buffer} buffer)" if self.buffer != "memory" else "")
+        return (f"{name:<12} rounds {self.rounds:>3}  kills {self.kills:>3}  outages [{outages}]  "
                 f"events {self.expected:>6}  received {self.received:>6}  missing {self.missing}  "
-                f"duplicates {self.duplicates} (bound {self.duplicate_bound}, max copies {self.max_copies})"
+                f"duplicates {self.duplicates} (bound {self.duplicate_bound}, max copies {self.max_copies}, "
+                f"worst round {self.worst_round}, rounds over one page per disruption {self.rounds_over_bound})"
                 f"{extra}  {self.seconds:.0f}s")
 
 
-def _config(workdir: Path, vendor: VendorProcess, sink: Sink, page_size: int, max_backoff: float) -> dict[str, Any]:
+def _config(workdir: Path, vendor: VendorProcess, sink: Sink, page_size: int, max_backoff: float,
+            buffer: str) -> dict[str, Any]:
     return {"state_dir": str(workdir / "state"), "delivery": {"max_backoff": max_backoff},
-            "sources": [vendor.source_config(page_size)], "outputs": [sink.output()]}
+            "sources": [vendor.source_config(page_size)], "outputs": [{**sink.output(), "buffer": buffer}]}
 
 
 def _kill(proc: subprocess.Popen[str]) -> None:
@@ -443,16 +458,19 @@ def _drain_stderr(proc: subprocess.Popen[str], into: list[str]) -> threading.Thr
 
 
 def run_rounds(workdir: Path, vendor: VendorProcess, sink: Sink, *, rounds: int, seed: int, page_size: int,
-               outage_chance: float = 0.5, max_backoff: float = 1.0, catch_up_timeout: float = 180.0) -> Outcome:
+               outage_chance: float = 0.5, max_backoff: float = 1.0, catch_up_timeout: float = 180.0,
+               buffer: str = "memory") -> Outcome:
     """Kill and restart the forwarder ``rounds`` times at seeded random points, with outages; return the tally."""
     rng = random.Random(f"{seed}-{sink.type_name}")
     started = time.monotonic()
     expected = vendor.served_ids()
-    outcome = Outcome(sink.type_name, rounds, page_size, len(expected))
-    config = _config(workdir, vendor, sink, page_size, max_backoff)
+    outcome = Outcome(sink.type_name, rounds, page_size, len(expected), buffer=buffer)
+    config = _config(workdir, vendor, sink, page_size, max_backoff, buffer)
     logs: list[str] = []
     env = {"RELIABILITY_INCYDR_SECRET": CLIENT_SECRET, **sink.env()}
+    duplicates_so_far = 0
     for number in range(rounds):
+        disruptions_before = outcome.disruptions
         # Crash points spread over the backlog: round i dies somewhere in the i-th slice of it.
         target = int(len(expected) * (number + rng.random()) / (rounds + 1))
         kind = rng.choice(sink.outages) if sink.outages and rng.random() < outage_chance else None
@@ -460,6 +478,7 @@ def run_rounds(workdir: Path, vendor: VendorProcess, sink: Sink, *, rounds: int,
         if kind is not None and sink.down_only_when_idle:
             sink.down(kind)
             outcome.outages[kind] += 1
+        mark = len(logs)
         proc = start_forwarder(workdir, dict(config), env=env)
         pump = _drain_stderr(proc, logs)
         try:
@@ -469,7 +488,6 @@ def run_rounds(workdir: Path, vendor: VendorProcess, sink: Sink, *, rounds: int,
                 kind = None
             # Each kill lands mid-stream: after this process delivered something (unless nothing is left).
             floor = sink.count()
-            mark = len(logs)
             if floor < len(expected):
                 target = max(target, floor + 1)
                 wait_until(lambda: sink.count() >= target, catch_up_timeout,
@@ -497,6 +515,13 @@ def run_rounds(workdir: Path, vendor: VendorProcess, sink: Sink, *, rounds: int,
             if proc.poll() is None:
                 _kill(proc)
             pump.join(5)
+        sink.settle()
+        ids = sink.ids()
+        added = len(ids) - len(set(ids)) - duplicates_so_far
+        duplicates_so_far += added
+        outcome.worst_round = max(outcome.worst_round, added)
+        if sink.type_name != "elastic_bulk" and added > page_size * (outcome.disruptions - disruptions_before):
+            outcome.rounds_over_bound += 1
     proc = start_forwarder(workdir, dict(config), env=env)
     pump = _drain_stderr(proc, logs)
     try:

@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=20261122)
     parser.add_argument("--outage-chance", type=float, default=0.5, help="chance of an outage per round")
     parser.add_argument("--outputs", nargs="+", choices=OUTPUTS, default=list(OUTPUTS))
+    parser.add_argument("--buffer", choices=["memory", "disk"], default="memory",
+                        help="the outputs' buffer (disk: each output behind its SQLite queue)")
     args = parser.parse_args(argv)
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="siem-forwarder-reliability-") as tmp:
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                 sink = _sink(kind, workdir)
                 try:
                     outcome = run_rounds(workdir, vendor, sink, rounds=args.rounds, seed=args.seed,
-                                         page_size=args.page_size, outage_chance=args.outage_chance)
+                                         page_size=args.page_size, outage_chance=args.outage_chance,
+                                         buffer=args.buffer)
                 finally:
                     sink.close()
                 outcomes.append(outcome)
