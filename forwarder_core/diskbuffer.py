@@ -2,9 +2,10 @@
 
 Events routed to a buffered output are appended to ``state_dir/buffer/<output>.sqlite`` in one
 transaction; for the source, that is acceptance, so its cursor moves. A drainer thread sends
-the queue in order through the output's usual delivery policy (retries, backoff, dead
-letters) and deletes rows only after the output accepted them, so a crash re-sends at most one
-drained batch. When the queue holds ``buffer_max_bytes``, appending waits (the sources stop
+the queue in order, one source page at a time, through the output's usual delivery policy
+(retries, backoff, dead letters) and deletes a page's rows only after the output accepted them,
+so a crash re-sends at most one page (or DRAIN_BATCH events of a bigger one): the same bound as
+without the buffer. When the queue holds ``buffer_max_bytes``, appending waits (the sources stop
 polling): a full buffer pushes back, it never drops.
 """
 from __future__ import annotations
@@ -39,19 +40,26 @@ class DiskBuffer:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("CREATE TABLE IF NOT EXISTS queue (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
-                         "source TEXT NOT NULL, payload TEXT NOT NULL)")
+                         "source TEXT NOT NULL, payload TEXT NOT NULL, page INTEGER)")
+        if "page" not in {row[1] for row in self._db.execute("PRAGMA table_info(queue)")}:
+            self._db.execute("ALTER TABLE queue ADD COLUMN page INTEGER")  # a buffer from before pages were kept
+        self._next_page = int(self._db.execute("SELECT COALESCE(MAX(page), 0) FROM queue").fetchone()[0]) + 1
         self._lock = threading.Lock()
         self.changed = threading.Condition(self._lock)
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM queue").fetchone()
         self.count, self.bytes = int(row[0]), int(row[1])
 
     def put(self, source: str, events: list[dict[str, Any]]) -> None:
-        rows = [(source, json.dumps(e, ensure_ascii=False, separators=(",", ":"))) for e in events]
-        size = sum(len(p) for _, p in rows)
+        """Append one source page (its events keep the page number they came in)."""
+        payloads = [json.dumps(e, ensure_ascii=False, separators=(",", ":")) for e in events]
+        size = sum(len(p) for p in payloads)
         with self._lock:
+            page = self._next_page
+            self._next_page += 1
+            rows = [(source, p, page) for p in payloads]
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("INSERT INTO queue (source, payload) VALUES (?, ?)", rows)
+                self._db.executemany("INSERT INTO queue (source, payload, page) VALUES (?, ?, ?)", rows)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -61,8 +69,15 @@ class DiskBuffer:
             self.changed.notify_all()
 
     def head(self, limit: int) -> list[tuple[int, str, str]]:
+        """The oldest rows, up to ``limit``, and never past the end of the oldest page."""
         with self._lock:
-            return self._db.execute("SELECT seq, source, payload FROM queue ORDER BY seq LIMIT ?", (limit,)).fetchall()
+            rows = self._db.execute("SELECT seq, source, payload, page FROM queue ORDER BY seq LIMIT ?",
+                                    (limit,)).fetchall()
+        if not rows:
+            return []
+        page = rows[0][3]
+        end = next((i for i, row in enumerate(rows) if row[3] != page), len(rows))
+        return [(seq, source, payload) for seq, source, payload, _ in rows[:end]]
 
     def delete_through(self, rows: list[tuple[int, str, str]]) -> None:
         if not rows:
@@ -135,7 +150,7 @@ class BufferedOutputRunner:
             return self._drain_locked(give_up_at)
 
     def _drain_locked(self, give_up_at: float | None) -> bool:
-        rows = self.buffer.head(DRAIN_BATCH)
+        rows = self.buffer.head(DRAIN_BATCH)  # at most one source page
         if not rows:
             return True
         by_source: list[tuple[str, list[dict[str, Any]]]] = []
