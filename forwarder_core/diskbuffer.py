@@ -4,12 +4,14 @@ Events routed to a buffered output are appended to ``state_dir/buffer/<output>.s
 transaction; for the source, that is acceptance, so its cursor moves. A drainer thread sends
 the queue in order, one source page at a time, through the output's usual delivery policy
 (retries, backoff, dead letters) and deletes a page's rows only after the output accepted them,
-so a crash re-sends at most one page (or DRAIN_BATCH events of a bigger one): the same bound as
-without the buffer. When the queue holds ``buffer_max_bytes``, appending waits (the sources stop
-polling): a full buffer pushes back, it never drops.
+so a crash re-sends at most one page (or DRAIN_BATCH events of a bigger one), and a page the
+source hands over again after a crash (queued, its cursor not yet committed) is not queued
+twice: the same bound as without the buffer. When the queue holds ``buffer_max_bytes``,
+appending waits (the sources stop polling): a full buffer pushes back, it never drops.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -44,29 +46,42 @@ class DiskBuffer:
         if "page" not in {row[1] for row in self._db.execute("PRAGMA table_info(queue)")}:
             self._db.execute("ALTER TABLE queue ADD COLUMN page INTEGER")  # a buffer from before pages were kept
         self._next_page = int(self._db.execute("SELECT COALESCE(MAX(page), 0) FROM queue").fetchone()[0]) + 1
+        self._db.execute("CREATE TABLE IF NOT EXISTS last_page (source TEXT PRIMARY KEY, digest TEXT NOT NULL)")
         self._lock = threading.Lock()
         self.changed = threading.Condition(self._lock)
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM queue").fetchone()
         self.count, self.bytes = int(row[0]), int(row[1])
 
-    def put(self, source: str, events: list[dict[str, Any]]) -> None:
-        """Append one source page (its events keep the page number they came in)."""
+    def put(self, source: str, events: list[dict[str, Any]]) -> bool:
+        """Append one source page (its events keep the page number they came in); False if this very
+        page was the source's last one queued.
+
+        The source commits its cursor after the page is queued, in another database; a crash in
+        between makes it read and hand over the same page again, which must not be queued twice.
+        """
+        digest = hashlib.sha256("\n".join(str(e.get("id")) for e in events).encode()).hexdigest()
         payloads = [json.dumps(e, ensure_ascii=False, separators=(",", ":")) for e in events]
         size = sum(len(p) for p in payloads)
         with self._lock:
             page = self._next_page
-            self._next_page += 1
             rows = [(source, p, page) for p in payloads]
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                last = self._db.execute("SELECT digest FROM last_page WHERE source = ?", (source,)).fetchone()
+                if last is not None and last[0] == digest:
+                    self._db.execute("ROLLBACK")
+                    return False
                 self._db.executemany("INSERT INTO queue (source, payload, page) VALUES (?, ?, ?)", rows)
+                self._db.execute("INSERT OR REPLACE INTO last_page (source, digest) VALUES (?, ?)", (source, digest))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._next_page += 1
             self.count += len(rows)
             self.bytes += size
             self.changed.notify_all()
+        return True
 
     def head(self, limit: int) -> list[tuple[int, str, str]]:
         """The oldest rows, up to ``limit``, and never past the end of the oldest page."""
@@ -140,7 +155,9 @@ class BufferedOutputRunner:
                 if self.stop.is_set() or (give_up_at is not None and time.monotonic() >= give_up_at):
                     return False
                 self.buffer.changed.wait(0.5)
-        self.buffer.put(source_name, events)
+        if not self.buffer.put(source_name, events):
+            log.info("output %s: a page of %d event(s) from %s was already queued before a restart; "
+                     "not queued twice", self.name, len(events), source_name)
         self.metrics.set("buffer_bytes", self.buffer.bytes, output=self.name)
         return True
 

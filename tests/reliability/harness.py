@@ -410,15 +410,10 @@ class Outcome:
         return self.kills + self.resending_outages
 
     @property
-    def pages_per_disruption(self) -> int:
-        """Pages one kill may send twice: one, and with a disk buffer one more (see docs/reliability.md)."""
-        return 2 if self.buffer == "disk" else 1
-
-    @property
     def duplicate_bound(self) -> int:
         if self.output_type == "elastic_bulk":
             return 0
-        return self.page_size * self.pages_per_disruption * self.disruptions
+        return self.page_size * self.disruptions
 
     @property
     def ok(self) -> bool:
@@ -525,8 +520,7 @@ def run_rounds(workdir: Path, vendor: VendorProcess, sink: Sink, *, rounds: int,
         added = len(ids) - len(set(ids)) - duplicates_so_far
         duplicates_so_far += added
         outcome.worst_round = max(outcome.worst_round, added)
-        if sink.type_name != "elastic_bulk" and added > (page_size * outcome.pages_per_disruption
-                                                         * (outcome.disruptions - disruptions_before)):
+        if sink.type_name != "elastic_bulk" and added > page_size * (outcome.disruptions - disruptions_before):
             outcome.rounds_over_bound += 1
     proc = start_forwarder(workdir, dict(config), env=env)
     pump = _drain_stderr(proc, logs)

@@ -11,8 +11,8 @@ from pathlib import Path
 from forwarder_core.diskbuffer import DRAIN_BATCH, DiskBuffer
 
 
-def _events(first: int, count: int) -> list[dict[str, int]]:
-    return [{"n": n} for n in range(first, first + count)]
+def _events(first: int, count: int) -> list[dict[str, object]]:
+    return [{"id": f"e{n}", "n": n} for n in range(first, first + count)]
 
 
 def test_head_stops_at_the_end_of_the_oldest_page(tmp_path: Path) -> None:
@@ -61,3 +61,17 @@ def test_a_buffer_written_before_pages_were_kept_still_drains(tmp_path: Path) ->
     buffer.delete_through(first)
     assert len(buffer.head(DRAIN_BATCH)) == 3
     buffer.close()
+
+
+def test_the_page_a_source_hands_over_again_after_a_crash_is_not_queued_twice(tmp_path: Path) -> None:
+    buffer = DiskBuffer(str(tmp_path), "out", 1 << 30)
+    assert buffer.put("a", _events(0, 3))
+    buffer.close()  # the crash: queued, but the source's cursor was not committed
+    again = DiskBuffer(str(tmp_path), "out", 1 << 30)
+    assert not again.put("a", _events(0, 3))
+    assert again.count == 3
+    assert again.put("b", _events(0, 3)), "another source's page is its own"
+    assert again.put("a", _events(3, 3))
+    assert again.put("a", _events(0, 3)), "only the last page of a source is compared"
+    assert again.count == 12
+    again.close()
