@@ -112,6 +112,24 @@ def rewrite(path: str, lines: list[str]) -> None:
         os.close(dir_fd)
 
 
+def _return_ownership(state_dir: str) -> None:
+    """Run as root (to read root-only credentials), replay must not leave files the service user
+    can no longer append to: what it wrote goes back to the state directory's owner."""
+    if os.geteuid() != 0:
+        return
+    owner = os.stat(state_dir)
+    if owner.st_uid == 0:
+        return
+    for kind in (QUARANTINE, DEAD_LETTER):
+        directory = os.path.join(state_dir, kind)
+        if not os.path.isdir(directory):
+            continue
+        for path in [directory, *(os.path.join(directory, f) for f in os.listdir(directory))]:
+            st = os.lstat(path)
+            if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
+                os.lchown(path, owner.st_uid, owner.st_gid)
+
+
 # ---------------------------------------------------------------------------------------- list
 
 
@@ -423,6 +441,7 @@ def replay_command(config: Config, plugins: PluginSet, *, sources: list[str] | N
     finally:
         replayer.stop.set()
         replayer.close()
+        _return_ownership(state_dir)
         lock.release()
     print(f"replayed {total_sent} event(s); {total_kept} still set aside", file=out)
     return EX_OK if total_kept == 0 else EX_FAILED

@@ -198,3 +198,23 @@ def test_replay_applies_the_transform_plugins_as_the_pipeline_does(tmp_path: Pat
     (left,) = read_jsonl(Path(config.state_dir) / "quarantine" / "src.jsonl")
     assert left["id"] == "3" and "forwarder_transform_events" in left["reason"]
     assert "2 event(s) delivered and removed, 1 kept" in said.getvalue()  # the filtered one is handled
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give files to another user")
+def test_replay_run_as_root_gives_the_files_back_to_the_service_user(tmp_path: Path, counter_config: Any,
+                                                                    es: FakeElasticsearch) -> None:
+    es.poison(b'"seq":3,')
+    es.poison(b'"seq":4,')
+    cfg = _es_config(counter_config, es, count=6)
+    assert run_forwarder(tmp_path, cfg).returncode == 0
+    state = Path(cfg["state_dir"])
+    service_user = 65534
+    for path in [state, *state.rglob("*")]:
+        os.lchown(path, service_user, service_user)
+    es._poison.remove(b'"seq":3,')
+    done = _quarantine(tmp_path, "replay", "--dead-letter")  # as root
+    assert done.returncode == 1
+    letters = state / "dead-letter" / "elastic.jsonl"
+    assert [r["id"] for r in read_jsonl(letters)] == ["counter-4"]
+    assert (os.stat(letters).st_uid, os.stat(letters).st_gid) == (service_user, service_user)
+    assert os.stat(letters.parent).st_uid == service_user
