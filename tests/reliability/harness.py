@@ -441,17 +441,17 @@ def _kill(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
     proc.wait(30)
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
+    if proc.stdout is not None:
+        proc.stdout.close()  # stderr belongs to its pump, which ends at EOF and closes it
 
 
 def _drain_stderr(proc: subprocess.Popen[str], into: list[str]) -> threading.Thread:
     """Read the forwarder's stderr as it comes, so a chatty log never blocks it on a full pipe."""
     def pump() -> None:
         assert proc.stderr is not None
-        for line in proc.stderr:
-            into.append(line)
+        with proc.stderr:
+            for line in proc.stderr:
+                into.append(line)
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()
     return thread
