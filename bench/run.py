@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -107,14 +108,26 @@ class Measured:
     output: str
 
 
+RUN_TIMEOUT = 600.0
+
+
 def measure(argv: list[str], workdir: Path, env: dict[str, str] | None = None, label: str = "run") -> Measured:
-    """Run ``argv`` to the end; wall time, CPU seconds and peak RSS of that child from wait4."""
+    """Run ``argv`` to the end; wall time, CPU seconds and peak RSS of that child from wait4.
+
+    A child still running after RUN_TIMEOUT seconds is killed (its exit status says so), so a
+    hung run cannot keep the benchmark, and the fakes it started, alive.
+    """
     log_path = workdir / f"{label}.log"
     with open(log_path, "wb") as log:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        watchdog = threading.Timer(RUN_TIMEOUT, proc.kill)
+        watchdog.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            watchdog.cancel()
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, proc.returncode,
@@ -378,6 +391,7 @@ def ensure_peer(log: Callable[[str], None]) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global RUN_TIMEOUT
     parser = argparse.ArgumentParser(description="Benchmark siem-forwarder against local fakes and two baselines.")
     parser.add_argument("--quick", action="store_true", help="small backlogs, one run, no peer, no 1M backlog")
     parser.add_argument("--runs", type=int, help="runs per scenario (default 3; 1 with --quick)")
@@ -393,8 +407,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", help="where to write the Markdown results (default bench/RESULTS.md, "
                                           "none with --quick)")
     parser.add_argument("--json", help="also write the results as JSON here")
+    parser.add_argument("--run-timeout", type=float, default=RUN_TIMEOUT,
+                        help="seconds after which a measured run is killed (and counted as failed)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (and every run's state)")
     args = parser.parse_args(argv)
+    RUN_TIMEOUT = args.run_timeout
     quick = args.quick
     runs = args.runs or (1 if quick else 3)
     incydr_events = args.incydr_events or (20_000 if quick else 200_000)

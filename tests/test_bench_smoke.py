@@ -23,7 +23,7 @@ def test_quick_benchmark_completes_with_exact_counts(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     results = tmp_path / "RESULTS.md"
     done = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--json", str(out),
-                           "--results", str(results)],
+                           "--results", str(results), "--run-timeout", "60"],
                           cwd=REPO, capture_output=True, text=True, timeout=230, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(out.read_text())
