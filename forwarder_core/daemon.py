@@ -124,21 +124,7 @@ def _start_metrics(app: App, scheduler_ref: list[Scheduler]) -> Any:
 
 
 def run_daemon(args: argparse.Namespace, load: Callable[..., Any]) -> int:
-    loaded = load(args)
-    if loaded is None:
-        return 78
-    config, plugins = loaded
-    sd = _Systemd()
-    try:
-        app = build_app(config, plugins)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem)
-        return 78
-    except StateError as exc:
-        log.error("%s", exc)
-        return 74
-
+    # Signals first: a SIGTERM while the config and plugins load is a clean stop, not a kill.
     reload_requested = threading.Event()
     shutdown = threading.Event()
     wake = threading.Event()
@@ -154,6 +140,21 @@ def run_daemon(args: argparse.Namespace, load: Callable[..., Any]) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, on_hup)
+
+    loaded = load(args)
+    if loaded is None:
+        return 78
+    config, plugins = loaded
+    sd = _Systemd()
+    try:
+        app = build_app(config, plugins)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem)
+        return 78
+    except StateError as exc:
+        log.error("%s", exc)
+        return 74
 
     scheduler = Scheduler(app)
     holder = [scheduler]

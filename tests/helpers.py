@@ -57,7 +57,8 @@ def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # split on "\n" only: U+2028 and friends are valid inside a JSON line (str.splitlines would cut there)
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def file_output(path: Path, name: str = "out", **extra: Any) -> dict[str, Any]:
