@@ -308,16 +308,33 @@ def test_receiver_down_then_back_raises_then_delivers(own_rsyslog: Rsyslog, harn
 
 def test_without_the_dead_peer_check_a_restart_would_lose_a_batch(
         own_rsyslog: Rsyslog, harness: Harness, marker: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The control experiment: proves the restart test above can fail, and why the check exists."""
+    """The control experiment: proves the restart test above can fail, and why the checks exist."""
     out = harness.output(port=own_rsyslog.tcp_port, hostname="test-host")
     assert out.send(make_events(marker + "a", 5)) == SendResult()
     assert len(own_rsyslog.wait_for(marker + "a", 5)) == 5
     own_rsyslog.restart()
     monkeypatch.setattr(out.conn, "peer_closed", lambda: False)
+    monkeypatch.setattr(out.conn, "wait_acknowledged", lambda: None)
     assert out.send(make_events(marker + "b", 5)) == SendResult()  # "succeeds" into the dead connection
     send_like_the_core(out, make_events(marker + "c", 5))
     assert len(own_rsyslog.wait_for(marker + "c", 5)) == 5
     assert own_rsyslog.wait_for(marker + "b", 1, timeout=0) == []
+
+
+def test_the_acknowledgement_wait_alone_catches_a_restarted_receiver(
+        own_rsyslog: Rsyslog, harness: Harness, marker: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the dead-peer check before the batch, waiting for the receiver's TCP
+    acknowledgement after it still sees the reset, so the batch is sent again, not lost."""
+    out = harness.output(port=own_rsyslog.tcp_port, hostname="test-host")
+    assert out.send(make_events(marker + "a", 5)) == SendResult()
+    assert len(own_rsyslog.wait_for(marker + "a", 5)) == 5
+    own_rsyslog.restart()
+    monkeypatch.setattr(out.conn, "peer_closed", lambda: False)
+    with pytest.raises(OutputError):
+        out.send(make_events(marker + "b", 5))
+    monkeypatch.undo()
+    send_like_the_core(out, make_events(marker + "b", 5))
+    assert len(own_rsyslog.wait_for(marker + "b", 5)) == 5
 
 
 def test_tls_close_sends_close_notify(rsyslog: Rsyslog, pki: Pki, harness: Harness, marker: str) -> None:
