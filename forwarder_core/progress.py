@@ -31,7 +31,7 @@ class ProgressReporter:
                 return
             now = time.monotonic()
             final = result.done or result.error is not None
-            if final or now - self._last_plain.get(result.name, 0) >= self.plain_every:
+            if final or now - self._last_plain.get(result.name, self.started) >= self.plain_every:
                 self._last_plain[result.name] = now
                 status = "done" if result.done else ("FAILED: " + result.error if result.error else "running")
                 self.stream.write(f"{result.name}: {result.delivered} delivered, {result.quarantined} quarantined, "
