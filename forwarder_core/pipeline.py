@@ -166,8 +166,10 @@ class SourceRunner:
             self.log.debug("source %s: poll traceback", self.name, exc_info=True)
         finally:
             prefetch.close()
-        if self.last_event:
-            self.metrics.set("last_event_age_seconds", time.time() - self.last_event, source=self.name)
+        # Alert-ready: "no events for N minutes" is last_event_age_seconds > N*60 (counted from start
+        # until the first event of this process arrives).
+        self.metrics.set("last_event_age_seconds", time.time() - (self.last_event or self.metrics.started),
+                         source=self.name)
         if progress is not None:
             progress(result)
         return result
