@@ -99,3 +99,10 @@ def test_every_hook_has_a_test() -> None:
     here = Path(__file__).read_text()
     for name in _hook_names():
         assert re.search(rf"def test_{name}\b|def test_\w*{name}", here), f"{name} has no test in {__file__}"
+
+
+def test_last_event_age_is_set_even_for_a_source_that_delivered_nothing(forwarder_once) -> None:
+    run = forwarder_once(raw_events=[])
+    assert ("siem_forwarder_last_event_age_seconds", {"source": "src"}) in [(n, l) for n, l, _ in run.metrics.items()]
+    busy = forwarder_once(raw_events=RAW)
+    assert busy.metrics.get("last_event_age_seconds", source="src") < 5
