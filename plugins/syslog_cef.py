@@ -154,6 +154,9 @@ class SyslogCEF(Output):
             context_ = None
             if self.protocol == "tls":
                 context_ = self._tls_context(opts)
+                if not opts.get("tls_verify", True):
+                    self.log.warning("output %s: TLS certificate verification is OFF (tls_verify: false); anyone on "
+                                     "the path to %s can read and alter these audit events", self.name, endpoint)
             self.conn = StreamConnection(endpoint, context_)
         self._backoff = 0.0
         self._next_attempt = 0.0

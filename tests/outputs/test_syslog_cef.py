@@ -173,13 +173,15 @@ def test_tls_refuses_a_server_its_ca_did_not_sign(rsyslog: Rsyslog, pki: Pki, ha
 
 
 def test_tls_verify_false_encrypts_without_checking_the_server(rsyslog: Rsyslog, pki: Pki, harness: Harness,
-                                                              marker: str) -> None:
+                                                              marker: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
     out = harness.output(port=rsyslog.tls_port, protocol="tls", ca_file=str(pki.other_ca), tls_verify=False,
                          hostname="test-host")
     events = make_events(marker, 5)
     assert out.send(events) == SendResult()
     check_delivery(rsyslog.wait_for(marker, 5), events, "rfc5424")
     assert "without verifying" in out.check_connection()
+    assert "TLS certificate verification is OFF" in caplog.text
 
 
 def test_receiver_that_rejects_the_client_after_the_handshake_is_an_error_not_a_silent_loss(
