@@ -77,3 +77,30 @@ def start_fake_process(module: str, tmp_path: Path, *args: str) -> tuple[subproc
             raise TimeoutError(f"{module} did not become ready")
         time.sleep(0.02)
     return proc, ready.read_text()
+
+
+def fault_kinds(truncated_body: Any) -> dict[str, dict[str, Any]]:
+    """The faults every HTTP source must survive, keyed by name; ``truncated_body`` is cut in half."""
+    return {
+        "429": dict(kind="status", status=429, retry_after="0"),
+        "500": dict(kind="status", status=500),
+        "html": dict(kind="html"),
+        "html200": dict(kind="html200"),
+        "truncated": dict(kind="truncate", body=truncated_body),
+        "dropped": dict(kind="drop"),
+    }
+
+
+def drain_through_faults(drain: Drain, fake: Any, path: str, fault: dict[str, Any]) -> None:
+    """Read one page, make the next two requests to ``path`` fail, read the rest.
+
+    Asserts that both faults were met and retried (two requests more than pages); the caller
+    then checks what was delivered.
+    """
+    pages = drain.pages_of()
+    next(pages)
+    before = len(fake.calls(path))
+    fake.fault(path=path, count=2, **fault)
+    for _ in pages:
+        pass
+    assert len(fake.calls(path)) - before == drain.pages - 1 + 2
