@@ -292,11 +292,12 @@ def _components(document: dict[str, Any], kind: str, registry: Any, problems: _P
             problems.add(path + ("start_time",), f"not an RFC 3339 time: {exc}")
             result.append(None)
             continue
-        located_line = 0
+        located, local = problems.origins(path)
         result.append(ComponentConfig(
             name=block["name"], type=block["type"], options=options,
             interval=float(block.get("interval", 60)), start_time=start,
             sources=block.get("sources"), buffer=block.get("buffer", "memory"),
-            buffer_max_bytes=block.get("buffer_max_bytes"), line=located_line,
+            buffer_max_bytes=block.get("buffer_max_bytes"),
+            file=located.file, line=line_of(located.node, local),
         ))
     return result

@@ -99,3 +99,18 @@ def test_asana_events_map_to_cef_as_documented(tmp_path: Path, rsyslog: Rsyslog)
             assert ext["duid"] == target["id"] and ext["duser"] == (target.get("name") or target["email"])
         elif target:
             assert ext.get("cs6") == target.get("id") and ext.get("cs5") == target.get("type")
+
+
+def test_unreadable_tls_files_are_named_at_their_config_line(tmp_path, counter_config) -> None:
+    from tests.helpers import run_forwarder
+
+    config = counter_config(count=1)
+    config["outputs"] = [{"name": "siem", "type": "syslog_cef",
+                          "options": {"host": "127.0.0.1", "port": 6514, "protocol": "tls",
+                                      "ca_file": str(tmp_path / "missing-ca.pem")}}]
+    result = run_forwarder(tmp_path, config)
+    assert result.returncode == 78
+    # The block is the first item of outputs: its "- name:" line in the YAML written by the helper.
+    line = next(n for n, text in enumerate((tmp_path / "config.yaml").read_text().splitlines(), 1)
+                if "name: siem" in text)
+    assert f"{tmp_path / 'config.yaml'}:{line}: output siem: cannot load the TLS files" in result.stderr + result.stdout
