@@ -22,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from forwarder_core.metrics import Metrics  # noqa: E402
 from forwarder_core.plugin_api import ComponentConfig, Context, apply_defaults, content_id  # noqa: E402
 from forwarder_core.schema import EventValidator  # noqa: E402
-from siem_forwarder_plugins.elastic_bulk import ElasticBulk  # noqa: E402
-from siem_forwarder_plugins.file_output import encode_lines  # noqa: E402
-from siem_forwarder_plugins.incydr import IncydrSource  # noqa: E402
-from siem_forwarder_plugins.splunk_hec import SplunkHec  # noqa: E402
-from siem_forwarder_plugins.syslog_cef import SyslogCEF  # noqa: E402
-from siem_forwarder_plugins.time_windows import parse_ms  # noqa: E402
+from siem_forwarder_plugins.outputs.elastic.bulk import ElasticBulk  # noqa: E402
+from siem_forwarder_plugins.outputs.file import encode_lines  # noqa: E402
+from siem_forwarder_plugins.sources.incydr import IncydrSource  # noqa: E402
+from siem_forwarder_plugins.outputs.splunk_hec import SplunkHec  # noqa: E402
+from siem_forwarder_plugins.outputs.syslog.output import SyslogCEF  # noqa: E402
+from siem_forwarder_plugins.sources.windows import parse_ms  # noqa: E402
 from tests.fakes.incydr import IncydrFake  # noqa: E402
 
 

@@ -206,6 +206,6 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def cmd_cef_check(args: argparse.Namespace) -> int:
-    from siem_forwarder_plugins.cef_parser import main as cef_main
+    from forwarder_core.cef_parser import main as cef_main
 
     return cef_main(args.cef_args)

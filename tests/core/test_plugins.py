@@ -28,8 +28,8 @@ def test_builtins_come_from_the_entry_point_group() -> None:
     from importlib import metadata
 
     names = {ep.name: ep.value for ep in metadata.entry_points(group="siem_forwarder")}
-    assert names["file"] == "siem_forwarder_plugins.file_output"
-    assert names["stdout"] == "siem_forwarder_plugins.stdout_output"
+    assert names["file"] == "siem_forwarder_plugins.outputs.file"
+    assert names["stdout"] == "siem_forwarder_plugins.outputs.stdout"
     import siem_forwarder_plugins
 
     assert "plugins" not in sys.modules or sys.modules["plugins"] is not siem_forwarder_plugins

@@ -16,7 +16,7 @@ from forwarder_core.errors import OutputError
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import ComponentConfig, Context, SendResult, apply_defaults
 from forwarder_core.secrets import Secret
-from siem_forwarder_plugins.splunk_hec import SplunkHec, classify
+from siem_forwarder_plugins.outputs.splunk_hec import SplunkHec, classify
 from tests.fakes.splunk_hec import DEFAULT_TOKEN, SplunkHecFake, TokenConfig
 
 WRONG_TOKEN = "99999999-8888-7777-6666-000000000000"

@@ -133,7 +133,7 @@ def test_deb_layout(deb_entries: dict[str, Entry]) -> None:
     assert "/opt/siem-forwarder/share/constraints.txt" in e
     assert "/usr/share/doc/siem-forwarder/operations.md" in e
     site = "/opt/siem-forwarder/lib/python3.11/site-packages"
-    for module in ("forwarder_core/cli.py", "siem_forwarder_plugins/file_output.py",
+    for module in ("forwarder_core/cli.py", "siem_forwarder_plugins/outputs/file.py",
                    "siem_forwarder_schemas/event.schema.json"):
         assert f"{site}/{module}" in e, module
     # Bytecode is compiled at build time so that dpkg owns it.

@@ -28,10 +28,10 @@ from forwarder_core.errors import ForwarderError, QuarantineEvent
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import ComponentConfig, Context, Source, apply_defaults
 from forwarder_core.schema import EventValidator
-from siem_forwarder_plugins.agilicus import AgilicusAudits
-from siem_forwarder_plugins.asana import AsanaSource
-from siem_forwarder_plugins.incydr import IncydrSource
-from siem_forwarder_plugins.pangea import PangeaSource
+from siem_forwarder_plugins.sources.agilicus.source import AgilicusAudits
+from siem_forwarder_plugins.sources.asana import AsanaSource
+from siem_forwarder_plugins.sources.incydr import IncydrSource
+from siem_forwarder_plugins.sources.pangea.source import PangeaSource
 from tests.fakes.base import FakeServer, Request, Response, json_response
 
 NOW = datetime.now(timezone.utc)

@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from siem_forwarder_plugins.syslog_cef import SyslogCEF
+from siem_forwarder_plugins.outputs.syslog.output import SyslogCEF
 from tests.helpers import start_forwarder, write_config
 from tests.reliability.harness import ElasticSink, HecSink, Sink, SyslogSink, _drain_stderr, wait_until
 from tests.rsyslog import Rsyslog

@@ -15,7 +15,7 @@ import requests
 
 from forwarder_core.errors import SourceError
 from forwarder_core.schema import EventValidator
-from siem_forwarder_plugins.asana import AsanaSource
+from siem_forwarder_plugins.sources.asana import AsanaSource
 from tests.fakes.asana import AsanaFake
 from tests.helpers import file_output, read_jsonl, run_forwarder
 from tests.sources.polling import Drain, drain_through_faults, fault_kinds, make_source, start_fake_process

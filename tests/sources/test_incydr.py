@@ -17,7 +17,7 @@ from forwarder_core.errors import SourceError
 from forwarder_core.http import HttpClient
 from forwarder_core.plugin_api import content_id
 from forwarder_core.schema import EventValidator
-from siem_forwarder_plugins.incydr import IncydrOAuth, IncydrSource
+from siem_forwarder_plugins.sources.incydr import IncydrOAuth, IncydrSource
 from tests.fakes.incydr import COUNT, SEARCH, IncydrFake
 from tests.helpers import file_output, read_jsonl, run_forwarder
 from tests.sources.polling import Drain, drain_through_faults, fault_kinds, make_source, start_fake_process

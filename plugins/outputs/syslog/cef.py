@@ -1,0 +1,426 @@
+"""ArcSight Common Event Format: a formatter that is safe by construction, and a strict parser.
+
+The formatter turns a normalized event (``schemas/event.schema.json``) into one CEF line::
+
+    CEF:0|Vendor|Product|Version|EventClassID|Name|Severity|key=value key=value ...
+
+Safety comes from escaping every value the way the spec says (header: ``\\`` and ``|``;
+extension values: ``\\``, ``=``, line feed as ``\\n``, carriage return as ``\\r``) and from
+emitting keys only from :data:`EXTENSION_KEYS`. No field value, however hostile, can add a key,
+end the message early or start a second one. Characters that CEF cannot carry and that syslog
+receivers rewrite (tab and the other control characters, Unicode line separators, unpaired
+surrogates) are replaced: tab by a space, the others by U+FFFD. Header fields cannot hold line
+breaks at all, so there CR and LF become spaces.
+
+The strict parser that judges it lives in :mod:`forwarder_core.cef_parser` and is
+re-exported here; ``python -m siem_forwarder_plugins.outputs.syslog.cef < sample.log`` checks a sample.
+
+The formatter is pure and sits on the hot path: per source type the
+header prefix is built once, escaping is a fast check followed by ``str.replace`` in the common
+case, and time conversion avoids ``datetime`` for well-formed timestamps.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import sys
+from dataclasses import dataclass
+from datetime import date
+from functools import lru_cache
+from typing import Any
+
+from forwarder_core import __version__
+from forwarder_core.plugin_api import parse_time
+
+from forwarder_core.cef_parser import FORBIDDEN_CODEPOINTS, CEFError, main, parse_cef, strip_syslog_header
+
+__all__ = ["CEFError", "format_event", "format_parts", "main", "parse_cef", "strip_syslog_header", "truncate"]
+
+# --------------------------------------------------------------------------- dictionary
+
+EXTENSION_KEYS: dict[str, int] = {
+    "rt": 32,
+    "externalId": 40,
+    "act": 63,
+    "outcome": 63,
+    "cat": 1023,
+    "suser": 1023,
+    "suid": 1023,
+    "src": 64,
+    "requestClientApplication": 1023,
+    "duser": 1023,
+    "duid": 1023,
+    "deviceExternalId": 255,
+    "msg": 1023,
+    "cs1": 4000, "cs1Label": 1023,
+    "cs2": 4000, "cs2Label": 1023,
+    "cs3": 4000, "cs3Label": 1023,
+    "cs4": 4000, "cs4Label": 1023,
+    "cs5": 4000, "cs5Label": 1023,
+    "cs6": 4000, "cs6Label": 1023,
+    "flexString1": 1023, "flexString1Label": 128,
+    "flexString2": 1023, "flexString2Label": 128,
+}
+"""The only keys the formatter emits, with the CEF dictionary's maximum length in characters.
+
+Values longer than that are cut (before escaping, so an escape is never split) because
+receivers such as ArcSight truncate or reject them anyway.
+"""
+
+CUSTOM_LABELS: dict[str, str] = {
+    "cs1": "eventId",
+    "cs2": "integrity",
+    "cs3": "actorEmail",
+    "cs4": "actorType",
+    "cs5": "targetType",
+    "cs6": "targetId",
+    "flexString1": "targetName",
+    "flexString2": "organization",
+}
+"""Fixed meaning of each custom field, the same for every source type so SIEM rules can rely on it."""
+
+HEADER_MAX = {"event_class_id": 1023, "name": 512}
+
+CUT_ORDER: tuple[str, ...] = (
+    "msg", "requestClientApplication", "flexString1", "flexString2", "cs6", "cs5", "cs4", "cs3",
+    "cs2", "cat", "deviceExternalId", "duser", "duid", "src", "suid", "suser",
+)
+"""Which values a size-capped message gives up first (see :func:`truncate`); the rest are kept whole."""
+
+
+@dataclass(frozen=True)
+class TypeProfile:
+    """What a source type contributes to the CEF header when the event itself does not say."""
+
+    name: str
+    severity: int
+
+
+SOURCE_TYPES: dict[str, TypeProfile] = {
+    "incydr": TypeProfile("Incydr audit event", 5),
+    "agilicus": TypeProfile("Agilicus audit event", 3),
+    "agilicus_auth": TypeProfile("Agilicus authentication event", 3),
+    "pangea": TypeProfile("Pangea audit event", 3),
+    "asana": TypeProfile("Asana audit event", 3),
+}
+"""Default Name and Severity per source type (an unknown type gets ``<product> event`` and 3).
+
+Severity, when the normalized event has none: the type's default, raised by 2 when
+``outcome`` is ``failure``, and 9 when any Pangea integrity check failed.
+"""
+
+DEFAULT_SEVERITY = 3
+FAILURE_BUMP = 2
+INTEGRITY_FAILURE_SEVERITY = 9
+DEFAULT_EVENT_CLASS = "audit"
+
+# --------------------------------------------------------------------------- escaping
+
+_REPLACEMENT = "\ufffd"
+
+
+def _base_table() -> dict[int, str]:
+    table = {c: _REPLACEMENT for c in FORBIDDEN_CODEPOINTS}
+    table[ord("\t")] = " "
+    return table
+
+
+_VALUE_TABLE = _base_table()
+_VALUE_TABLE.update({ord("\\"): "\\\\", ord("="): "\\=", ord("\n"): "\\n", ord("\r"): "\\r"})
+
+_HEADER_TABLE = _base_table()
+_HEADER_TABLE.update({ord("\\"): "\\\\", ord("|"): "\\|", ord("\n"): " ", ord("\r"): " "})
+
+
+def escape_value(value: str) -> str:
+    """Escape an extension value: ``\\`` ``=`` LF CR per the spec, other unsafe characters replaced."""
+    if value.isprintable():
+        if "\\" in value or "=" in value:
+            return value.replace("\\", "\\\\").replace("=", "\\=")
+        return value
+    return value.translate(_VALUE_TABLE)
+
+
+def escape_header(value: str) -> str:
+    """Escape a header field: ``\\`` and ``|``; line breaks become spaces (the header cannot hold them)."""
+    if value.isprintable():
+        if "\\" in value or "|" in value:
+            return value.replace("\\", "\\\\").replace("|", "\\|")
+        return value
+    return value.translate(_HEADER_TABLE)
+
+
+# --------------------------------------------------------------------------- time
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_SECONDS: dict[str, int] = {}
+_SECONDS_MAX = 65536
+
+
+def _epoch_seconds(prefix: str) -> int:
+    """Epoch seconds of ``YYYY-MM-DDTHH:MM:SS`` (UTC); ValueError when it is not a real time."""
+    hour, minute, second = int(prefix[11:13]), int(prefix[14:16]), int(prefix[17:19])
+    if not (prefix[13] == prefix[16] == ":" and prefix[11:19].replace(":", "").isdigit()
+            and hour < 24 and minute < 60 and second < 60):
+        raise ValueError(f"not a time: {prefix!r}")
+    day = date.fromisoformat(prefix[:10]).toordinal() - _EPOCH_ORDINAL
+    return day * 86400 + hour * 3600 + minute * 60 + second
+
+
+def epoch_ms(timestamp: str) -> int:
+    """Milliseconds since the epoch of an RFC 3339 UTC timestamp (the normalized ``timestamp``).
+
+    Well-formed ``YYYY-MM-DDTHH:MM:SS[.fff...]Z`` strings are converted with integer arithmetic
+    and a cache per second (events of a busy log share their seconds); anything else goes
+    through :func:`parse_time`, which raises ValueError on what is not a time at all.
+    """
+    if len(timestamp) >= 20 and timestamp[10] == "T" and timestamp[-1] == "Z":
+        prefix = timestamp[:19]
+        seconds = _SECONDS.get(prefix)
+        try:
+            if seconds is None:
+                seconds = _epoch_seconds(prefix)
+                if len(_SECONDS) >= _SECONDS_MAX:
+                    _SECONDS.clear()
+                _SECONDS[prefix] = seconds
+            if len(timestamp) == 20:
+                return seconds * 1000
+            digits = timestamp[20:-1]
+            if timestamp[19] == "." and digits.isdigit() and digits.isascii():
+                return seconds * 1000 + int((digits + "00")[:3])
+        except ValueError:
+            pass
+    dt = parse_time(timestamp)
+    return int(dt.timestamp()) * 1000 + dt.microsecond // 1000
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+"""An IPv4 address in the form ``str(ipaddress.ip_address(...))`` gives back (no leading zeros)."""
+
+
+@lru_cache(maxsize=4096)
+def _ip_or_none(text: str) -> str | None:
+    if _DOTTED_QUAD.fullmatch(text):
+        return text  # what ipaddress would answer, without building an address object
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None
+
+
+_HEADERS: dict[tuple[Any, ...], str] = {}
+_HEADERS_MAX = 4096
+"""Whole headers by (vendor, product, version, class id, name, severity): a log has few of them."""
+
+
+@lru_cache(maxsize=256)
+def _header_prefix(vendor: str, product: str, version: str) -> str:
+    return f"CEF:0|{escape_header(vendor or 'unknown')}|{escape_header(product or 'unknown')}|{escape_header(version)}|"
+
+
+@lru_cache(maxsize=256)
+def _profile(source_type: str, product: str) -> TypeProfile:
+    return SOURCE_TYPES.get(source_type) or TypeProfile(f"{product or source_type} event", DEFAULT_SEVERITY)
+
+
+def _text(value: Any) -> str:
+    return value if type(value) is str else ("" if value is None else str(value))
+
+
+def _put(parts: list[str], key: str, value: Any) -> None:
+    """Append ``key=value`` (escaped, cut to the dictionary length); empty values are left out."""
+    if not value:
+        return
+    if type(value) is not str:
+        value = str(value)
+    limit = EXTENSION_KEYS[key]
+    if len(value) > limit:
+        value = value[:limit]
+    if value.isprintable() and "\\" not in value and "=" not in value:
+        parts.append(key + "=" + value)
+    else:
+        parts.append(key + "=" + escape_value(value))
+
+
+def _put_custom(parts: list[str], key: str, value: Any) -> None:
+    if value:
+        _put(parts, key, value)
+        parts.append(key + "Label=" + CUSTOM_LABELS[key])
+
+
+_REPEATED: dict[tuple[str, str], tuple[str, ...]] = {}
+_REPEATED_MAX = 16384
+
+
+def _put_repeated(parts: list[str], key: str, value: Any, custom: bool = False) -> None:
+    """:func:`_put` (or :func:`_put_custom`) for values a log repeats endlessly (actions, actor
+    names and types, user agents): the escaped items are remembered, bounded, per key and value."""
+    if not value:
+        return
+    if type(value) is not str:
+        (_put_custom if custom else _put)(parts, key, value)
+        return
+    items = _REPEATED.get((key, value))
+    if items is None:
+        made: list[str] = []
+        (_put_custom if custom else _put)(made, key, value)
+        items = tuple(made)
+        if len(_REPEATED) >= _REPEATED_MAX:
+            _REPEATED.clear()
+        _REPEATED[(key, value)] = items
+    parts.extend(items)
+
+
+def severity_of(event: dict[str, Any], profile: TypeProfile) -> int:
+    """The event's own ``severity`` (0-10), else the type default adjusted for outcome and integrity."""
+    sev = event.get("severity")
+    if type(sev) is int and 0 <= sev <= 10:
+        return sev
+    integrity = event.get("integrity")
+    if integrity and "fail" in integrity.values():
+        return INTEGRITY_FAILURE_SEVERITY
+    base = profile.severity
+    if event.get("outcome") == "failure":
+        base = min(10, base + FAILURE_BUMP)
+    return base
+
+
+def _is_user(target: dict[str, Any]) -> bool:
+    return bool(target.get("email")) or "user" in _text(target.get("type")).lower()
+
+
+def format_parts(event: dict[str, Any], version: str = __version__) -> tuple[str, list[str], int]:
+    """The CEF header (ending in ``|``), the extension's ``key=value`` items (escaped), and the severity.
+
+    Kept apart so a size-capped transport can shorten values without re-escaping anything
+    (:func:`truncate`) and can derive the syslog priority from the severity;
+    :func:`format_event` joins them.
+    """
+    source = event["source"]
+    source_type = source.get("type", "")
+    product = source.get("product", "")
+    profile = _profile(source_type, product)
+
+    action = _text(event.get("action"))
+    message = _text(event.get("message"))
+    event_class = action[: HEADER_MAX["event_class_id"]] if action else DEFAULT_EVENT_CLASS
+    name = action[: HEADER_MAX["name"]] if action else profile.name
+    severity = severity_of(event, profile)
+    vendor = source.get("vendor", "")
+    key = (vendor, product, version, event_class, name, severity)
+    header = _HEADERS.get(key)
+    if header is None:
+        header = (_header_prefix(vendor, product, version)
+                  + escape_header(event_class) + "|" + escape_header(name) + "|" + str(severity) + "|")
+        if len(_HEADERS) >= _HEADERS_MAX:
+            _HEADERS.clear()
+        _HEADERS[key] = header
+
+    parts: list[str] = ["rt=" + str(epoch_ms(event["timestamp"]))]
+    event_id = _text(event["id"])
+    _put(parts, "externalId", event_id)
+    if len(event_id) > 40:
+        _put_custom(parts, "cs1", event_id)
+    _put_repeated(parts, "act", action)
+    _put_repeated(parts, "outcome", event.get("outcome"))
+    category = event.get("category")
+    if category:
+        _put_repeated(parts, "cat", ",".join(category))
+
+    actor = event.get("actor")
+    if actor:
+        actor_id = actor.get("id")
+        _put_repeated(parts, "suser", actor.get("name") or actor.get("email") or actor_id)
+        _put(parts, "suid", actor_id)
+        ip = actor.get("ip")
+        if ip:
+            _put(parts, "src", _ip_or_none(_text(ip)))
+        _put_repeated(parts, "requestClientApplication", actor.get("user_agent"))
+        _put_repeated(parts, "cs3", actor.get("email"), custom=True)
+        _put_repeated(parts, "cs4", actor.get("type"), custom=True)
+
+    target = event.get("target")
+    if target:
+        _put_repeated(parts, "cs5", target.get("type"), custom=True)
+        if _is_user(target):
+            _put(parts, "duser", target.get("name") or target.get("email") or target.get("id"))
+            _put(parts, "duid", target.get("id"))
+        else:
+            _put_custom(parts, "cs6", target.get("id"))
+            _put_custom(parts, "flexString1", target.get("name"))
+
+    organization = event.get("organization")
+    if organization:
+        _put(parts, "deviceExternalId", organization.get("id") or organization.get("name"))
+        if organization.get("id"):
+            _put_custom(parts, "flexString2", organization.get("name"))
+
+    integrity = event.get("integrity")
+    if integrity:
+        _put_custom(parts, "cs2", " ".join(f"{k}:{integrity[k]}" for k in
+                                           ("hash", "membership", "signature", "consistency") if k in integrity))
+
+    _put(parts, "msg", message)
+    return header, parts, severity
+
+
+def format_event(event: dict[str, Any], version: str = __version__) -> str:
+    """One CEF message (no syslog header, no line ending) for a normalized event."""
+    header, parts, _ = format_parts(event, version)
+    return header + " ".join(parts)
+
+
+def _cut_escaped(value: str, max_bytes: int) -> str:
+    """The longest prefix of an escaped value within ``max_bytes`` UTF-8 bytes, never ending mid-escape."""
+    cut = value.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
+    trailing = len(cut) - len(cut.rstrip("\\"))
+    if trailing % 2:
+        cut = cut[:-1]
+    return cut
+
+
+def truncate(header: str, parts: list[str], max_bytes: int) -> str | None:
+    """The CEF message cut to ``max_bytes`` UTF-8 bytes, still valid CEF; None if it cannot fit.
+
+    The header and the identifying keys (``rt``, ``externalId``, ``cs1``, ``act``,
+    ``outcome``) are never cut. Other values are shortened in :data:`CUT_ORDER` (free text
+    first, the actor last); a value cut to nothing is dropped with its label, and ``src`` is
+    only ever dropped whole. Cutting happens on escaped text at a character boundary and never
+    between a backslash and what it escapes.
+    """
+    items = list(parts)
+    sizes = [len(p.encode("utf-8")) for p in items]
+    excess = len(header.encode("utf-8")) + sum(sizes) + max(0, len(items) - 1) - max_bytes
+    keys = [p.split("=", 1)[0] for p in items]
+    for key in CUT_ORDER:
+        if excess <= 0:
+            break
+        if key not in keys:
+            continue
+        i = keys.index(key)
+        value = items[i][len(key) + 1:]
+        keep = sizes[i] - len(key) - 1 - excess
+        cut = _cut_escaped(value, keep) if keep > 0 and key != "src" else ""
+        if cut:
+            items[i] = key + "=" + cut
+            new_size = len(items[i].encode("utf-8"))
+            excess -= sizes[i] - new_size
+            sizes[i] = new_size
+            continue
+        label = key + "Label"
+        for j, k in enumerate(keys):
+            if k == key or k == label:
+                excess -= sizes[j] + 1
+                items[j] = ""
+                keys[j] = ""
+    if excess > 0:
+        return None
+    return header + " ".join(p for p in items if p)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Built-in sources: one module or package per vendor API, and the window cursor they share."""

@@ -1,0 +1,365 @@
+"""Source ``incydr``: the Code42 Incydr audit log (``POST /v1/audit/search-audit-log``).
+
+Incydr's search is a 0-based page window over a live result set, with no sort order and no
+event id (vendor-apis.md §1 and Gotchas 1-5). So this source:
+
+* reads closed ``dateRange`` windows (:mod:`siem_forwarder_plugins.sources.windows`) that end
+  ``settle_delay`` before now and start ``lookback`` early, de-duplicating on a hash of each
+  event's canonical JSON;
+* keeps each window small enough to page safely: it asks ``search-results-count`` first and
+  narrows a window that holds more than :attr:`IncydrSource.WINDOW_PAGES` pages;
+* after a window read over several requests, counts again: if the count differs from the
+  distinct events met (an event arrived or left while paging, which shifts pages), it reads the
+  window again, skipping what it already delivered;
+* ends a window on a short page or on a page without ``events``;
+* authenticates with OAuth client credentials (:class:`IncydrOAuth`), renewing the token before
+  it expires and once on a 401.
+"""
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from forwarder_core import hookimpl
+from forwarder_core.errors import AuthError, ForwarderError, HttpError, SourceError
+from forwarder_core.http import Auth
+from forwarder_core.plugin_api import Page, content_id, format_time, parse_time, source_options_schema
+from forwarder_core.secrets import register_secret_text, reveal
+from siem_forwarder_plugins.sources.windows import EdgeDedup, WindowCursor, WindowedSource, ms_datetime, now_ms, parse_ms
+
+if TYPE_CHECKING:
+    from forwarder_core.http import HttpClient
+    from forwarder_core.plugin_api import ComponentConfig, Context
+
+SEARCH = "/v1/audit/search-audit-log"
+COUNT = "/v1/audit/search-results-count"
+TOKEN = "/v1/oauth"
+USER_TYPES = ("USER", "SUPPORT_USER", "API_CLIENT", "SYSTEM", "UNKNOWN")
+FILTERS = {  # option -> request field
+    "actor_ids": "actorIds",
+    "actor_ip_addresses": "actorIpAddresses",
+    "actor_names": "actorNames",
+    "event_types": "eventTypes",
+    "resource_ids": "resourceIds",
+    "user_types": "userTypes",
+}
+_SEEN_KEY_CHARS = 16  # 64 bits of the SHA-256: plenty to tell apart the events of one lookback
+
+
+def _string_list(description: str, items: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"type": "array", "minItems": 1, "items": items or {"type": "string", "minLength": 1},
+            "description": description}
+
+
+class IncydrOAuth(Auth):
+    """OAuth client credentials: ``POST /v1/oauth`` with HTTP Basic and an empty body.
+
+    The token is fetched at first use and renewed a margin before ``expires_in`` runs out (a
+    tenth of its life, at most a minute), so a long poll never sends a token about to expire;
+    the HTTP client calls :meth:`refresh` once on a 401 (a token revoked early, clock skew).
+    """
+
+    def __init__(self, client_id: str, client_secret: str, *, clock: Callable[[], float] = time.monotonic):
+        self._basic = "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
+        register_secret_text(self._basic[6:])
+        self._clock = clock
+        self._token: str | None = None
+        self._renew_at = 0.0
+        self.fetches = 0
+
+    def headers(self, client: "HttpClient") -> Mapping[str, str]:
+        if self._token is None or self._clock() >= self._renew_at:
+            self.refresh(client)
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def refresh(self, client: "HttpClient") -> None:
+        received = self._clock()
+        response = client.request("POST", TOKEN, headers={"Authorization": self._basic}, data=b"",
+                                  auth_required=False, expect_json=True)
+        body = response.parsed  # type: ignore[attr-defined]
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise AuthError(f"POST {TOKEN}: the answer holds no access_token")
+        try:
+            lifetime = float(body.get("expires_in") or 900)
+        except (TypeError, ValueError):
+            lifetime = 900.0
+        register_secret_text(token)
+        self._token = token
+        self._renew_at = received + lifetime - min(60.0, lifetime / 10)
+        self.fetches += 1
+
+
+def _first_ip(value: Any) -> str | None:
+    """The first address of ``actorIpAddress`` ("a, b" lists several; "null" means none)."""
+    if not isinstance(value, str):
+        return None
+    first = value.split(",", 1)[0].strip()
+    return None if not first or first == "null" else first
+
+
+Kind = tuple[list[str], list[str], int, bool, str]
+
+
+def _classify(event_type: str) -> Kind:
+    """ECS category, ECS type, severity (0-10), "is a failure", and the short name of an event type."""
+    name = event_type.split("::")[-1].split("/")[0]
+    return _kind(name) + (name,)
+
+
+def _kind(name: str) -> tuple[list[str], list[str], int, bool]:
+    if "failed" in name or "failure" in name:
+        return (["authentication"] if "log" in name or "auth" in name else ["configuration"]), ["start"], 6, True
+    if "logged_in" in name or "login" in name:
+        return ["authentication"], ["start"], 3, False
+    if "logged_out" in name or "logout" in name:
+        return ["authentication"], ["end"], 2, False
+    if "search" in name or "export" in name or "download" in name:
+        return ["database"], ["access"], 3, False
+    kind = "creation" if ("created" in name or "added" in name) else "deletion" if (
+        "deleted" in name or "removed" in name or "deactivated" in name) else "change"
+    if "user" in name or "role" in name:
+        return ["iam"], ["user", kind], 5, False
+    if "federation" in name or "sso" in name or "setting" in name or "api_client" in name:
+        return ["configuration"], [kind], 6, False
+    return ["configuration"], [kind], 4, False
+
+
+class IncydrSource(WindowedSource):
+    """Code42 Incydr audit log; see the module docstring."""
+
+    type_name = "incydr"
+    vendor = "Code42"
+    product = "Incydr"
+    event_schema = "incydr.event.schema.json"
+    options_schema = source_options_schema(
+        base_url=None,
+        page_size_max=10_000,
+        required=["client_id", "client_secret"],
+        properties={
+            "base_url": {"type": "string", "pattern": "^https?://[^\\s]+$",
+                         "description": "The tenant's API host, e.g. https://api.us.code42.com (console.<r> -> api.<r>)."},
+            "client_id": {"type": "string", "minLength": 1, "description": "API client id."},
+            "client_secret": {"type": "string", "minLength": 1, "description": "API client secret."},
+            "event_types": _string_list("Only these event types (type$), e.g. audit_log::logged_in/1."),
+            "actor_ids": _string_list("Only events by these actor ids."),
+            "actor_names": _string_list("Only events by these actor names."),
+            "actor_ip_addresses": _string_list("Only events from these IP addresses."),
+            "resource_ids": _string_list("Only events about these resource ids."),
+            "user_types": _string_list("Only these actor types.", {"enum": list(USER_TYPES)}),
+        },
+    )
+
+    WINDOW_PAGES = 10
+    """A window that holds more than this many pages is narrowed before it is read."""
+    MAX_REREADS = 2
+
+    def __init__(self, config: "ComponentConfig", context: "Context"):
+        super().__init__(config, context)
+        opts = self.options
+        self.page_size = int(opts["page_size"])
+        self.settle = int(float(opts["settle_delay"]) * 1000)
+        self.lookback = int(float(opts["lookback"]) * 1000)
+        self.auth = IncydrOAuth(reveal(opts["client_id"]) or "", reveal(opts["client_secret"]) or "")
+        self.http = context.http(opts, auth=self.auth)
+        # The SDK sends every key, null where unset; so do we.
+        self._filters: dict[str, Any] = {field: (list(opts[opt]) if opt in opts else None)
+                                         for opt, field in FILTERS.items()}
+        self._span: int | None = None
+        self._count_works = True
+        self._window_ids: tuple[int, int, set[str]] | None = None
+        self._ids: dict[int, tuple[Any, str]] = {}
+        self._kinds: dict[str, Kind] = {}
+
+    # ------------------------------------------------------------------ polling
+
+    def open_window(self, start: int, end: int) -> dict[str, Any]:
+        first, last, count = self._narrow(start, end)
+        return {"start": first, "end": last, "page": 0, "met": 0, "pass": 0, "count": count}
+
+    def _narrow(self, start: int, end: int) -> tuple[int, int, int | None]:
+        """Shrink ``[start, end)`` until it holds at most WINDOW_PAGES pages (counted, not read).
+
+        Returns the window and how many events it held when counted (None: no count endpoint).
+        """
+        cap = self.page_size * self.WINDOW_PAGES
+        limited = self._span is not None and start + 2 * self._span < end
+        if limited:
+            end = start + 2 * self._span  # type: ignore[operator]
+        narrowed = False
+        while True:
+            count = self._count(start, end)
+            if count is None or count <= cap or end - start <= 1:
+                break
+            narrowed = True
+            end = start + max(1, (end - start) * cap * 3 // (4 * count))
+        self._span = end - start if (narrowed or limited) else None
+        return start, end, count
+
+    def _read_window(self, state: WindowCursor) -> Iterator[Page]:
+        win = state.window
+        assert win is not None
+        start, end = win["start"], win["end"]
+        if self._window_ids is None or self._window_ids[:2] != (start, end):
+            self._window_ids = (start, end, set())
+        dedup = EdgeDedup(state, end, self.lookback, window_ids=self._window_ids[2])
+        base = {**self._filters, "dateRange": {"startTime": start / 1000, "endTime": end / 1000},
+                "pageSize": self.page_size}
+        while not self.context.stop.is_set():
+            answer = self._post(SEARCH, {**base, "page": win["page"]})
+            events = answer.get("events")
+            if events is None:
+                events = []
+            elif not isinstance(events, list):
+                raise SourceError(f"{self.name}: {SEARCH}: 'events' is a {type(events).__name__}, not a list")
+            fresh, newest = self._admit(events, dedup, end)
+            win["met"] += dedup.met
+            dedup.met = 0
+            win["page"] += 1
+            counted = win.get("count")
+            if counted is not None and win["page"] > counted // self.page_size + self.WINDOW_PAGES + 1:
+                raise SourceError(f"{self.name}: Incydr served {win['page']} full pages for a window of {counted} "
+                                  f"events ({ms_datetime(start)}..{ms_datetime(end)}); giving up on this poll")
+            if len(events) < self.page_size:
+                if win["page"] > 1 and win["pass"] < self.MAX_REREADS:
+                    total = self._count(start, end)
+                    if total is not None and total != win["met"]:
+                        self.log.info("%s: window %s..%s changed while paging (%d events met, %d counted); "
+                                      "reading it again", self.name, ms_datetime(start), ms_datetime(end),
+                                      win["met"], total)
+                        self.metrics.inc("source_window_rereads_total", source=self.name)
+                        win["pass"] += 1
+                        win["page"] = 0
+                        yield Page(fresh, state.dump(), newest)
+                        continue
+                state.finish_window(end, self.lookback)
+                self._window_ids = None
+                yield Page(fresh, state.dump(), newest)
+                return
+            yield Page(fresh, state.dump(), newest)
+
+    def _admit(self, events: list[Any], dedup: EdgeDedup, end: int) -> tuple[list[Any], datetime | None]:
+        fresh: list[Any] = []
+        newest = -1
+        cache = self._ids
+        if len(cache) > 8 * self.page_size + 10_000:
+            cache.clear()  # events that were never normalized; normalize recomputes on a miss
+        for raw in events:
+            try:
+                cid = content_id(raw)
+            except (TypeError, ValueError):
+                fresh.append(raw)  # unhashable (NaN...): let normalize fail and the core quarantine it
+                continue
+            stamp = raw.get("timestamp") if isinstance(raw, dict) else None
+            try:
+                t = parse_ms(stamp) if isinstance(stamp, str) else end
+            except ValueError:
+                t = end
+            if dedup.admit(cid[:_SEEN_KEY_CHARS], t):
+                fresh.append(raw)
+                cache[id(raw)] = (raw, cid)
+                if t > newest:
+                    newest = t
+        return fresh, (ms_datetime(newest) if newest >= 0 else None)
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            answer = self.http.post_json(path, body)
+        except ForwarderError as exc:
+            raise SourceError(f"{self.name}: Incydr {path}: {exc}") from None
+        if not isinstance(answer, dict):
+            raise SourceError(f"{self.name}: Incydr {path}: expected a JSON object, got {type(answer).__name__}")
+        return answer
+
+    def _count(self, start: int, end: int) -> int | None:
+        """Events in ``[start, end)``; None when this tenant does not offer the count endpoint."""
+        if not self._count_works:
+            return None
+        body = {**self._filters, "dateRange": {"startTime": start / 1000, "endTime": end / 1000}}
+        try:
+            answer = self.http.post_json(COUNT, body)
+        except HttpError as exc:
+            if exc.status in (404, 405, 501):
+                self._count_works = False
+                self.log.warning("%s: %s answered %s; reading windows without narrowing or a recount",
+                                 self.name, COUNT, exc.status)
+                return None
+            raise SourceError(f"{self.name}: Incydr {COUNT}: {exc}") from None
+        except ForwarderError as exc:
+            raise SourceError(f"{self.name}: Incydr {COUNT}: {exc}") from None
+        total = answer.get("totalResultCount") if isinstance(answer, dict) else None
+        if not isinstance(total, int) or isinstance(total, bool):
+            raise SourceError(f"{self.name}: Incydr {COUNT}: no integer totalResultCount in the answer")
+        return total
+
+    # ------------------------------------------------------------------ events
+
+    def normalize(self, raw: Any) -> dict[str, Any]:
+        entry = self._ids.pop(id(raw), None)
+        event_id = entry[1] if entry is not None and entry[0] is raw else content_id(raw)
+        stamp = raw["timestamp"]
+        if not isinstance(stamp, str):
+            raise TypeError("timestamp is not a string")
+        timestamp = stamp if stamp.endswith("Z") and "T" in stamp else format_time(parse_time(stamp))
+        event_type = raw["type$"]
+        kind = self._kinds.get(event_type)
+        if kind is None:
+            kind = self._kinds[event_type] = _classify(str(event_type))
+        category, types, severity, failed, short = kind
+        success = raw.get("success")
+        outcome = "failure" if success is False or (success is None and failed) else "success"
+        actor_name = raw.get("actorName")
+        actor_id = raw.get("actorId")
+        target: dict[str, Any] | None = None
+        if raw.get("userId") is not None or raw.get("userName") is not None:
+            user_name = raw.get("userName")
+            target = {"id": raw.get("userId"), "name": user_name, "type": "user",
+                      "email": user_name if isinstance(user_name, str) and "@" in user_name else None}
+        elif raw.get("resourceId") is not None:
+            target = {"id": raw.get("resourceId"), "type": "resource"}
+        elif raw.get("federationId") is not None:
+            target = {"id": raw.get("federationId"), "type": "federation"}
+        message = f"{short} by {actor_name or actor_id or 'unknown actor'}"
+        if target is not None and (target.get("name") or target.get("id")):
+            message += f" on {target.get('name') or target.get('id')}"
+        return self.make_event(
+            raw,
+            id=event_id,
+            timestamp=timestamp,
+            action=event_type,
+            category=category[:],  # copies: the cached lists must not be shared by events a plugin may edit
+            type=types[:],
+            outcome=outcome,
+            severity=severity,
+            actor={"id": actor_id, "name": actor_name, "type": raw.get("actorType"),
+                   "email": actor_name if isinstance(actor_name, str) and "@" in actor_name else None,
+                   "ip": _first_ip(raw.get("actorIpAddress")), "user_agent": raw.get("actorAgent")},
+            target=target,
+            message=message,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def check_connection(self) -> str:
+        end = now_ms()
+        date_range = {"startTime": (end - 3_600_000) / 1000, "endTime": end / 1000}
+        try:
+            count = self._count(end - 3_600_000, end)
+            if count is None:
+                self._post(SEARCH, {**self._filters, "dateRange": date_range, "page": 0, "pageSize": 1})
+        except SourceError as exc:
+            raise SourceError(f"cannot read the Incydr audit log: {exc}") from None
+        counted = f"{count} audit events in the last hour" if count is not None else "audit log readable"
+        return f"authenticated to {self.http.base_url} as API client {reveal(self.options['client_id'])}; {counted}"
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@hookimpl
+def forwarder_register_sources(registry: Any) -> None:
+    registry.add(IncydrSource)
+

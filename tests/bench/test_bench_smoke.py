@@ -1,0 +1,52 @@
+"""The benchmark's short form runs to the end and every far end counts every event.
+
+It asserts no time and no rate: CI machines differ. It proves that ``bench/run.py`` still
+drives the real ``siem-forwarder once`` against every fake and output, and the bare loop, and
+that each of them delivered exactly the backlog it was given.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytest.importorskip("yaml")
+
+
+@pytest.mark.timeout(240)
+def test_quick_benchmark_completes_with_exact_counts(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    results = tmp_path / "RESULTS.md"
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--json", str(out),
+                           "--results", str(results), "--run-timeout", "60"],
+                          cwd=REPO, capture_output=True, text=True, timeout=230, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    scenarios = {s["name"]: s for s in report["scenarios"]}
+    expected = {
+        "incydr -> syslog_cef (TCP, RFC 5424, octet counting)": 20_000,
+        "bare loop: incydr -> JSON lines over TCP": 20_000,
+        "incydr -> splunk_hec (gzip, ack off)": 20_000,
+        "incydr -> elastic_bulk (gzip)": 20_000,
+        "incydr -> file (fsync per page)": 20_000,
+        "asana -> file": 2_000,
+        "agilicus -> file": 2_000,
+    }
+    for name, events in expected.items():
+        assert name in scenarios, sorted(scenarios)
+        scenario = scenarios[name]
+        assert scenario["events"] == events
+        assert scenario["runs"] == 1
+        assert scenario["counts_ok"], scenario["problems"]
+        assert scenario["problems"] == []
+    rss = [s for name, s in scenarios.items() if name.startswith("peak RSS")]
+    assert len(rss) == 2 and all(s["counts_ok"] for s in rss)
+    assert report["ok"] is True
+    assert report["version"]["runs"] == 3
+    text = results.read_text()
+    assert "bench/run.py --quick" in text and "| incydr -> file (fsync per page) | 20,000 |" in text

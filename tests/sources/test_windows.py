@@ -1,0 +1,71 @@
+"""The window cursor shared by the asana and incydr sources: bounded, JSON, resumable."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from siem_forwarder_plugins.sources.windows import MAX_SEEN, EdgeDedup, WindowCursor, iso_ms, parse_ms
+
+
+def test_a_fresh_cursor_starts_at_the_start_time_and_round_trips_through_json():
+    cursor = WindowCursor.load(None, 1_700_000_000_000)
+    assert cursor.next_window(1_700_000_060_000, 300_000) == (1_700_000_000_000, 1_700_000_060_000)
+    cursor.seen["a"] = 1_700_000_000_001
+    cursor.window = {"start": 1, "end": 2, "page": 3}
+    again = WindowCursor.load(json.loads(json.dumps(cursor.dump())), 0)
+    assert again == cursor
+
+
+def test_the_first_window_of_a_poll_overlaps_by_lookback_but_never_below_floor():
+    cursor = WindowCursor(watermark=1_000_000, floor=0)
+    assert cursor.next_window(2_000_000, 300_000) == (700_000, 2_000_000)
+    cursor.floor = 900_000
+    assert cursor.next_window(2_000_000, 300_000) == (900_000, 2_000_000)
+    assert cursor.next_window(1_000_000, 300_000) is None  # nothing new has settled
+
+
+def test_later_windows_of_a_poll_start_where_the_last_one_ended_even_short_of_the_watermark():
+    cursor = WindowCursor(watermark=1_000_000, floor=0)
+    cursor.finish_window(800_000, 300_000)  # a narrowed overlap window ended before the watermark
+    assert cursor.watermark == 1_000_000
+    assert cursor.next_window(2_000_000, 300_000, after=800_000) == (800_000, 2_000_000)
+    assert cursor.next_window(2_000_000, 300_000, after=2_000_000) is None
+
+
+def test_finishing_a_window_forgets_ids_out_of_the_lookback():
+    cursor = WindowCursor(watermark=0, floor=0, seen={"old": 100, "edge": 700, "new": 900})
+    cursor.window = {"start": 0, "end": 1000}
+    cursor.finish_window(1000, 300)
+    assert cursor.seen == {"edge": 700, "new": 900} and cursor.watermark == 1000 and cursor.window is None
+
+
+def test_the_seen_set_is_bounded_and_floor_rises_past_what_was_dropped():
+    seen = {f"id{i}": 10_000 + i // 3 for i in range(MAX_SEEN + 10)}  # three events per millisecond
+    cursor = WindowCursor(watermark=0, floor=0, seen=seen)
+    cursor.finish_window(20_000_000, 10**9)
+    assert len(cursor.seen) <= MAX_SEEN
+    dropped_times = {t for k, t in seen.items() if k not in cursor.seen}
+    assert cursor.floor == max(dropped_times) + 1
+    assert min(cursor.seen.values()) >= cursor.floor  # no instant is half kept: a re-read from floor repeats nothing
+
+
+def test_edge_dedup_admits_once_and_keeps_only_what_the_next_overlap_reaches():
+    cursor = WindowCursor(watermark=0, floor=0, seen={"delivered-before": 950})
+    dedup = EdgeDedup(cursor, window_end=1000, lookback=100, window_ids=set())
+    assert not dedup.admit("delivered-before", 950)
+    assert dedup.admit("early", 500) and dedup.admit("late", 950)
+    assert not dedup.admit("late", 950)
+    assert cursor.seen == {"delivered-before": 950, "late": 950}
+    assert dedup.met == 3
+
+
+def test_a_foreign_cursor_is_refused_clearly():
+    with pytest.raises(ValueError, match="unrecognised cursor"):
+        WindowCursor.load({"offset": "abc"}, 0)
+
+
+def test_time_helpers_are_exact_to_the_millisecond():
+    assert parse_ms("2024-01-01T00:00:00.001Z") == 1_704_067_200_001
+    assert parse_ms("2024-01-01T00:00:00.001999Z") == 1_704_067_200_001  # truncated, never rounded up
+    assert iso_ms(1_704_067_200_001) == "2024-01-01T00:00:00.001Z"
