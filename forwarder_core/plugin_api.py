@@ -17,19 +17,16 @@ and a :class:`Context` (logger, metrics, state directory, HTTP client factory).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-try:
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - orjson is a dependency; the stdlib gives the same bytes, slower
-    _orjson = None  # type: ignore[assignment]
+from forwarder_core.jsoncodec import canonical_json, canonical_json_bytes, compact_json, content_id
+from forwarder_core.option_schemas import TLS_OPTIONS, apply_defaults, http_output_options_schema, source_options_schema
+from forwarder_core.times import format_time, parse_time
 
 if TYPE_CHECKING:
     from forwarder_core.http import HttpClient
@@ -114,93 +111,6 @@ class SendResult:
     @classmethod
     def all_accepted(cls) -> "SendResult":
         return cls()
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _orjson_exact(value: Any, depth: int = 0) -> bool:
-    """True when orjson writes ``value`` byte for byte as :mod:`json` does (compact, non-ASCII kept).
-
-    That holds for trees of dicts, lists, strings, ints, bools and None. Floats are spelled
-    differently (``0.00001`` against ``1e-05``) and NaN is written as ``null``, so a tree holding
-    any other type goes to :mod:`json`. What orjson refuses (ints over 64 bits, keys that are not
-    strings, lone surrogates, nesting deeper than orjson's limit) raises TypeError, and the caller
-    falls back to :mod:`json` too.
-    """
-    if depth > 200:
-        return False
-    kind = type(value)
-    if kind is dict:
-        items: Any = value.values()
-    elif kind is list:
-        items = value
-    else:
-        return kind is str or kind is int or kind is bool or value is None
-    for item in items:
-        kind = type(item)
-        if kind is str or kind is int or kind is bool or item is None:
-            continue
-        if (kind is dict or kind is list) and _orjson_exact(item, depth + 1):
-            continue
-        return False
-    return True
-
-
-def canonical_json_bytes(value: Any) -> bytes:
-    """:func:`canonical_json` as UTF-8 bytes, built by orjson where its output is the same."""
-    if _orjson is not None and _orjson_exact(value):
-        try:
-            return _orjson.dumps(value, option=_orjson.OPT_SORT_KEYS)
-        except TypeError:
-            pass
-    return canonical_json(value).encode("utf-8")
-
-
-def canonical_json(value: Any) -> str:
-    """Keys sorted, separators ``,`` and ``:``, non-ASCII kept: the text event ids are hashed over."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def content_id(raw: Any) -> str:
-    """SHA-256 hex of the canonical JSON (UTF-8) of a raw event: the id of events that have none."""
-    return hashlib.sha256(canonical_json_bytes(raw)).hexdigest()
-
-
-_compact_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_strict_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-
-
-def compact_json(value: Any, *, allow_nan: bool = True) -> bytes:
-    """``json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=allow_nan)`` as
-    UTF-8 bytes, done by orjson where its output is byte-identical: one encode per event per
-    output, at C speed. With ``allow_nan=False`` NaN and infinities raise ValueError, as there."""
-    if _orjson is not None and _orjson_exact(value):
-        try:
-            return _orjson.dumps(value)
-        except TypeError:
-            pass
-    return (_compact_encode if allow_nan else _strict_encode)(value).encode("utf-8")
-
-
-def parse_time(value: str | float | int) -> datetime:
-    """An RFC 3339 string or epoch seconds, as an aware UTC datetime."""
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, tz=timezone.utc)
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
-
-
-def format_time(dt: datetime) -> str:
-    """RFC 3339 UTC with milliseconds and ``Z``: the normalized event's ``timestamp`` format."""
-    dt = dt.astimezone(timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
 
 # --------------------------------------------------------------------------- base classes
 
@@ -308,84 +218,8 @@ class Output(_Component):
         """
         raise NotImplementedError
 
-
-# --------------------------------------------------------------------------- shared option schemas
-
-TLS_OPTIONS: dict[str, Any] = {
-    "tls_verify": {"type": "boolean", "default": True, "description": "Verify the server's TLS certificate."},
-    "ca_file": {"type": "string", "minLength": 1, "description": "PEM bundle of CAs to trust instead of the system store."},
-    "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 30, "description": "Seconds per HTTP request."},
-}
-
-
-def source_options_schema(
-    *,
-    properties: dict[str, Any],
-    required: list[str] | tuple[str, ...] = (),
-    base_url: str | None,
-    page_size_max: int,
-    page_size_default: int | None = None,
-    settle_delay: float = 60,
-    lookback: float = 300,
-) -> dict[str, Any]:
-    """The options schema of a source: its own ``properties`` plus the options every source takes.
-
-    ``base_url`` is the vendor's production URL (None makes ``base_url`` required);
-    ``page_size`` defaults to the vendor's maximum.
-    """
-    common: dict[str, Any] = {
-        "base_url": {"type": "string", "pattern": "^https?://[^\\s]+$", "description": "The vendor API's base URL."},
-        "page_size": {"type": "integer", "minimum": 1, "maximum": page_size_max,
-                      "default": page_size_default or page_size_max},
-        "settle_delay": {"type": "number", "minimum": 0, "default": settle_delay,
-                         "description": "Seconds a window's end stays behind now, so slow vendor indexing is not missed."},
-        "lookback": {"type": "number", "minimum": 0, "default": lookback,
-                     "description": "Seconds each poll re-reads before the cursor (de-duplicated) for late events."},
-        **TLS_OPTIONS,
-    }
-    if base_url is not None:
-        common["base_url"] = {**common["base_url"], "default": base_url}
-    req = list(required)
-    if base_url is None and "base_url" not in req:
-        req.append("base_url")
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {**common, **properties},
-        "required": req,
-    }
-
-
-def http_output_options_schema(
-    *,
-    properties: dict[str, Any],
-    required: list[str] | tuple[str, ...] = (),
-    batch_max_bytes: int,
-    batch_max_events: int,
-) -> dict[str, Any]:
-    """The options schema of an HTTP output: its own ``properties`` plus gzip, batching and TLS."""
-    common: dict[str, Any] = {
-        "url": {"type": "string", "pattern": "^https?://[^\\s]+$"},
-        "gzip": {"type": "boolean", "default": True},
-        "batch_max_bytes": {"type": "integer", "minimum": 1024, "default": batch_max_bytes},
-        "batch_max_events": {"type": "integer", "minimum": 1, "default": batch_max_events},
-        **TLS_OPTIONS,
-    }
-    req = list(required)
-    if "url" not in req:
-        req.insert(0, "url")
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {**common, **properties},
-        "required": req,
-    }
-
-
-def apply_defaults(schema: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``options`` with the schema's top-level ``default`` values filled in."""
-    result = dict(options)
-    for key, prop in schema.get("properties", {}).items():
-        if key not in result and isinstance(prop, dict) and "default" in prop:
-            result[key] = prop["default"]
-    return result
+__all__ = [
+    "TLS_OPTIONS", "ComponentConfig", "Context", "Output", "Page", "SendResult", "Source", "apply_defaults",
+    "canonical_json", "canonical_json_bytes", "compact_json", "content_id", "format_time",
+    "http_output_options_schema", "parse_time", "source_options_schema",
+]
