@@ -76,7 +76,7 @@ class Service:
     def __init__(self, name: str, argv: list[str], workdir: Path, timeout: float = 600):
         self.name = name
         ready = workdir / f"{name}.ready"
-        self.log = open(workdir / f"{name}.log", "wb")
+        self.log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - the process writes it until stop() closes it
         self.proc = subprocess.Popen([*argv, "--ready-file", str(ready)], cwd=ROOT, stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         self.address = wait_for_file(ready, self.proc, timeout, name)

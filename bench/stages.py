@@ -19,16 +19,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from forwarder_core.metrics import Metrics  # noqa: E402
-from forwarder_core.plugin_api import ComponentConfig, Context, apply_defaults, content_id  # noqa: E402
-from forwarder_core.schema import EventValidator  # noqa: E402
-from siem_forwarder_plugins.outputs.elastic.bulk import ElasticBulk  # noqa: E402
-from siem_forwarder_plugins.outputs.file import encode_lines  # noqa: E402
-from siem_forwarder_plugins.sources.incydr import IncydrSource  # noqa: E402
-from siem_forwarder_plugins.outputs.splunk_hec import SplunkHec  # noqa: E402
-from siem_forwarder_plugins.outputs.syslog.output import SyslogCEF  # noqa: E402
-from siem_forwarder_plugins.sources.windows import parse_ms  # noqa: E402
-from tests.fakes.incydr import IncydrFake  # noqa: E402
+from forwarder_core.metrics import Metrics
+from forwarder_core.plugin_api import ComponentConfig, Context, apply_defaults, content_id
+from forwarder_core.schema import EventValidator
+from siem_forwarder_plugins.outputs.elastic.bulk import ElasticBulk
+from siem_forwarder_plugins.outputs.file import encode_lines
+from siem_forwarder_plugins.sources.incydr import IncydrSource
+from siem_forwarder_plugins.outputs.splunk_hec import SplunkHec
+from siem_forwarder_plugins.outputs.syslog.output import SyslogCEF
+from siem_forwarder_plugins.sources.windows import parse_ms
+from tests.fakes.incydr import IncydrFake
 
 
 def component(cls: Any, options: dict[str, Any], name: str = "bench") -> Any:

@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None, stdin: BinaryIO | None = None, stdou
     streams: list[tuple[str, BinaryIO]] = []
     if args.files:
         for path in args.files:
-            streams.append((path, open(path, "rb")))
+            streams.append((path, open(path, "rb")))  # noqa: SIM115 - closed by the `with` below
     else:
         streams.append(("-", stdin or sys.stdin.buffer))
     good = bad = 0

@@ -17,7 +17,7 @@ from typing import Any
 SCHEMA_PACKAGE = "siem_forwarder_schemas"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_schema(name: str) -> dict[str, Any]:
     """A schema file of the installed ``siem_forwarder_schemas`` package, parsed."""
     text = resources.files(SCHEMA_PACKAGE).joinpath(name).read_text(encoding="utf-8")
@@ -73,7 +73,7 @@ def _compile_fast(schema: dict[str, Any]) -> Callable[[Any], bool]:
     return jsonschema_rs.validator_for(schema).is_valid
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compiled(name: str) -> Callable[[Any], bool]:
     """The fast validator of a packaged schema, compiled once per process."""
     return _compile_fast(load_schema(name))

@@ -23,7 +23,7 @@ def test_sigterm_finishes_and_exits_zero(tmp_path: Path, counter_config) -> None
     try:
         assert wait_for(lambda: len(read_jsonl(tmp_path / "out.jsonl")) == 40)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        _out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
@@ -56,7 +56,7 @@ def test_sighup_bad_config_keeps_running_good_config_applies(tmp_path: Path, cou
         proc.send_signal(signal.SIGHUP)
         assert wait_for(lambda: len(read_jsonl(tmp_path / "out.jsonl")) == 9)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        _out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 0

@@ -103,6 +103,6 @@ def test_every_hook_has_a_test() -> None:
 
 def test_last_event_age_is_set_even_for_a_source_that_delivered_nothing(forwarder_once) -> None:
     run = forwarder_once(raw_events=[])
-    assert ("siem_forwarder_last_event_age_seconds", {"source": "src"}) in [(n, l) for n, l, _ in run.metrics.items()]
+    assert ("siem_forwarder_last_event_age_seconds", {"source": "src"}) in [(n, labels) for n, labels, _ in run.metrics.items()]
     busy = forwarder_once(raw_events=RAW)
     assert busy.metrics.get("last_event_age_seconds", source="src") < 5

@@ -51,7 +51,7 @@ def test_a_broken_plugin_is_named_and_skipped(tmp_path: Path, broken_path: str, 
     listing = run_forwarder(tmp_path, None, "plugins", "-c", str(tmp_path / "config.yaml"))
     assert listing.returncode == 0
     assert "disabled plugin broken (siem-forwarder-broken 6.6.6)" in listing.stdout
-    assert ["source", "counter", "siem-forwarder-testkit", "1.0.0"] in [l.split() for l in listing.stdout.splitlines()]
+    assert ["source", "counter", "siem-forwarder-testkit", "1.0.0"] in [line.split() for line in listing.stdout.splitlines()]
 
 
 def test_third_party_plugin_installed_into_the_environment(tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def test_third_party_plugin_installed_into_the_environment(tmp_path: Path) -> No
     subprocess.run(pip + ["install", "--no-deps", str(example)], check=True, capture_output=True)
     try:
         result = run_forwarder(tmp_path, None, "plugins")
-        assert ["output", "webhook", "siem-forwarder-example", "0.1.0"] in [l.split() for l in result.stdout.splitlines()]
+        assert ["output", "webhook", "siem-forwarder-example", "0.1.0"] in [line.split() for line in result.stdout.splitlines()]
     finally:
         subprocess.run(pip + ["uninstall", "--yes", "siem-forwarder-example"], check=True, capture_output=True)
     result = run_forwarder(tmp_path, None, "plugins")

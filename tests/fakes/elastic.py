@@ -628,7 +628,7 @@ def _map_document(idx: Index, source: dict[str, Any], doc_id: str) -> dict[str, 
                                   f"[1:1] failed to parse field [{path}] of type [{kind}] in document with id "
                                   f"'{doc_id}'. Preview of field's value: '{v}'",
                                   caused_by={"type": "illegal_state_exception",
-                                             "reason": f"Can't get text on a START_OBJECT at 1:1"})
+                                             "reason": "Can't get text on a START_OBJECT at 1:1"})
             elif not _fits(kind, v) and not idx.ignore_malformed:
                 return item_error("document_parsing_exception",
                                   f"[1:1] failed to parse field [{path}] of type [{kind}] in document with id "

@@ -34,7 +34,6 @@ import base64
 import json
 import re
 import threading
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -1,8 +1,9 @@
 """``splunk_hec`` through the real ``siem-forwarder`` process: the delivery promise end to end."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

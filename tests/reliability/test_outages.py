@@ -169,7 +169,7 @@ def test_a_wrong_token_fixed_in_the_config_is_picked_up_on_reload(
         d = daemon(sink)
         wait_until(lambda: _metric(d.port, "output_errors_total", output="out") >= 3, 30, "refused sends", d.proc)
         assert _cursor(tmp_path / "state") is None
-        (paused,) = d.lines("output out: paused")
+        (_paused,) = d.lines("output out: paused")
         assert "00000000-0000-0000-0000-000000000000" not in "".join(d.log)
         token_file = tmp_path / "hec-token"
         token_file.write_text(right + "\n")

@@ -413,7 +413,7 @@ def truncate(header: str, parts: list[str], max_bytes: int) -> str | None:
             continue
         label = key + "Label"
         for j, k in enumerate(keys):
-            if k == key or k == label:
+            if k in (key, label):
                 excess -= sizes[j] + 1
                 items[j] = ""
                 keys[j] = ""

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import pytest

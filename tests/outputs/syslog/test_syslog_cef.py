@@ -211,7 +211,7 @@ def test_udp_truncation_keeps_valid_cef_and_is_counted(rsyslog: Rsyslog, harness
     assert len(lines) == len(events)
     for line in lines:
         assert len(line.encode("utf-8")) <= 700
-        header, ext = parse_cef(strip_syslog_header(line))
+        _header, ext = parse_cef(strip_syslog_header(line))
         assert ext["externalId"].startswith(marker) and "rt" in ext and "act" in ext
         if "msg" in ext:
             assert long_message.startswith(ext["msg"]) and len(ext["msg"]) < len(long_message)

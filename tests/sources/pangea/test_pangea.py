@@ -282,7 +282,7 @@ def test_rate_limit_that_does_not_end_says_so_in_pangea_words(fake: PangeaFake, 
     fake.rate_limit(count=50, retry_after="0", path="/v1/search")
     source = make_source(fake, tmp_path)
     source.client.max_tries = 3
-    with pytest.raises(SourceError, match="rate limited.*TooManyRequests"):
+    with pytest.raises(SourceError, match=r"rate limited.*TooManyRequests"):
         Run(source)
 
 
@@ -304,7 +304,7 @@ def test_validation_errors_are_reported_with_pangea_details(fake: PangeaFake, tm
                body=fake.envelope("ValidationError", "There was an error validating the payload",
                                   {"errors": [{"code": "InvalidQuery", "detail": "unknown field 'colour'",
                                                "source": "/query"}]}))
-    with pytest.raises(SourceError, match="ValidationError.*unknown field 'colour'"):
+    with pytest.raises(SourceError, match=r"ValidationError.*unknown field 'colour'"):
         Run(make_source(fake, tmp_path))
 
 
