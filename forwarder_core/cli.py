@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from forwarder_core import __version__
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from forwarder_core.logs import setup_logging
 
     setup_logging(os.environ.get("SIEM_FORWARDER_LOG_LEVEL", "info"))
-    handler = globals()[f"cmd_{args.command.replace('-', '_')}"]
+    handler: Callable[[argparse.Namespace], int] = globals()[f"cmd_{args.command.replace('-', '_')}"]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -126,6 +127,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     plugins = load_plugins(plugin_paths_of(args.config) if args.config else default_plugin_paths())
     rows = [("KIND", "TYPE", "DISTRIBUTION", "VERSION")]
     for kind, registry in (("source", plugins.sources), ("output", plugins.outputs)):
+        assert registry is not None  # load_plugins fills both
         for name, reg in registry.items():
             rows.append((kind, name, reg.distribution, reg.version))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]

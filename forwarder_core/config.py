@@ -172,7 +172,8 @@ def _start_time(value: str | None) -> datetime:
 
 def resolve_state_dir(document: Mapping[str, Any], env: Mapping[str, str]) -> str:
     if document.get("state_dir"):
-        return os.path.abspath(document["state_dir"])
+        state_dir: str = document["state_dir"]  # the config schema requires a string
+        return os.path.abspath(state_dir)
     if env.get("STATE_DIRECTORY"):
         return env["STATE_DIRECTORY"].split(":")[0]
     return DEFAULT_STATE_DIR

@@ -46,7 +46,7 @@ class OutputError(ForwarderError):
 class HttpError(ForwarderError):
     """An HTTP exchange failed for good (after the client's retries, where it retries)."""
 
-    def __init__(self, message: str, *, status: int | None = None, body: str = "", headers: dict | None = None):
+    def __init__(self, message: str, *, status: int | None = None, body: str = "", headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.body = body

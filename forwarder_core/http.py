@@ -291,7 +291,8 @@ def decode_json(response: requests.Response) -> Any:
         if "html" in ctype.lower() or text.lstrip().lower().startswith(("<!doctype", "<html")):
             kind = f"an HTML page ({ctype or 'no content type'})"
         else:
-            kind = f"invalid or truncated JSON ({exc.msg} at byte {exc.pos} of {len(body)})" if hasattr(exc, "pos") else "invalid JSON"
+            kind = (f"invalid or truncated JSON ({exc.msg} at byte {exc.pos} of {len(body)})"
+                    if isinstance(exc, json.JSONDecodeError) else "invalid JSON")
         raise ResponseError(f"{where}: expected JSON, got {kind}: {snippet(text)}") from None
 
 

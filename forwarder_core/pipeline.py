@@ -205,6 +205,7 @@ class SourceRunner:
         return good
 
     def _transform(self, good: list[dict[str, Any]], bad: list[dict[str, Any]], result: SourceResult) -> list[dict[str, Any]]:
+        assert self.transform is not None  # called only when a plugin transforms events
         kept = good
         for returned in self.transform(source_name=self.name, events=good):
             if returned is not None:  # a plugin keeps the events (the same dicts) it returns

@@ -394,9 +394,9 @@ class Replayer:
                     break
                 again = refused_again.records[before:]
                 delivered += len(chunk) - len(again)
-        for rec in refused_again.records:
-            kept.append(json.dumps(rec, ensure_ascii=False, separators=(",", ":"), default=str) + "\n")
-            why[_group(str(rec.get("reason", "")))] += 1
+        for refused in refused_again.records:
+            kept.append(json.dumps(refused, ensure_ascii=False, separators=(",", ":"), default=str) + "\n")
+            why[_group(str(refused.get("reason", "")))] += 1
         rewrite(f.path, kept)
         return delivered, why
 

@@ -12,7 +12,10 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
 
 SCHEMA_PACKAGE = "siem_forwarder_schemas"
 
@@ -21,7 +24,8 @@ SCHEMA_PACKAGE = "siem_forwarder_schemas"
 def load_schema(name: str) -> dict[str, Any]:
     """A schema file of the installed ``siem_forwarder_schemas`` package, parsed."""
     text = resources.files(SCHEMA_PACKAGE).joinpath(name).read_text(encoding="utf-8")
-    return json.loads(text)
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 @dataclass
@@ -31,7 +35,7 @@ class SchemaProblem:
     key: str | None = None  # for required/additionalProperties: the key whose line to report
 
 
-def _draft_validator(schema: dict[str, Any]) -> Any:
+def _draft_validator(schema: dict[str, Any]) -> Validator:
     import jsonschema
 
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
@@ -46,7 +50,7 @@ def explain_errors(schema: dict[str, Any], instance: Any, schema_id: str = "") -
         key = None
         message = error.message
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            allowed = set(error.schema.get("properties", {}))
+            allowed = set(error.schema.get("properties", {}) if isinstance(error.schema, dict) else ())
             extra = sorted(k for k in error.instance if k not in allowed)
             if extra:
                 key = extra[0]
@@ -87,7 +91,7 @@ class EventValidator:
         self._event_ok = compiled("event.schema.json")
         if isinstance(raw_schema, str):
             self.raw_schema: dict[str, Any] | None = load_schema(raw_schema)
-            self._raw_ok = compiled(raw_schema)
+            self._raw_ok: Callable[[Any], bool] | None = compiled(raw_schema)
         else:
             self.raw_schema = raw_schema
             self._raw_ok = _compile_fast(raw_schema) if raw_schema is not None else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import threading
+from typing import NoReturn
 
 SECRET_OPTION_NAMES = frozenset({"token", "client_secret", "api_key", "password"})
 """Options that are secrets in every plugin; each also accepts ``<name>_file`` and ``${VAR}``."""
@@ -64,7 +65,7 @@ class Secret:
     def __bool__(self) -> bool:
         return bool(self._value)
 
-    def __reduce__(self):  # never pickle a secret into a state file by accident
+    def __reduce__(self) -> NoReturn:  # never pickle a secret into a state file by accident
         raise TypeError("Secret values cannot be pickled")
 
 

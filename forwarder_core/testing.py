@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ class MemorySource(Source):
     options_schema = {"type": "object", "properties": {"events": {"type": "array"},
                                                         "page_size": {"type": "integer", "default": 100}}}
 
-    def poll(self, cursor: Any):
+    def poll(self, cursor: Any) -> Iterator[Page]:
         events = self.options.get("events", [])
         start = (cursor or {}).get("next", 0)
         size = self.options.get("page_size", 100)

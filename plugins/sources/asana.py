@@ -104,7 +104,8 @@ class AsanaSource(WindowedSource):
         self.lookback = int(float(opts["lookback"]) * 1000)
         self.http = context.http(opts, auth=AsanaTokenAuth(opts["token"]))
         self.path = f"/workspaces/{opts['workspace_gid']}/audit_log_events"
-        self._filters = {key: opts[key] for key in ("event_type", "actor_gid", "resource_gid") if key in opts}
+        self._filters: dict[str, Any] = {key: opts[key] for key in ("event_type", "actor_gid", "resource_gid")
+                                         if key in opts}
         if "actor_type" in opts and "actor_gid" not in opts:
             self._filters["actor_type"] = opts["actor_type"]
         self._kinds: dict[tuple[Any, Any], Kind] = {}

@@ -100,7 +100,7 @@ class WindowCursor:
         window = cursor.get("window")
         return cls(
             watermark=int(cursor["watermark"]),
-            floor=int(cursor.get("floor", cursor["watermark"])),
+            floor=int(cursor["floor"] if "floor" in cursor else cursor["watermark"]),
             seen={str(k): int(v) for k, v in (cursor.get("seen") or {}).items()},
             window=dict(window) if window else None,
         )

@@ -94,7 +94,7 @@ class SyslogCEF(Output):
     """Sends each event as ``[syslog header] CEF:0|...`` to a syslog receiver or SIEM collector."""
 
     type_name = "syslog_cef"
-    options_schema: dict[str, Any] = {
+    options_schema = {
         "type": "object",
         "additionalProperties": False,
         "required": ["host", "port"],

@@ -117,7 +117,7 @@ class PangeaSource(Source):
         self._poll_tally: Counter[tuple[str, str]] = Counter()
         self.ledger: Ledger | None = None
         if opts.get("verify_consistency"):
-            ledger_opts = {k: opts[k] for k in ("tls_verify", "ca_file") if k in opts}
+            ledger_opts: dict[str, Any] = {k: opts[k] for k in ("tls_verify", "ca_file") if k in opts}
             ledger_opts["timeout"] = min(float(opts.get("timeout", 30)), 10.0)
             ledger_client = context.http(ledger_opts, base_url=opts.get("ledger_url") or DEFAULT_LEDGER_URL)
             ledger_client.max_tries = 1  # an unreachable ledger is skipped, not waited for
