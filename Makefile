@@ -1,9 +1,13 @@
 # Entry points for humans and CI. Each target delegates to a script so it also works without make.
-.PHONY: package test demo
+.PHONY: package test lint demo
 
-# Sets up .venv and the Debian test dependencies, then runs the whole test suite.
+# Sets up .venv and the Debian test dependencies, lints, then runs the whole test suite.
 test:
 	scripts/test
+
+# ruff and mypy as scripts/test runs them (needs the .venv that scripts/setup.sh test makes).
+lint:
+	scripts/lint
 
 # Sets up .venv and runs the forwarder end to end on the built-in demo.
 demo:
