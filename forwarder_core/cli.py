@@ -75,8 +75,12 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------------------------------- commands
 
 
-def _load(args: argparse.Namespace, *, quiet: bool = False) -> tuple[Any, Any] | None:
-    """Config and plugins, or None after printing every problem (exit 78)."""
+def _load(args: argparse.Namespace, *, quiet: bool = False, need_secrets: bool = True) -> tuple[Any, Any] | None:
+    """Config and plugins, or None after printing every problem (exit 78).
+
+    Commands that only read the state directory pass ``need_secrets=False``: an operator
+    looking at checkpoints must not need the credentials of every vendor first.
+    """
     import logging
 
     from forwarder_core.config import load_config
@@ -84,7 +88,7 @@ def _load(args: argparse.Namespace, *, quiet: bool = False) -> tuple[Any, Any] |
     from forwarder_core.plugins import load_plugins
 
     try:
-        config, plugins = load_config(args.config, load_plugins)
+        config, plugins = load_config(args.config, load_plugins, need_secrets=need_secrets)
     except ConfigError as exc:
         out = sys.stdout if args.command == "check" else sys.stderr
         for problem in exc.problems:
@@ -185,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_state(args: argparse.Namespace) -> int:
     from forwarder_core.statecmd import state_command
 
-    loaded = _load(args, quiet=True)
+    loaded = _load(args, quiet=True, need_secrets=False)  # show and reset only touch the state directory
     if loaded is None:
         return EX_CONFIG
     return state_command(loaded[0], args.action, args.name)
@@ -195,7 +199,7 @@ def cmd_state(args: argparse.Namespace) -> int:
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from forwarder_core.replay import list_command, replay_command
 
-    loaded = _load(args, quiet=True)
+    loaded = _load(args, quiet=True, need_secrets=args.action == "replay")
     if loaded is None:
         return EX_CONFIG
     config, plugins = loaded
