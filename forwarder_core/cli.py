@@ -111,6 +111,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     if loaded is None:
         return EX_CONFIG
     config, plugins = loaded
+    from forwarder_core.statedir import state_dir_problems
+
+    state_problems = state_dir_problems(config.state_dir)
+    if state_problems:
+        where = ("state_dir",) if "state_dir" in config.document else ()
+        for problem in state_problems:
+            print(config.locate(where, problem))
+        return EX_CONFIG
     print(f"{args.config}: OK ({len(config.sources)} source(s), {len(config.outputs)} output(s); "
           f"state in {config.state_dir})")
     if not args.connect:

@@ -38,6 +38,14 @@ class Config:
     settings: dict[str, Any]
     document: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    problems: Problems | None = None  # locates later problems (the state directory's) in the files
+
+    def locate(self, path: tuple[Any, ...], message: str) -> str:
+        """``file:line: $.path: message`` for a problem found after loading."""
+        if self.problems is None:
+            return f"{self.path}:0: {json_path(path)}: {message}"
+        self.problems.add(path, message)
+        return self.problems.lines.pop()[2]
 
     def setting(self, section: str, key: str, default: Any) -> Any:
         return (self.settings.get(section) or {}).get(key, default)
@@ -190,6 +198,7 @@ def load_config(path: str, plugin_loader: Callable[[list[str]], Any], env: Mappi
         settings=settings,
         document=document,
         warnings=warnings,
+        problems=problems,
     )
     return config, plugins
 
