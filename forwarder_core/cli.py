@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     once.add_argument("--source", action="append", metavar="NAME", help="only this source (repeatable)")
     check = with_config(sub.add_parser("check", help="validate the config and every plugin's options"))
     check.add_argument("--connect", action="store_true", help="also authenticate to each source and reach each output")
+    check.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="with --connect: seconds the whole check may take (default 10); each component is tried once")
     plugins = sub.add_parser("plugins", help="list installed source and output types")
     plugins.add_argument("-c", "--config", help="also search this config's plugin_paths")
     state = with_config(sub.add_parser("state", help="show checkpoints and lag, or reset one source"))
@@ -125,7 +127,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EX_OK
     from forwarder_core.connect import check_connections
 
-    return EX_OK if check_connections(config, plugins) else EX_FAILED
+    return EX_OK if check_connections(config, plugins, bound=args.connect_timeout) else EX_FAILED
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

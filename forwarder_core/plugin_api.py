@@ -64,6 +64,9 @@ class Context:
     logger: logging.Logger
     metrics: "Metrics"
     stop: threading.Event = field(default_factory=threading.Event)
+    probe: bool = False
+    """True under ``check --connect``: one attempt per request, no retry loop, so an unreachable
+    vendor is reported at once. A plugin with a loop of its own should try once too."""
 
     def http(self, options: dict[str, Any], *, auth: Any = None, base_url: str | None = None) -> "HttpClient":
         """A new HTTP client (one ``requests.Session``) for this plugin instance.
@@ -81,6 +84,7 @@ class Context:
             metrics=self.metrics,
             logger=self.logger,
             stop=self.stop,
+            single_attempt=self.probe,
         )
 
 

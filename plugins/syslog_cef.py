@@ -255,8 +255,9 @@ class SyslogCEF(Output):
                               retry_after=self._backoff) from exc
         except OSError as exc:
             self._failed()
-            raise OutputError(f"syslog {self.protocol} {self.endpoint}: cannot connect "
-                              f"(next try in {self._backoff:.1f} s): {exc}", retry_after=self._backoff) from exc
+            retry = "" if self.context.probe else f" (next try in {self._backoff:.1f} s)"
+            raise OutputError(f"syslog {self.protocol} {self.endpoint}: cannot connect{retry}: {exc}",
+                              retry_after=self._backoff) from exc
         if self.protocol == "udp":
             self._backoff = 0.0
             self._next_attempt = 0.0
