@@ -166,6 +166,7 @@ class SourceRunner:
             self.log.debug("source %s: poll traceback", self.name, exc_info=True)
         finally:
             prefetch.close()
+        self._record_outcome(result)
         # Alert-ready: "no events for N minutes" is last_event_age_seconds > N*60 (counted from start
         # until the first event of this process arrives).
         self.metrics.set("last_event_age_seconds", time.time() - (self.last_event or self.metrics.started),
@@ -173,6 +174,25 @@ class SourceRunner:
         if progress is not None:
             progress(result)
         return result
+
+    def _record_outcome(self, result: SourceResult) -> None:
+        """For ``state``: how this poll ended. A store that fails here must not fail the poll."""
+        if result.done:
+            ok, outcome = True, f"caught up ({result.delivered} delivered)"
+        elif result.error is not None:
+            ok, outcome = False, result.error
+        else:
+            ok, outcome = True, f"stopped ({result.delivered} delivered)"
+        try:
+            self.store.record_poll(self.name, ok, outcome)
+        except Exception as exc:
+            self.log.warning("source %s: could not record the poll's outcome: %s", self.name, exc)
+
+    def _watermark(self, cursor: Any) -> str | None:
+        try:
+            return _iso(self.source.cursor_time(cursor))
+        except Exception:  # a plugin's view of its own cursor is informative only
+            return None
 
     # ------------------------------------------------------------------ one page
 
@@ -240,7 +260,7 @@ class SourceRunner:
         newest = page.newest
         if newest is None and events:
             newest = parse_time(max(e["timestamp"] for e in events))
-        self.store.commit(self.name, page.cursor, _iso(newest), len(events))
+        self.store.commit(self.name, page.cursor, _iso(newest), len(events), self._watermark(page.cursor))
         result.pages += 1
         result.delivered += len(events)
         self.metrics.inc("pages_committed_total", source=self.name)

@@ -257,6 +257,15 @@ class Source(_Component):
         """
         raise NotImplementedError
 
+    def cursor_time(self, cursor: Any) -> datetime | None:
+        """The time up to which ``cursor`` has read everything (its watermark), or None if unknown.
+
+        ``state`` shows it and the lag behind now it implies: unlike the newest event's age,
+        that lag stays small for a source that is caught up on a quiet tenant. Override it when
+        the cursor knows; it must not raise on a cursor this class wrote.
+        """
+        return None
+
     def normalize(self, raw: Any) -> dict[str, Any]:
         """Map one raw event (an item of ``Page.events``) to the normalized event.
 

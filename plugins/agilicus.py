@@ -364,6 +364,11 @@ class AgilicusAudits(_AgilicusSource):
     _IAM: ClassVar[frozenset[str]] = frozenset({"users", "groups", "roles", "permissions", "user", "group",
                                                 "service_accounts", "api_keys", "tokens"})
 
+    def cursor_time(self, cursor: Any) -> datetime | None:
+        """The end of the last window read completely."""
+        end = cursor.get("end") if isinstance(cursor, dict) else None
+        return parse_time(end) if isinstance(end, str) else None
+
     def normalize(self, raw: Any) -> dict[str, Any]:
         timestamp = _timestamp(raw)
         user = _text(raw.get("user_id"))

@@ -288,6 +288,11 @@ class PangeaSource(Source):
 
     # ------------------------------------------------------------------ normalizing
 
+    def cursor_time(self, cursor: Any) -> datetime | None:
+        """``through``: every event received before it has been searched for."""
+        through = cursor.get("through") if isinstance(cursor, dict) else None
+        return parse_time(through) if isinstance(through, str) else None
+
     def normalize(self, raw: Any) -> dict[str, Any]:
         envelope = raw["envelope"]
         event = envelope["event"]
