@@ -214,6 +214,9 @@ class _Component:
     options_schema: ClassVar[dict[str, Any]] = {"type": "object"}
     secret_options: ClassVar[frozenset[str]] = frozenset()
     """Options that are secrets beyond the standard ``token``/``client_secret``/``api_key``/``password``."""
+    declared_metrics: ClassVar[dict[str, tuple[str, str]]] = {}
+    """The plugin's own metrics: ``{name: (type, help)}``, type ``counter`` (name ends in
+    ``_total``) or ``gauge``; ``/metrics`` shows them with that type and help."""
 
     def __init__(self, config: ComponentConfig, context: Context):
         self.config = config
@@ -222,6 +225,8 @@ class _Component:
         self.context = context
         self.log = context.logger
         self.metrics = context.metrics
+        if self.declared_metrics:
+            self.metrics.declare_all(self.declared_metrics)
 
     def check_connection(self) -> str:
         """For ``check --connect``: authenticate or reach the far end without forwarding anything.

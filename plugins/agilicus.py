@@ -132,6 +132,10 @@ class AgilicusAuth(Auth):
 class _AgilicusSource(Source):
     """What both endpoints share: windows, splitting, de-duplication, auth. Subclasses name the
     endpoint, its filters and the mapping to the normalized event."""
+    declared_metrics = {
+        OVERFLOW_METRIC: ("counter", "Instants holding more Agilicus records than the API returns for one query "
+                                     "(records may be missed there)."),
+    }
 
     vendor = "Agilicus"
     path: ClassVar[str]

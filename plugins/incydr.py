@@ -130,6 +130,10 @@ def _kind(name: str) -> tuple[list[str], list[str], int, bool]:
 
 class IncydrSource(WindowedSource):
     """Code42 Incydr audit log; see the module docstring."""
+    declared_metrics = {
+        "source_window_rereads_total": ("counter", "Incydr windows read again because they changed while "
+                                                   "being paged (events met differ from the count)."),
+    }
 
     type_name = "incydr"
     vendor = "Code42"

@@ -85,6 +85,10 @@ OPTIONS_SCHEMA["properties"]["base_url"]["description"] = (
 
 class PangeaSource(Source):
     """Pangea Secure Audit Log search, verified event by event."""
+    declared_metrics = {
+        "pangea_verifications_total": ("counter", "Pangea tamper-evidence verdicts by check and result (pass, fail, none)."),
+        "pangea_verification_failures_total": ("counter", "Pangea events that failed a tamper-evidence check, by check."),
+    }
 
     type_name = "pangea"
     vendor = "Pangea"

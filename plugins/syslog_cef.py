@@ -92,6 +92,10 @@ class SyslogHeader:
 
 class SyslogCEF(Output):
     """Sends each event as ``[syslog header] CEF:0|...`` to a syslog receiver or SIEM collector."""
+    declared_metrics = {
+        "syslog_messages_total": ("counter", "Syslog messages a syslog_cef output wrote to its socket."),
+        "cef_truncated_total": ("counter", "CEF messages cut to fit max_message_bytes (UDP by default)."),
+    }
 
     type_name = "syslog_cef"
     options_schema: dict[str, Any] = {
