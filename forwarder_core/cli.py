@@ -176,11 +176,10 @@ def cmd_once(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    reporter = ProgressReporter([r.name for r in app.sources], sys.stderr)
     give_up = float(config.setting("delivery", "once_give_up_after", 120))
     try:
-        results = run_sources_once(app, progress=reporter.update, give_up_after=give_up)
-        reporter.finish()
+        with ProgressReporter([r.name for r in app.sources], sys.stderr) as reporter:
+            results = run_sources_once(app, progress=reporter.update, give_up_after=give_up)
         buffered = drain_buffers(app, give_up)
     finally:
         app.close()
