@@ -221,4 +221,13 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 def cmd_cef_check(args: argparse.Namespace) -> int:
     from siem_forwarder_plugins.cef_parser import main as cef_main
 
-    return cef_main(args.cef_args)
+    return cef_main(args.cef_args, prog=f"{_invoked_as()} cef-check")
+
+
+def _invoked_as() -> str:
+    """The command as the user typed it, for usage lines: ``siem-forwarder``, ``.venv/bin/siem-forwarder``
+    or ``python -m forwarder_core``."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "siem-forwarder"
+    if argv0.endswith("__main__.py") or argv0 == "-m":
+        return "python -m forwarder_core"
+    return argv0 if os.sep in argv0 and not os.path.isabs(argv0) else os.path.basename(argv0)
