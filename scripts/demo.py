@@ -150,6 +150,10 @@ def report(out: Path, urls: dict[str, str]) -> None:
     print(f"  {'cef':<14} {count:>6} syslog CEF messages in {_shown(received)}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=2000, help="events each fake serves (default 2000)")
@@ -183,6 +187,9 @@ def main() -> int:
         again = subprocess.run(forwarder + ["once", "-c", str(path)], env=env, cwd=REPO)
         print("\n" + commands(out, args.serve), flush=True)
         if args.serve and not (once.returncode or again.returncode):
+            # Ctrl-C, or a SIGTERM from a supervisor, ends the wait; the fakes are stopped below either way.
+            signal.signal(signal.SIGINT, _interrupt)
+            signal.signal(signal.SIGTERM, _interrupt)
             try:
                 while all(proc.poll() is None for proc in procs):
                     time.sleep(0.5)
