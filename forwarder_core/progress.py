@@ -71,12 +71,13 @@ class ProgressReporter:
         heads = [f"[{elapsed:4.0f}s] {delivered:,} events{rate}", f"[{elapsed:4.0f}s]"]
         parts = [_part(name, res) for name, res in self.state.items()]
         limit = max(width - 1, 1)
-        for shown in range(len(parts), -1, -1):  # as many sources as fit, then the totals if they fit too
+        # The totals and as many sources as fit; if not even one fits beside the totals, the sources alone.
+        counts = range(len(parts), 0, -1)
+        for head, shown in [(heads[0], n) for n in counts] + [(heads[1], n) for n in counts] + [(h, 0) for h in heads]:
             more = len(parts) - shown
-            for head in heads:
-                line = " | ".join([head, *parts[:shown]] + ([f"+{more} more"] if more else []))
-                if len(line) <= limit:
-                    return line
+            line = " | ".join([head, *parts[:shown]] + ([f"+{more} more"] if more else []))
+            if len(line) <= limit:
+                return line
         return heads[-1][:limit]
 
     def _draw(self) -> None:
