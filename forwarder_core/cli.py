@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------------------------------- commands
 
 
-def _load(args: argparse.Namespace, *, quiet: bool = False, need_secrets: bool = True) -> tuple[Any, Any] | None:
+def _load(args: argparse.Namespace, *, quiet: bool = False, need_secrets: bool = True,
+          check_state_dir: bool = False) -> tuple[Any, Any] | None:
     """Config and plugins, or None after printing every problem (exit 78).
 
     Commands that only read the state directory pass ``need_secrets=False``: an operator
@@ -90,7 +91,8 @@ def _load(args: argparse.Namespace, *, quiet: bool = False, need_secrets: bool =
     from forwarder_core.plugins import load_plugins
 
     try:
-        config, plugins = load_config(args.config, load_plugins, need_secrets=need_secrets)
+        config, plugins = load_config(args.config, load_plugins, need_secrets=need_secrets,
+                                      check_state_dir=check_state_dir)
     except ConfigError as exc:
         out = sys.stdout if args.command == "check" else sys.stderr
         for problem in exc.problems:
@@ -109,18 +111,10 @@ def _load(args: argparse.Namespace, *, quiet: bool = False, need_secrets: bool =
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    loaded = _load(args)
+    loaded = _load(args, check_state_dir=True)
     if loaded is None:
         return EX_CONFIG
     config, plugins = loaded
-    from forwarder_core.statedir import state_dir_problems
-
-    state_problems = state_dir_problems(config.state_dir)
-    if state_problems:
-        where = ("state_dir",) if "state_dir" in config.document else ()
-        for problem in state_problems:
-            print(config.locate(where, problem))
-        return EX_CONFIG
     print(f"{args.config}: OK ({len(config.sources)} source(s), {len(config.outputs)} output(s); "
           f"state in {config.state_dir})")
     if not args.connect:

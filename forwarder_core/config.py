@@ -21,6 +21,7 @@ from forwarder_core.plugin_api import ComponentConfig
 from forwarder_core.problems import Problems
 from forwarder_core.schema import explain_errors, load_schema
 from forwarder_core.secrets import SECRET_OPTION_NAMES
+from forwarder_core.statedir import state_dir_problems
 from forwarder_core.yamlsource import Located, expand_vars, json_path, read_yaml
 
 DEFAULT_CONFIG = "/etc/siem-forwarder/config.yaml"
@@ -38,14 +39,6 @@ class Config:
     settings: dict[str, Any]
     document: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
-    problems: Problems | None = None  # locates later problems (the state directory's) in the files
-
-    def locate(self, path: tuple[Any, ...], message: str) -> str:
-        """``file:line: $.path: message`` for a problem found after loading."""
-        if self.problems is None:
-            return f"{self.path}:0: {json_path(path)}: {message}"
-        self.problems.add(path, message)
-        return self.problems.lines.pop()[2]
 
     def setting(self, section: str, key: str, default: Any) -> Any:
         return (self.settings.get(section) or {}).get(key, default)
@@ -148,11 +141,13 @@ def plugin_paths_of(path: str) -> list[str]:
 
 
 def load_config(path: str, plugin_loader: Callable[[list[str]], Any], env: Mapping[str, str] | None = None,
-                *, need_secrets: bool = True) -> tuple[Config, Any]:
+                *, need_secrets: bool = True, check_state_dir: bool = False) -> tuple[Config, Any]:
     """Read and validate the configuration; return it with the loaded plugin set.
 
     Raises :class:`ConfigError` listing every problem found, from every stage at once. With
-    ``need_secrets=False`` (read-only commands) unresolvable secrets are not problems.
+    ``need_secrets=False`` (read-only commands) unresolvable secrets are not problems. With
+    ``check_state_dir`` (``check`` only: a running daemon reloading its config holds the lock
+    itself) the state directory's problems are among them.
     """
     env = os.environ if env is None else env
     files = config_files(path)
@@ -181,6 +176,10 @@ def load_config(path: str, plugin_loader: Callable[[list[str]], Any], env: Mappi
     sources = check_components(document, "sources", plugins.sources, problems, broken, leniency)
     outputs = check_components(document, "outputs", plugins.outputs, problems, broken, leniency)
     check_names_and_routes(document, problems)
+    if check_state_dir and ("state_dir",) not in broken:
+        where = ("state_dir",) if "state_dir" in document else ()
+        for problem in state_dir_problems(resolve_state_dir(document, env)):
+            problems.add(where, problem)
     problems.raise_if_any()
 
     warnings = list(notes)
@@ -198,7 +197,6 @@ def load_config(path: str, plugin_loader: Callable[[list[str]], Any], env: Mappi
         settings=settings,
         document=document,
         warnings=warnings,
-        problems=problems,
     )
     return config, plugins
 

@@ -88,3 +88,15 @@ def test_a_state_dir_that_does_not_exist_yet_is_fine_and_not_created(tmp_path: P
     result = run_forwarder(tmp_path, None, "check", "-c", str(cfg))
     assert result.returncode == 0, result.stdout + result.stderr
     assert not (tmp_path / "new").exists()
+
+
+def test_a_state_dir_problem_is_reported_with_the_config_mistakes(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"state_dir: {tmp_path}/state\nsources:\n  - name: a\n    type: nosuch\noutputs: []\n")
+    result = run_forwarder(tmp_path, None, "check", "-c", str(cfg))
+    assert result.returncode == 78
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{cfg}:1: $.state_dir: state directory {tmp_path}/state exists and is not a directory"
+    assert lines[1].startswith(f"{cfg}:4: $.sources[0].type: unknown source type 'nosuch'")
+    assert len(lines) == 2
