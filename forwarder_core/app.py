@@ -45,14 +45,15 @@ class App:
         self.lock.release()
 
 
-def _context(comp: ComponentConfig, state_dir: str, metrics: Metrics, stop: threading.Event) -> Context:
+def _context(comp: ComponentConfig, state_dir: str, metrics: Metrics, stop: threading.Event, probe: bool) -> Context:
     return Context(name=comp.name, state_dir=state_dir, logger=logging.getLogger(f"siem_forwarder.{comp.name}"),
-                   metrics=metrics, stop=stop)
+                   metrics=metrics, stop=stop, probe=probe)
 
 
-def instantiate(registry: Any, comp: ComponentConfig, state_dir: str, metrics: Metrics, stop: threading.Event) -> Any:
+def instantiate(registry: Any, comp: ComponentConfig, state_dir: str, metrics: Metrics, stop: threading.Event,
+                *, probe: bool = False) -> Any:
     cls = registry.get(comp.type).cls
-    return cls(comp, _context(comp, state_dir, metrics, stop))
+    return cls(comp, _context(comp, state_dir, metrics, stop, probe))
 
 
 def build_app(config: Config, plugins: PluginSet, *, metrics: Metrics | None = None,

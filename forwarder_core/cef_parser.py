@@ -154,14 +154,16 @@ def strip_syslog_header(line: str) -> str:
 # --------------------------------------------------------------------------- command line
 
 
-def main(argv: Sequence[str] | None = None, stdin: BinaryIO | None = None, stdout: TextIO | None = None) -> int:
+def main(argv: Sequence[str] | None = None, stdin: BinaryIO | None = None, stdout: TextIO | None = None,
+         prog: str = "python -m siem_forwarder_plugins.outputs.syslog.cef") -> int:
     """Check that each line of the given files (or standard input) is one strict CEF message.
 
     A syslog header before ``CEF:`` is skipped. Prints one line per message (``N: ok`` or
     ``N: invalid: reason``; with ``--json`` the parsed header and extension) and a summary;
-    exits 0 when every non-empty line parsed, 1 otherwise.
+    exits 0 when every non-empty line parsed, 1 otherwise, 2 when a file cannot be read (one line
+    naming it and why: an operator checking a capture needs the path, not a traceback).
     """
-    parser = argparse.ArgumentParser(prog="python -m siem_forwarder_plugins.outputs.syslog.cef", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=main.__doc__)
     parser.add_argument("files", nargs="*", help="files to check (default: standard input)")
     parser.add_argument("--json", action="store_true", help="print each parsed message as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only invalid lines and the summary")
@@ -170,7 +172,13 @@ def main(argv: Sequence[str] | None = None, stdin: BinaryIO | None = None, stdou
     streams: list[tuple[str, BinaryIO]] = []
     if args.files:
         for path in args.files:
-            streams.append((path, open(path, "rb")))  # noqa: SIM115 - closed by the `with` below
+            try:
+                streams.append((path, open(path, "rb")))  # noqa: SIM115 - closed by the `with` below
+            except OSError as exc:
+                for _, opened in streams:
+                    opened.close()
+                print(f"{prog}: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+                return 2
     else:
         streams.append(("-", stdin or sys.stdin.buffer))
     good = bad = 0

@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     once.add_argument("--source", action="append", metavar="NAME", help="only this source (repeatable)")
     check = with_config(sub.add_parser("check", help="validate the config and every plugin's options"))
     check.add_argument("--connect", action="store_true", help="also authenticate to each source and reach each output")
+    check.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="with --connect: seconds the whole check may take (default 10); each component is tried once")
     plugins = sub.add_parser("plugins", help="list installed source and output types")
     plugins.add_argument("-c", "--config", help="also search this config's plugin_paths")
     state = with_config(sub.add_parser("state", help="show checkpoints and lag, or reset one source"))
@@ -76,8 +78,13 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------------------------------- commands
 
 
-def _load(args: argparse.Namespace, *, quiet: bool = False) -> tuple[Any, Any] | None:
-    """Config and plugins, or None after printing every problem (exit 78)."""
+def _load(args: argparse.Namespace, *, quiet: bool = False, need_secrets: bool = True,
+          check_state_dir: bool = False) -> tuple[Any, Any] | None:
+    """Config and plugins, or None after printing every problem (exit 78).
+
+    Commands that only read the state directory pass ``need_secrets=False``: an operator
+    looking at checkpoints must not need the credentials of every vendor first.
+    """
     import logging
 
     from forwarder_core.config import load_config
@@ -85,7 +92,8 @@ def _load(args: argparse.Namespace, *, quiet: bool = False) -> tuple[Any, Any] |
     from forwarder_core.plugins import load_plugins
 
     try:
-        config, plugins = load_config(args.config, load_plugins)
+        config, plugins = load_config(args.config, load_plugins, need_secrets=need_secrets,
+                                      check_state_dir=check_state_dir)
     except ConfigError as exc:
         out = sys.stdout if args.command == "check" else sys.stderr
         for problem in exc.problems:
@@ -104,7 +112,7 @@ def _load(args: argparse.Namespace, *, quiet: bool = False) -> tuple[Any, Any] |
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    loaded = _load(args)
+    loaded = _load(args, check_state_dir=True)
     if loaded is None:
         return EX_CONFIG
     config, plugins = loaded
@@ -114,7 +122,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EX_OK
     from forwarder_core.connect import check_connections
 
-    return EX_OK if check_connections(config, plugins) else EX_FAILED
+    return EX_OK if check_connections(config, plugins, bound=args.connect_timeout) else EX_FAILED
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -164,11 +172,10 @@ def cmd_once(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    reporter = ProgressReporter([r.name for r in app.sources], sys.stderr)
     give_up = float(config.setting("delivery", "once_give_up_after", 120))
     try:
-        results = run_sources_once(app, progress=reporter.update, give_up_after=give_up)
-        reporter.finish()
+        with ProgressReporter([r.name for r in app.sources], sys.stderr) as reporter:
+            results = run_sources_once(app, progress=reporter.update, give_up_after=give_up)
         buffered = drain_buffers(app, give_up)
     finally:
         app.close()
@@ -187,7 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_state(args: argparse.Namespace) -> int:
     from forwarder_core.statecmd import state_command
 
-    loaded = _load(args, quiet=True)
+    loaded = _load(args, quiet=True, need_secrets=False)  # show and reset only touch the state directory
     if loaded is None:
         return EX_CONFIG
     return state_command(loaded[0], args.action, args.name)
@@ -197,7 +204,7 @@ def cmd_state(args: argparse.Namespace) -> int:
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from forwarder_core.replay import list_command, replay_command
 
-    loaded = _load(args, quiet=True)
+    loaded = _load(args, quiet=True, need_secrets=args.action == "replay")
     if loaded is None:
         return EX_CONFIG
     config, plugins = loaded
@@ -210,4 +217,13 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 def cmd_cef_check(args: argparse.Namespace) -> int:
     from forwarder_core.cef_parser import main as cef_main
 
-    return cef_main(args.cef_args)
+    return cef_main(args.cef_args, prog=f"{_invoked_as()} cef-check")
+
+
+def _invoked_as() -> str:
+    """The command as the user typed it, for usage lines: ``siem-forwarder``, ``.venv/bin/siem-forwarder``
+    or ``python -m forwarder_core``."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "siem-forwarder"
+    if argv0.endswith("__main__.py") or argv0 == "-m":
+        return "python -m forwarder_core"
+    return argv0 if os.sep in argv0 and not os.path.isabs(argv0) else os.path.basename(argv0)

@@ -102,6 +102,7 @@ class HttpClient:
         max_tries: int = 6,
         max_backoff: float = 60.0,
         backoff_factor: float = 0.5,
+        single_attempt: bool = False,
     ):
         self.component = component
         self.auth = auth
@@ -113,6 +114,7 @@ class HttpClient:
         self.max_tries = max_tries
         self.max_backoff = max_backoff
         self.backoff_factor = backoff_factor
+        self.single_attempt = single_attempt
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.trust_env = True
@@ -174,7 +176,7 @@ class HttpClient:
         is left on ``response.parsed``.
         """
         url = self.url(path)
-        tries = max_tries or self.max_tries
+        tries = 1 if self.single_attempt else (max_tries or self.max_tries)
         waits = backoff.expo(base=2, factor=self.backoff_factor, max_value=self.max_backoff)
         next(waits)  # backoff's generators start with a priming None
         refreshed = False

@@ -1,16 +1,28 @@
-"""In-process counters and gauges, rendered in the Prometheus text format.
+"""In-process counters and gauges, exposed through ``prometheus_client``.
 
-Plugins count through ``self.metrics`` (``inc``/``set``); the core renders them for the
-``/metrics`` endpoint and for the ``once`` summary. Label sets are small and fixed (source,
-output, status, code), so a dict keyed by ``(name, labels)`` is enough and costs nothing to read.
+Plugins count through ``self.metrics`` (``inc``/``set``); the core serves them on ``/metrics``
+and reads them for the ``once`` summary. Label sets are small and fixed (source, output, status,
+code), so a dict keyed by ``(name, labels)`` is enough and costs nothing on the hot path; the
+exposition is ``prometheus_client``'s own, with its process collector (CPU, memory, open fds,
+start time), so what Prometheus parses is what the standard library writes.
+
+Every metric is declared with a type and a help text: the core's below, a plugin's through its
+class's ``declared_metrics`` (or :meth:`Metrics.declare`). A plugin that only calls ``inc``/``set``
+still works; its metrics are exposed as ``untyped`` and their help says they were not declared.
 """
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 
-_HELP: dict[str, tuple[str, str]] = {
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.metrics_core import Metric
+
+KINDS = ("counter", "gauge")
+UNDECLARED_HELP = "A plugin's metric that was not declared (declare it with a type and help text)."
+
+CORE_METRICS: dict[str, tuple[str, str]] = {
     "siem_forwarder_events_polled_total": ("counter", "Raw events read from a source."),
     "siem_forwarder_events_delivered_total": ("counter", "Events accepted by an output."),
     "siem_forwarder_events_quarantined_total": ("counter", "Events that failed validation and went to the quarantine."),
@@ -27,49 +39,70 @@ _HELP: dict[str, tuple[str, str]] = {
     "siem_forwarder_cursor_lag_seconds": ("gauge", "Now minus the newest delivered event time, per source."),
     "siem_forwarder_last_event_age_seconds": ("gauge", "Seconds since a source last delivered any event (alert on it)."),
     "siem_forwarder_last_poll_timestamp_seconds": ("gauge", "Unix time of the last successful poll, per source."),
-    "siem_forwarder_bulk_item_status_total": ("counter", "Elasticsearch _bulk items by output and item status (201, 409, 429, 400, ...)."),
-    "siem_forwarder_hec_responses_total": ("counter", "Splunk HEC answers by output and HEC code (http_<status> when the answer was not HEC's)."),
     "siem_forwarder_output_paused": ("gauge", "1 while an output is paused on an auth or config error."),
-    "siem_forwarder_syslog_messages_total": ("counter", "Syslog messages a syslog_cef output wrote to its socket."),
-    "siem_forwarder_cef_truncated_total": ("counter", "CEF messages cut to fit max_message_bytes (UDP by default)."),
-    "siem_forwarder_pangea_verifications_total": ("counter", "Pangea tamper-evidence verdicts by check and result (pass, fail, none)."),
-    "siem_forwarder_pangea_verification_failures_total": ("counter", "Pangea events that failed a tamper-evidence check, by check."),
+    "siem_forwarder_buffer_bytes": ("gauge", "Bytes held in an output's disk buffer."),
 }
 
 
-def _key(name: str, labels: dict[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
+def _key(name: str, labels: Mapping[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
     return name, tuple(sorted((k, str(v)) for k, v in labels.items()))
 
 
+def full_name(name: str) -> str:
+    """Names get the ``siem_forwarder_`` prefix when missing."""
+    return name if name.startswith("siem_forwarder_") else "siem_forwarder_" + name
+
+
 class Metrics:
-    """Thread-safe counters and gauges; names get the ``siem_forwarder_`` prefix when missing."""
+    """Thread-safe counters and gauges; see the module docstring."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._declared: dict[str, tuple[str, str]] = dict(CORE_METRICS)
         self.started = time.time()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+        ProcessCollector(registry=self.registry)
 
-    @staticmethod
-    def _name(name: str) -> str:
-        return name if name.startswith("siem_forwarder_") else "siem_forwarder_" + name
+    _name = staticmethod(full_name)
+
+    def declare(self, name: str, kind: str, help_text: str) -> None:
+        """Give a metric its Prometheus type (``counter`` or ``gauge``) and help text.
+
+        Counter names end in ``_total``, as Prometheus expects; a declaration is idempotent.
+        """
+        name = full_name(name)
+        if kind not in KINDS:
+            raise ValueError(f"metric {name}: type must be one of {', '.join(KINDS)}, not {kind!r}")
+        if kind == "counter" and not name.endswith("_total"):
+            raise ValueError(f"metric {name}: a counter's name ends in _total")
+        if not help_text.strip():
+            raise ValueError(f"metric {name}: the help text is empty")
+        with self._lock:
+            self._declared[name] = (kind, help_text.strip())
+
+    def declare_all(self, declarations: Mapping[str, tuple[str, str]]) -> None:
+        for name, (kind, help_text) in declarations.items():
+            self.declare(name, kind, help_text)
 
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
-        key = _key(self._name(name), labels)
+        key = _key(full_name(name), labels)
         with self._lock:
             self._values[key] = self._values.get(key, 0) + amount
 
     def set(self, name: str, value: float, **labels: str) -> None:
-        key = _key(self._name(name), labels)
+        key = _key(full_name(name), labels)
         with self._lock:
             self._values[key] = value
 
     def get(self, name: str, **labels: str) -> float:
         with self._lock:
-            return self._values.get(_key(self._name(name), labels), 0)
+            return self._values.get(_key(full_name(name), labels), 0)
 
     def total(self, name: str, **match: str) -> float:
         """Sum of a metric over every label set that contains ``match``."""
-        name = self._name(name)
+        name = full_name(name)
         want = set((k, str(v)) for k, v in match.items())
         with self._lock:
             return sum(v for (n, labels), v in self._values.items() if n == name and want <= set(labels))
@@ -80,27 +113,29 @@ class Metrics:
         for (name, labels), value in sorted(snapshot):
             yield name, dict(labels), value
 
+    def declared(self, name: str) -> tuple[str, str] | None:
+        with self._lock:
+            return self._declared.get(full_name(name))
+
     def render(self) -> str:
-        """The Prometheus text exposition format (version 0.0.4)."""
-        lines: list[str] = []
-        seen: set[str] = set()
-        for name, labels, value in self.items():
-            if name not in seen:
-                seen.add(name)
-                kind, help_text = _HELP.get(name, ("untyped", name))
-                lines.append(f"# HELP {name} {help_text}")
-                lines.append(f"# TYPE {name} {kind}")
-            if labels:
-                body = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
-                lines.append(f"{name}{{{body}}} {_number(value)}")
-            else:
-                lines.append(f"{name} {_number(value)}")
-        return "\n".join(lines) + "\n"
+        """The Prometheus text exposition format (version 0.0.4), written by ``prometheus_client``."""
+        return generate_latest(self.registry).decode("utf-8")
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class _Collector:
+    """Hands the current values to ``prometheus_client`` as metric families, one per name."""
 
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for name, labels, value in self.metrics.items():
+            family = families.get(name)
+            if family is None:
+                kind, help_text = self.metrics.declared(name) or ("untyped", UNDECLARED_HELP)
+                # prometheus_client names a counter family without its _total and adds it back.
+                family = Metric(name[: -len("_total")] if kind == "counter" else name, help_text, kind)
+                families[name] = family
+            family.add_sample(name, labels, value)
+        yield from families.values()

@@ -60,6 +60,8 @@ class SourceResult:
     pages: int = 0
     error: str | None = None
     done: bool = False
+    progress: float | None = None
+    """How far through its backlog the source is (0..1), where its cursor tells the time."""
 
     @property
     def ok(self) -> bool:
@@ -146,12 +148,15 @@ class SourceRunner:
         result = SourceResult(self.name)
         checkpoint = self.store.get(self.name)
         cursor = checkpoint.cursor if checkpoint else None
+        backlog = self._backlog(cursor)
         prefetch = _Prefetcher(self.source.poll(cursor), self.name)
         try:
             for page in prefetch:
                 if not self._ship(page, result, give_up_after):
                     break
                 if progress is not None:
+                    if backlog is not None:
+                        result.progress = self._through(backlog, page.cursor)
                     progress(result)
                 if self.stop.is_set():
                     break
@@ -166,6 +171,7 @@ class SourceRunner:
             self.log.debug("source %s: poll traceback", self.name, exc_info=True)
         finally:
             prefetch.close()
+        self._record_outcome(result)
         # Alert-ready: "no events for N minutes" is last_event_age_seconds > N*60 (counted from start
         # until the first event of this process arrives).
         self.metrics.set("last_event_age_seconds", time.time() - (self.last_event or self.metrics.started),
@@ -173,6 +179,45 @@ class SourceRunner:
         if progress is not None:
             progress(result)
         return result
+
+    def _record_outcome(self, result: SourceResult) -> None:
+        """For ``state``: how this poll ended. A store that fails here must not fail the poll."""
+        if result.done:
+            ok, outcome = True, f"caught up ({result.delivered} delivered)"
+        elif result.error is not None:
+            ok, outcome = False, result.error
+        else:
+            ok, outcome = True, f"stopped ({result.delivered} delivered)"
+        try:
+            self.store.record_poll(self.name, ok, outcome)
+        except Exception as exc:
+            self.log.warning("source %s: could not record the poll's outcome: %s", self.name, exc)
+
+    def _backlog(self, cursor: Any) -> tuple[float, float] | None:
+        """Where this poll starts and what "caught up" means (now), in epoch seconds, when the
+        source's cursor tells the time; None otherwise."""
+        try:
+            start = self.source.cursor_time(cursor) if cursor is not None else self.source.config.start_time
+        except Exception:
+            return None
+        now = time.time()
+        return (start.timestamp(), now) if start is not None and start.timestamp() < now else None
+
+    def _through(self, backlog: tuple[float, float], cursor: Any) -> float | None:
+        try:
+            at = self.source.cursor_time(cursor)
+        except Exception:
+            return None
+        if at is None:
+            return None
+        start, end = backlog
+        return min(1.0, max(0.0, (at.timestamp() - start) / (end - start)))
+
+    def _watermark(self, cursor: Any) -> str | None:
+        try:
+            return _iso(self.source.cursor_time(cursor))
+        except Exception:  # a plugin's view of its own cursor is informative only
+            return None
 
     # ------------------------------------------------------------------ one page
 
@@ -241,7 +286,7 @@ class SourceRunner:
         newest = page.newest
         if newest is None and events:
             newest = parse_time(max(e["timestamp"] for e in events))
-        self.store.commit(self.name, page.cursor, _iso(newest), len(events))
+        self.store.commit(self.name, page.cursor, _iso(newest), len(events), self._watermark(page.cursor))
         result.pages += 1
         result.delivered += len(events)
         self.metrics.inc("pages_committed_total", source=self.name)

@@ -61,6 +61,9 @@ class Context:
     logger: logging.Logger
     metrics: "Metrics"
     stop: threading.Event = field(default_factory=threading.Event)
+    probe: bool = False
+    """True under ``check --connect``: one attempt per request, no retry loop, so an unreachable
+    vendor is reported at once. A plugin with a loop of its own should try once too."""
 
     def http(self, options: dict[str, Any], *, auth: Any = None, base_url: str | None = None) -> "HttpClient":
         """A new HTTP client (one ``requests.Session``) for this plugin instance.
@@ -78,6 +81,7 @@ class Context:
             metrics=self.metrics,
             logger=self.logger,
             stop=self.stop,
+            single_attempt=self.probe,
         )
 
 
@@ -120,6 +124,9 @@ class _Component:
     options_schema: ClassVar[dict[str, Any]] = {"type": "object"}
     secret_options: ClassVar[frozenset[str]] = frozenset()
     """Options that are secrets beyond the standard ``token``/``client_secret``/``api_key``/``password``."""
+    declared_metrics: ClassVar[dict[str, tuple[str, str]]] = {}
+    """The plugin's own metrics: ``{name: (type, help)}``, type ``counter`` (name ends in
+    ``_total``) or ``gauge``; ``/metrics`` shows them with that type and help."""
 
     def __init__(self, config: ComponentConfig, context: Context):
         self.config = config
@@ -128,6 +135,8 @@ class _Component:
         self.context = context
         self.log = context.logger
         self.metrics = context.metrics
+        if self.declared_metrics:
+            self.metrics.declare_all(self.declared_metrics)
 
     def check_connection(self) -> str:
         """For ``check --connect``: authenticate or reach the far end without forwarding anything.
@@ -162,6 +171,15 @@ class Source(_Component):
         from the last committed cursor. Check ``self.context.stop`` between requests.
         """
         raise NotImplementedError
+
+    def cursor_time(self, cursor: Any) -> datetime | None:
+        """The time up to which ``cursor`` has read everything (its watermark), or None if unknown.
+
+        ``state`` shows it and the lag behind now it implies: unlike the newest event's age,
+        that lag stays small for a source that is caught up on a quiet tenant. Override it when
+        the cursor knows; it must not raise on a cursor this class wrote.
+        """
+        return None
 
     def normalize(self, raw: Any) -> dict[str, Any]:
         """Map one raw event (an item of ``Page.events``) to the normalized event.

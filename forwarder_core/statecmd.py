@@ -1,10 +1,10 @@
-"""``siem-forwarder state``: each source's checkpoint and lag; reset one."""
+"""``siem-forwarder state``: each source's checkpoint, lag and last poll; reset one."""
 from __future__ import annotations
 
 import json
 import time
 
-from forwarder_core.checkpoint import CheckpointStore
+from forwarder_core.checkpoint import Checkpoint, CheckpointStore, PollOutcome
 from forwarder_core.config import Config
 from forwarder_core.errors import StateError
 from forwarder_core.plugin_api import parse_time
@@ -36,26 +36,49 @@ def state_command(config: Config, action: str, name: str | None) -> int:
                   else f"{name}: had no checkpoint")
             return 0
         configured = {s.name for s in config.sources}
-        rows = [("SOURCE", "UPDATED", "NEWEST EVENT", "LAG", "DELIVERED", "CURSOR")]
-        now = time.time()
-        seen = set()
-        for cp in store.all():
-            seen.add(cp.source)
-            lag = "-"
-            if cp.newest_event:
-                lag = _duration(now - parse_time(cp.newest_event).timestamp())
-            cursor = json.dumps(cp.cursor, separators=(",", ":"))
-            name_col = cp.source + ("" if cp.source in configured else " (not in config)")
-            rows.append((name_col, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cp.updated)),
-                         cp.newest_event or "-", lag, str(cp.delivered), cursor[:80] + ("…" if len(cursor) > 80 else "")))
-        for missing in sorted(configured - seen):
-            rows.append((missing, "never", "-", "-", "0", "-"))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        print_table(store.all(), store.polls(), configured, time.time())
         return 0
     finally:
         store.close()
+
+
+def print_table(checkpoints: list[Checkpoint], polls: dict[str, PollOutcome], configured: set[str], now: float) -> None:
+    """One row per source: where its cursor stands and how far behind now, what it delivered and
+    when, and how its last poll ended.
+
+    LAG is now minus the watermark, so a source that is caught up on a quiet tenant shows a
+    small lag (its settle delay plus the time since its last poll), however old its newest event.
+    """
+    rows = [("SOURCE", "WATERMARK", "LAG", "NEWEST EVENT", "DELIVERED AT", "EVENTS", "LAST POLL", "CURSOR")]
+    seen = set()
+    for cp in checkpoints:
+        seen.add(cp.source)
+        lag = _duration(now - parse_time(cp.watermark).timestamp()) if cp.watermark else "-"
+        cursor = json.dumps(cp.cursor, separators=(",", ":"))
+        rows.append((cp.source + ("" if cp.source in configured else " (not in config)"), _short(cp.watermark), lag,
+                     _short(cp.newest_event), _stamp(cp.delivered_at), str(cp.delivered),
+                     _poll(polls.get(cp.source), now), cursor[:60] + ("…" if len(cursor) > 60 else "")))
+    for missing in sorted(configured - seen):
+        rows.append((missing, "never", "-", "-", "-", "0", _poll(polls.get(missing), now), "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _short(iso: str | None) -> str:
+    """An RFC 3339 time to the second: the table's times are for reading, not for parsing."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(parse_time(iso).timestamp())) if iso else "-"
+
+
+def _stamp(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)) if epoch else "-"
+
+
+def _poll(outcome: PollOutcome | None, now: float) -> str:
+    if outcome is None:
+        return "-"
+    text = outcome.outcome if outcome.ok else f"FAILED: {outcome.outcome}"
+    return f"{_duration(now - outcome.time)} ago, {text[:70]}"
 
 
 def _duration(seconds: float) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 
 from forwarder_core.errors import StateError
 
@@ -62,3 +63,62 @@ class StateLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def state_dir_problems(path: str) -> list[str]:
+    """What would stop ``run``/``once`` from using ``path``, found without creating or changing it.
+
+    For ``check``: the directory must exist or be creatable, be a directory, take a file from
+    this user (tried for real, since root on a read-only file system passes every permission
+    test), and its lock must be free, else the holder is named.
+    """
+    if not os.path.lexists(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        while not os.path.lexists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            return [f"state directory {path} cannot be created: {parent} is not a directory"]
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return [f"state directory {path} does not exist and cannot be created by this user "
+                    f"(uid {os.getuid()}): {parent} is not writable"]
+        return []
+    if not os.path.isdir(path):
+        return [f"state directory {path} exists and is not a directory"]
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".check-", dir=path)
+    except OSError as exc:
+        return [f"state directory {path} is not writable by this user (uid {os.getuid()}): {exc.strerror or exc}"]
+    os.close(fd)
+    os.unlink(probe)
+    holder = lock_holder(path)
+    if holder is not None:
+        return [f"state directory {path} is in use: its lock is held by {holder}; "
+                f"stop that process first, or give this config another state_dir"]
+    return []
+
+
+def lock_holder(state_dir: str) -> str | None:
+    """Who holds ``state_dir/lock`` (``pid 1234 (siem-forwarder run -c ...)``), or None when it is free."""
+    lock = os.path.join(state_dir, "lock")
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: nobody holds it
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            pid = os.read(fd, 32).decode("ascii", "replace").strip()
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+    finally:
+        os.close(fd)
+    if not pid.isdigit():
+        return "another process"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            command = fh.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        command = ""
+    return f"pid {pid}" + (f" ({command[:120]})" if command else "")

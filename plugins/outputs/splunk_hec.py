@@ -107,6 +107,10 @@ class _Round:
 
 class SplunkHec(Output):
     """Splunk HTTP Event Collector. See the module docstring."""
+    declared_metrics = {
+        "hec_responses_total": ("counter", "Splunk HEC answers by output and HEC code (http_<status> when the answer "
+                                           "was not HEC's)."),
+    }
 
     type_name = "splunk_hec"
     options_schema = http_output_options_schema(

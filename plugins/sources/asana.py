@@ -75,6 +75,10 @@ class AsanaTokenAuth(BearerAuth):
 
 class AsanaSource(WindowedSource):
     """Asana audit log; see the module docstring."""
+    declared_metrics = {
+        "source_offset_restarts_total": ("counter", "Asana offsets refused as stale; the window is read again "
+                                                    "from the last position."),
+    }
 
     type_name = "asana"
     vendor = "Asana"

@@ -130,6 +130,10 @@ def _kind(name: str) -> tuple[list[str], list[str], int, bool]:
 
 class IncydrSource(WindowedSource):
     """Code42 Incydr audit log; see the module docstring."""
+    declared_metrics = {
+        "source_window_rereads_total": ("counter", "Incydr windows read again because they changed while "
+                                                   "being paged (events met differ from the count)."),
+    }
 
     type_name = "incydr"
     vendor = "Code42"
@@ -269,7 +273,7 @@ class IncydrSource(WindowedSource):
         try:
             answer = self.http.post_json(path, body)
         except ForwarderError as exc:
-            raise SourceError(f"{self.name}: Incydr {path}: {exc}") from None
+            raise SourceError(_failed(self.name, path, exc)) from None
         if not isinstance(answer, dict):
             raise SourceError(f"{self.name}: Incydr {path}: expected a JSON object, got {type(answer).__name__}")
         return answer
@@ -287,9 +291,9 @@ class IncydrSource(WindowedSource):
                 self.log.warning("%s: %s answered %s; reading windows without narrowing or a recount",
                                  self.name, COUNT, exc.status)
                 return None
-            raise SourceError(f"{self.name}: Incydr {COUNT}: {exc}") from None
+            raise SourceError(_failed(self.name, COUNT, exc)) from None
         except ForwarderError as exc:
-            raise SourceError(f"{self.name}: Incydr {COUNT}: {exc}") from None
+            raise SourceError(_failed(self.name, COUNT, exc)) from None
         total = answer.get("totalResultCount") if isinstance(answer, dict) else None
         if not isinstance(total, int) or isinstance(total, bool):
             raise SourceError(f"{self.name}: Incydr {COUNT}: no integer totalResultCount in the answer")
@@ -357,6 +361,14 @@ class IncydrSource(WindowedSource):
 
     def close(self) -> None:
         self.http.close()
+
+
+def _failed(name: str, path: str, exc: Exception) -> str:
+    """The error of a request to ``path``; the core client's messages already name the request
+    that failed (the token endpoint, when authentication was what failed), so only other errors
+    get ``path`` as well: a message naming two endpoints sends an operator to the wrong one."""
+    text = str(exc)
+    return f"{name}: {text}" if text.startswith(("GET ", "POST ")) else f"{name}: Incydr {path}: {text}"
 
 
 @hookimpl

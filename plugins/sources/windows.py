@@ -204,6 +204,12 @@ class WindowedSource(Source):
             if state.window is not None:  # stopped part-way
                 return
 
+    def cursor_time(self, cursor: Any) -> datetime | None:
+        """The watermark: every window before it is read."""
+        if isinstance(cursor, dict) and isinstance(cursor.get("watermark"), int):
+            return _EPOCH + cursor["watermark"] * _MS
+        return None
+
     def open_window(self, start: int, end: int) -> dict[str, Any]:
         raise NotImplementedError
 

@@ -13,7 +13,7 @@ def _check(tmp_path: Path, text: str, *args: str, env: dict[str, str] | None = N
     return run_forwarder(tmp_path, None, "check", *args, "-c", str(path), env=env)
 
 
-def test_three_mistakes_give_three_located_lines_and_exit_78(tmp_path: Path, testkit_path: str) -> None:
+def test_mistakes_of_every_stage_are_reported_in_one_run(tmp_path: Path, testkit_path: str) -> None:
     text = f"""\
 state_dir: {tmp_path}/state
 plugin_paths: [{testkit_path}]
@@ -35,16 +35,63 @@ outputs:
     lines = [line for line in result.stdout.splitlines() if line.startswith(cfg)]
     assert lines == [
         f"{cfg}:6: $.sources[0].interval: 'fast' is not of type 'number'",
-    ], result.stdout
-    # Phase 2 (plugin options) runs once the top-level schema passes: fix the first mistake.
-    result = _check(tmp_path, text.replace("interval: fast", "interval: 30"))
-    assert result.returncode == 78
-    lines = [line for line in result.stdout.splitlines() if line.startswith(cfg)]
-    assert lines == [
         f"{cfg}:8: $.sources[0].options.count: -5 is less than the minimum of 0",
         f"{cfg}:12: $.outputs[0].options: 'path' is a required property",
         f"{cfg}:13: $.outputs[0].options: unknown option 'pathh' (known: fsync, path)",
     ], result.stdout
+
+
+def test_four_different_mistakes_give_four_located_lines_and_exit_78(tmp_path: Path) -> None:
+    """A wrong interval type, a source missing its token, an unknown output type, a duplicate name."""
+    text = f"""\
+state_dir: {tmp_path}/state
+sources:
+  - name: asana-main
+    type: asana
+    interval: often
+    options:
+      workspace_gid: "1"
+      token: t-0123456789
+  - name: asana-main
+    type: asana
+    options:
+      workspace_gid: "2"
+outputs:
+  - name: siem
+    type: nosuch
+"""
+    result = _check(tmp_path, text)
+    cfg = str(tmp_path / "config.yaml")
+    assert result.returncode == 78, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4, result.stdout
+    assert lines[0] == f"{cfg}:5: $.sources[0].interval: 'often' is not of type 'number'"
+    assert lines[1] == f"{cfg}:9: $.sources[1].name: duplicate source name 'asana-main'"
+    assert lines[2] == f"{cfg}:11: $.sources[1].options: 'token' is a required property"
+    assert lines[3].startswith(f"{cfg}:15: $.outputs[0].type: unknown output type 'nosuch' (installed: ")
+
+
+def test_a_missing_secret_file_is_one_line_naming_the_file_and_why(tmp_path: Path) -> None:
+    text = f"""\
+state_dir: {tmp_path}/state
+sources:
+  - name: asana-main
+    type: asana
+    options:
+      workspace_gid: "1"
+      token_file: {tmp_path}/no-such-token
+outputs:
+  - name: out
+    type: file
+    options: {{path: {tmp_path}/out.jsonl}}
+"""
+    result = _check(tmp_path, text)
+    cfg = str(tmp_path / "config.yaml")
+    assert result.returncode == 78, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        f"{cfg}:7: $.sources[0].options.token_file: cannot read the secret file {tmp_path}/no-such-token: "
+        "No such file or directory",
+    ]
 
 
 def test_top_level_problems_are_all_reported_at_once(tmp_path: Path) -> None:
@@ -59,9 +106,12 @@ bogus: 1
     result = _check(tmp_path, text)
     cfg = str(tmp_path / "config.yaml")
     assert result.returncode == 78
-    assert result.stdout.splitlines()[:5] == [
+    # The nameless block's type is known, so its options are checked too.
+    assert result.stdout.splitlines() == [
         f"{cfg}:2: $.sources[0]: 'type' is a required property",
         f"{cfg}:3: $.sources[0].interval: 0 is less than the minimum of 1",
+        f"{cfg}:4: $.sources[1].options: 'token' is a required property",
+        f"{cfg}:4: $.sources[1].options: 'workspace_gid' is a required property",
         f"{cfg}:4: $.sources[1]: 'name' is a required property",
         f"{cfg}:5: $.outputs: {{}} is not of type 'array'",
         f"{cfg}:6: $: unknown option 'bogus' (known: delivery, log_level, metrics, outputs, plugin_paths, "

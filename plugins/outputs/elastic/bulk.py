@@ -81,6 +81,11 @@ class _Round:
 
 class ElasticBulk(Output):
     """Elasticsearch ``_bulk`` with ``create`` actions. See the module docstring."""
+    declared_metrics = {
+        "bulk_item_status_total": ("counter", "Elasticsearch _bulk items by output and item status (201, 409, 429, "
+                                              "400, ...)."),
+        "bulk_request_splits_total": ("counter", "_bulk requests split in two after a 413 (request too large)."),
+    }
 
     type_name = "elastic_bulk"
     options_schema = http_output_options_schema(

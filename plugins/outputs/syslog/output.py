@@ -92,6 +92,10 @@ class SyslogHeader:
 
 class SyslogCEF(Output):
     """Sends each event as ``[syslog header] CEF:0|...`` to a syslog receiver or SIEM collector."""
+    declared_metrics = {
+        "syslog_messages_total": ("counter", "Syslog messages a syslog_cef output wrote to its socket."),
+        "cef_truncated_total": ("counter", "CEF messages cut to fit max_message_bytes (UDP by default)."),
+    }
 
     type_name = "syslog_cef"
     options_schema = {
@@ -255,8 +259,9 @@ class SyslogCEF(Output):
                               retry_after=self._backoff) from exc
         except OSError as exc:
             self._failed()
-            raise OutputError(f"syslog {self.protocol} {self.endpoint}: cannot connect "
-                              f"(next try in {self._backoff:.1f} s): {exc}", retry_after=self._backoff) from exc
+            retry = "" if self.context.probe else f" (next try in {self._backoff:.1f} s)"
+            raise OutputError(f"syslog {self.protocol} {self.endpoint}: cannot connect{retry}: {exc}",
+                              retry_after=self._backoff) from exc
         if self.protocol == "udp":
             self._backoff = 0.0
             self._next_attempt = 0.0

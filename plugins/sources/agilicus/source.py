@@ -132,6 +132,10 @@ class AgilicusAuth(Auth):
 class _AgilicusSource(Source):
     """What both endpoints share: windows, splitting, de-duplication, auth. Subclasses name the
     endpoint, its filters and the mapping to the normalized event."""
+    declared_metrics = {
+        OVERFLOW_METRIC: ("counter", "Instants holding more Agilicus records than the API returns for one query "
+                                     "(records may be missed there)."),
+    }
 
     vendor = "Agilicus"
     path: ClassVar[str]
@@ -363,6 +367,11 @@ class AgilicusAudits(_AgilicusSource):
     _SEVERITY: ClassVar[dict[str, int]] = {"DELETE": 5, "CREATE": 3, "UPDATE": 3, "PUT": 3, "PATCH": 3, "POST": 3}
     _IAM: ClassVar[frozenset[str]] = frozenset({"users", "groups", "roles", "permissions", "user", "group",
                                                 "service_accounts", "api_keys", "tokens"})
+
+    def cursor_time(self, cursor: Any) -> datetime | None:
+        """The end of the last window read completely."""
+        end = cursor.get("end") if isinstance(cursor, dict) else None
+        return parse_time(end) if isinstance(end, str) else None
 
     def normalize(self, raw: Any) -> dict[str, Any]:
         timestamp = _timestamp(raw)

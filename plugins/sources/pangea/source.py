@@ -85,6 +85,10 @@ OPTIONS_SCHEMA["properties"]["base_url"]["description"] = (
 
 class PangeaSource(Source):
     """Pangea Secure Audit Log search, verified event by event."""
+    declared_metrics = {
+        "pangea_verifications_total": ("counter", "Pangea tamper-evidence verdicts by check and result (pass, fail, none)."),
+        "pangea_verification_failures_total": ("counter", "Pangea events that failed a tamper-evidence check, by check."),
+    }
 
     type_name = "pangea"
     vendor = "Pangea"
@@ -287,6 +291,11 @@ class PangeaSource(Source):
         return data if isinstance(data, dict) and isinstance(data.get("root_hash"), str) else None
 
     # ------------------------------------------------------------------ normalizing
+
+    def cursor_time(self, cursor: Any) -> datetime | None:
+        """``through``: every event received before it has been searched for."""
+        through = cursor.get("through") if isinstance(cursor, dict) else None
+        return parse_time(through) if isinstance(through, str) else None
 
     def normalize(self, raw: Any) -> dict[str, Any]:
         envelope = raw["envelope"]

@@ -428,3 +428,29 @@ def test_cef_check_subcommand_reports_each_line(tmp_path) -> None:
     assert result.returncode == 1
     assert result.stdout.splitlines()[0] == "1: ok"
     assert result.stdout.splitlines()[1].startswith("2: invalid:")
+
+
+def test_cef_check_on_a_missing_or_unreadable_file_is_one_line_and_exit_2(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    for path, reason in ((tmp_path / "nope.log", "No such file or directory"), (tmp_path, "Is a directory")):
+        result = subprocess.run([sys.executable, "-m", "forwarder_core", "cef-check", str(path)],
+                                capture_output=True, text=True)
+        assert result.returncode == 2
+        assert result.stderr.splitlines() == [f"python -m forwarder_core cef-check: cannot read {path}: {reason}"]
+        assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_cef_check_help_names_the_command_as_typed() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    as_module = subprocess.run([sys.executable, "-m", "forwarder_core", "cef-check", "--help"],
+                               capture_output=True, text=True)
+    assert as_module.returncode == 0
+    assert as_module.stdout.startswith("usage: python -m forwarder_core cef-check ")
+    script = Path(sys.executable).parent / "siem-forwarder"
+    installed = subprocess.run([str(script), "cef-check", "--help"], capture_output=True, text=True)
+    assert installed.stdout.startswith("usage: siem-forwarder cef-check "), installed.stdout
