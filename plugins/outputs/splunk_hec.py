@@ -35,7 +35,7 @@ from forwarder_core import hookimpl
 from forwarder_core.errors import HttpError, OutputError
 from forwarder_core.http import BearerAuth, HttpClient, parse_retry_after, snippet
 from forwarder_core.plugin_api import (ComponentConfig, Context, Output, SendResult, compact_json,
-                                       http_output_options_schema)
+                                       http_output_options_schema, traits_of)
 
 EVENT_PATH = "/services/collector/event"
 ACK_PATH = "/services/collector/ack"
@@ -43,14 +43,6 @@ HEALTH_PATH = "/services/collector/health"
 GZIP_LEVEL = 1
 """zlib level 1: a third of level 5's CPU per event for a body about a fifth larger; the
 forwarder's CPU, not the link, is what limits a backfill."""
-
-DEFAULT_SOURCETYPES = {
-    "incydr": "incydr:audit",
-    "agilicus": "agilicus:audit",
-    "agilicus_auth": "agilicus:auth_audit",
-    "pangea": "pangea:audit",
-    "asana": "asana:audit",
-}
 
 RETRY_CODES = frozenset({8, 9, 18, 19, 20, 23, 26, 27})
 PAUSE_CODES = frozenset({1, 2, 3, 4, 7, 10, 11, 14, 16})
@@ -114,7 +106,7 @@ class SplunkHec(Output):
             "token": {"type": "string", "minLength": 1, "description": "The HEC token (secret)."},
             "index": {"type": "string", "minLength": 1, "description": "Index to write to (default: the token's)."},
             "sourcetype": {"type": "string", "minLength": 1,
-                           "description": "Overrides the per-source-type default (`asana:audit`, ...)."},
+                           "description": "Overrides the sourcetype each source declares (`<type>:audit` by default)."},
             "host": {"type": "string", "minLength": 1, "description": "Default: this machine's host name."},
             "source": {"type": "string", "minLength": 1, "description": "Default: the source's name."},
             "ack": {"type": "boolean", "default": False, "description": "Wait for indexer acknowledgement."},
@@ -141,13 +133,13 @@ class SplunkHec(Output):
         self.host = opts.get("host") or socket.gethostname()
         self.index = opts.get("index")
         self.source = opts.get("source")
+        self.sourcetype = opts.get("sourcetype")
         self._headers = {"Content-Type": "application/json"}
         if self.use_gzip:
             self._headers["Content-Encoding"] = "gzip"
         if self.ack:
             self._headers["X-Splunk-Request-Channel"] = self.channel
         self._ack_headers = {k: v for k, v in self._headers.items() if k != "Content-Encoding"}
-        self._sourcetypes: dict[str, str] = {}
         self._warned_no_ack = False
         self.http: HttpClient = context.http(opts, auth=_SplunkAuth(opts["token"], scheme="Splunk"))
 
@@ -177,7 +169,7 @@ class SplunkHec(Output):
         envelope: dict[str, Any] = {
             "host": self.host,
             "source": self.source or src["name"],
-            "sourcetype": self._sourcetype(src["type"]),
+            "sourcetype": self.sourcetype or src.get("splunk_sourcetype") or traits_of(src).splunk_sourcetype,
         }
         if self.index:
             envelope["index"] = self.index
@@ -186,13 +178,6 @@ class SplunkHec(Output):
         # The bytes json.dumps gave: "time" first, spelled by float repr as json does; the rest
         # through compact_json, at C speed unless the raw event holds floats.
         return b'{"time":' + repr(seconds).encode() + b"," + compact_json(envelope, allow_nan=False)[1:]
-
-    def _sourcetype(self, source_type: str) -> str:
-        st = self._sourcetypes.get(source_type)
-        if st is None:
-            st = self.options.get("sourcetype") or DEFAULT_SOURCETYPES.get(source_type, f"{source_type}:audit")
-            self._sourcetypes[source_type] = st
-        return st
 
     # ------------------------------------------------------------------ send
 

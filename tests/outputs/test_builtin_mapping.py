@@ -87,6 +87,7 @@ def _render(tmp_path: Path) -> dict[str, Any]:
     hec = _component(SplunkHec, "hec", {"url": "http://127.0.0.1:9", "token": "t", "host": "golden-host"}, tmp_path)
     bulks = {index: _component(ElasticBulk, "es", {"url": "http://127.0.0.1:9", "index": index}, tmp_path)
              for index in INDEXES}
+    default_index = _component(ElasticBulk, "es", {"url": "http://127.0.0.1:9"}, tmp_path)
     rendered: dict[str, Any] = {}
     for source_type, (cls, options, raw) in RAW.items():
         source = _component(cls, f"{source_type}-main", options, tmp_path)
@@ -100,6 +101,8 @@ def _render(tmp_path: Path) -> dict[str, Any]:
                 "bulk": {index: bulk.encode(ev, INGESTED).decode("utf-8") for index, bulk in bulks.items()},
                 "cef": format_event(ev, VERSION),
             }
+            assert default_index.encode(ev, INGESTED) == bulks["logs-{dataset}-default"].encode(ev, INGESTED)
+    default_index.close()
     hec.close()
     for bulk in bulks.values():
         bulk.close()

@@ -1,7 +1,8 @@
 """Output ``elastic_bulk``: ECS documents to Elasticsearch ``_bulk``, idempotent by construction.
 
-Each event becomes one ``create`` action into ``index`` (a data stream by default, e.g.
-``logs-{vendor}.audit-default``) with an ``_id`` derived from the source type and the event id
+Each event becomes one ``create`` action into ``index`` (by default the data stream
+``logs-{dataset}-default``, ``{dataset}`` being the dataset the event's source declares) with an
+``_id`` derived from the source type and the event id
 (:func:`document_id`), so a batch sent twice (a crash between delivery and checkpoint) creates
 nothing new: the second ``create`` answers 409, which counts as delivered.
 
@@ -37,11 +38,15 @@ from typing import Any
 from forwarder_core import hookimpl
 from forwarder_core.errors import HttpError, OutputError
 from forwarder_core.http import parse_retry_after, snippet
-from forwarder_core.plugin_api import Output, SendResult, compact_json, format_time, http_output_options_schema
+from forwarder_core.plugin_api import (Output, SendResult, SourceTraits, compact_json, format_time,
+                                       http_output_options_schema, traits_of)
 from forwarder_core.secrets import reveal
-from siem_forwarder_plugins.outputs.elastic.ecs import dataset_of, ecs_document, namespace_of, slug
+from forwarder_core.source_traits import slug
+from siem_forwarder_plugins.outputs.elastic.ecs import ecs_document
 
 PLACEHOLDERS = frozenset({"vendor", "dataset", "source_type", "source"})
+DEFAULT_INDEX = "logs-{dataset}-default"
+"""A data stream per dataset: Elasticsearch's built-in ``logs-*-*`` template creates it on first write."""
 DATA_STREAM_PATTERNS = ("logs-", "metrics-", "traces-", "synthetics-")
 ITEM_RETRY_BASE = 0.5
 ITEM_RETRY_CAP = 10.0
@@ -87,8 +92,9 @@ class ElasticBulk(Output):
         properties={
             "index": {
                 "type": "string", "minLength": 1, "maxLength": 200, "pattern": _INDEX_PATTERN,
-                "description": "Data stream or index to write to; may hold {vendor}, {dataset}, {source_type} and "
-                               "{source}, e.g. logs-{vendor}.audit-default.",
+                "default": DEFAULT_INDEX,
+                "description": "Data stream or index to write to; may hold {dataset} (the source's declared dataset), "
+                               "{vendor} (the dataset's first part), {source_type} and {source}.",
             },
             "api_key": {"type": "string", "minLength": 1,
                         "description": "The encoded API key: the value that follows 'ApiKey ' in the header."},
@@ -101,7 +107,6 @@ class ElasticBulk(Output):
                                "handed back to the pipeline's slower retry.",
             },
         },
-        required=["index"],
         batch_max_bytes=5_000_000,
         batch_max_events=5_000,
     )
@@ -114,14 +119,14 @@ class ElasticBulk(Output):
         self.max_events = int(opts["batch_max_events"])
         self.use_gzip = bool(opts["gzip"])
         self.item_retry_rounds = int(opts.get("item_retry_rounds", 5))
-        self.index_template = str(opts["index"])
+        self.index_template = str(opts.get("index") or DEFAULT_INDEX)
         fields = {f for _, f, _, _ in string.Formatter().parse(self.index_template) if f is not None}
         unknown = fields - PLACEHOLDERS
         if unknown:
             raise OutputError(f"index {self.index_template!r} has unknown placeholders "
                               f"{sorted(unknown)}; known: {sorted(PLACEHOLDERS)}", pause=True)
         self._static_index = None if fields else self.index_template
-        self._targets: dict[tuple[str, str], tuple[str, str, str, bytes]] = {}
+        self._targets: dict[tuple[str, str, str | None], tuple[str, SourceTraits, bytes]] = {}
         self._headers = {"Content-Type": "application/x-ndjson", "Accept": "application/json"}
         if self.use_gzip:
             self._headers["Content-Encoding"] = "gzip"
@@ -148,24 +153,24 @@ class ElasticBulk(Output):
 
     # ------------------------------------------------------------------ formatting
 
-    def _target(self, src: dict[str, str]) -> tuple[str, str, str, bytes]:
-        """(index, namespace, dataset, action-line prefix) for a source, computed once per source."""
-        key = (src["name"], src["type"])
+    def _target(self, src: dict[str, Any]) -> tuple[str, SourceTraits, bytes]:
+        """(index, the source's traits, action-line prefix) for a source, computed once per source."""
+        key = (src["name"], src["type"], src.get("dataset"))
         target = self._targets.get(key)
         if target is None:
-            namespace = namespace_of(src["type"])
-            dataset = dataset_of(src["type"])
+            traits = traits_of(src)
             index = self._static_index or self.index_template.format(
-                vendor=namespace, dataset=dataset, source_type=slug(src["type"]), source=slug(src["name"]))
+                vendor=slug(traits.namespace), dataset=slug(traits.dataset), source_type=slug(src["type"]),
+                source=slug(src["name"]))
             prefix = ('{"create":{"_index":' + json.dumps(index) + ',"_id":"').encode()
-            target = self._targets[key] = (index, namespace, dataset, prefix)
+            target = self._targets[key] = (index, traits, prefix)
         return target
 
     def encode(self, ev: dict[str, Any], ingested: str) -> bytes:
         """The action line and the ECS document of one event, each ending in a newline."""
         src = ev["source"]
-        _, namespace, dataset, prefix = self._target(src)
-        body = compact_json(ecs_document(ev, ingested=ingested, namespace=namespace, dataset=dataset), allow_nan=False)
+        _, traits, prefix = self._target(src)
+        body = compact_json(ecs_document(ev, ingested=ingested, traits=traits), allow_nan=False)
         return prefix + document_id(src["type"], ev["id"]).encode() + b'"}}\n' + body + b"\n"
 
     # ------------------------------------------------------------------ send
@@ -355,7 +360,7 @@ class ElasticBulk(Output):
     def _check_target(self) -> str:
         name = self._static_index
         if name is None:
-            return f"index template {self.index_template!r} is resolved per source type"
+            return f"index template {self.index_template!r} is resolved per source"
         resp = self.http.request("GET", f"/_data_stream/{name}", retry=False)
         if resp.status_code == 200:
             return f"data stream {name} exists"
