@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from forwarder_core.jsoncodec import canonical_json, canonical_json_bytes, compact_json, content_id
 from forwarder_core.option_schemas import TLS_OPTIONS, apply_defaults, http_output_options_schema, source_options_schema
-from forwarder_core.source_traits import DEFAULT_SEVERITY, TRAITS, SourceTraits, declared, targets_of, traits_of
+from forwarder_core.source_traits import (DEFAULT_SEVERITY, TRAITS, SourceTraits, declared, remember, targets_of,
+                                         traits_of)
 from forwarder_core.times import format_time, parse_time
 
 if TYPE_CHECKING:
@@ -180,6 +181,7 @@ class Source(_Component):
         if not type_name:
             return  # an abstract base; its concrete subclasses resolve their own
         cls.traits = declared(type_name, cls.product, cls._declared)
+        remember(type_name, cls.traits)
         cls.dataset = cls.traits.dataset
         cls.splunk_sourcetype = cls.traits.splunk_sourcetype
         cls.cef_name = cls.traits.cef_name

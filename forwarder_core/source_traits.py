@@ -4,10 +4,11 @@ A source class declares how the SIEMs should file its events (CONTRACT.md, "Plug
 ``dataset``, ``splunk_sourcetype``, ``cef_name``, ``severity`` and ``varying_fields``.
 :meth:`~forwarder_core.plugin_api.Source.make_event` copies them into every event's ``source``
 block, so they travel with the event: an output formats it the same whether it comes straight
-from the source, out of the disk buffer hours later in another process, or from a dead-letter
+from the source, out of the disk buffer hours later after a restart, or from a dead-letter
 replay, and a third-party output needs nothing but the event. An output holds no table about
 source types; it calls :func:`traits_of` on the event's ``source``. An event made without them (by
-hand, or buffered by a version that did not carry them) gets the defaults a class gets.
+hand, or queued in a disk buffer by a version that did not carry them) reads as what the class
+of its type declares, where that class is loaded in this process, else as the defaults.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ TRAITS = ("dataset", "splunk_sourcetype", "cef_name", "severity", "varying_field
 """The class attributes a source may declare, in the order they appear in the ``source`` block."""
 
 _SLUG_BAD = re.compile(r"[^a-z0-9_.]+")
+_LOADED: dict[str, SourceTraits] = {}
+"""type_name → the traits its class declares, for every source class created in this process."""
 
 
 def slug(value: str) -> str:
@@ -89,8 +92,21 @@ def declared(type_name: str, product: str, attributes: Mapping[str, Any]) -> Sou
     )
 
 
+def remember(type_name: str, traits: SourceTraits) -> None:
+    """Record what a source class declares (called as the class is created)."""
+    _LOADED[type_name] = traits
+
+
 def traits_of(source: Mapping[str, Any]) -> SourceTraits:
-    """The traits an event's ``source`` block carries, with the defaults for what it lacks."""
+    """The traits an event's ``source`` block carries, with the defaults for what it lacks.
+
+    A block without any (no ``dataset``) comes from before sources carried them; its loaded
+    class says what they are, so an upgrade with events still queued moves no sourcetype or index.
+    """
+    if "dataset" not in source:
+        loaded = _LOADED.get(str(source.get("type")))
+        if loaded is not None:
+            return loaded
     return declared(str(source.get("type") or ""), str(source.get("product") or ""), source)
 
 

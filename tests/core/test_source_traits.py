@@ -13,14 +13,15 @@ from forwarder_core.plugin_api import ComponentConfig, Context, Source, targets_
 from forwarder_core.schema import EventValidator
 
 
+# Type names are unique per process (a loaded class answers for blocks of its type), hence the prefix.
 class Plain(Source):
-    type_name = "okta_system"
+    type_name = "traits_okta_system"
     vendor = "Okta"
     product = "System Log"
 
 
 class Declared(Source):
-    type_name = "okta"
+    type_name = "traits_okta"
     vendor = "Okta"
     product = "System Log"
     dataset = "okta.system"
@@ -33,13 +34,13 @@ class Declared(Source):
 class Renamed(Plain):
     """Another type built on ``Plain``: its defaults follow its own type_name."""
 
-    type_name = "okta_other"
+    type_name = "traits_okta_other"
 
 
 class Derived(Declared):
     """Another type built on ``Declared``: what the parent declared is inherited."""
 
-    type_name = "okta_derived"
+    type_name = "traits_okta_derived"
 
 
 def built(cls: type[Source]) -> Source:
@@ -49,8 +50,8 @@ def built(cls: type[Source]) -> Source:
 
 def test_undeclared_attributes_get_the_contracts_defaults() -> None:
     assert (Plain.dataset, Plain.splunk_sourcetype, Plain.cef_name, Plain.severity, Plain.varying_fields) == (
-        "okta_system.audit", "okta_system:audit", "System Log event", 3, frozenset())
-    assert (Renamed.dataset, Renamed.splunk_sourcetype) == ("okta_other.audit", "okta_other:audit")
+        "traits_okta_system.audit", "traits_okta_system:audit", "System Log event", 3, frozenset())
+    assert (Renamed.dataset, Renamed.splunk_sourcetype) == ("traits_okta_other.audit", "traits_okta_other:audit")
 
 
 def test_declared_attributes_are_kept_and_inherited() -> None:
@@ -68,7 +69,7 @@ def test_a_severity_outside_0_10_is_refused_when_the_class_is_made() -> None:
 def test_every_event_carries_its_sources_declarations_and_passes_the_schema() -> None:
     event = built(Declared).make_event({"k": 1}, id="e1", timestamp="2026-11-01T00:00:00Z", name="User login",
                                        severity=9, target=[{"id": "a", "name": None}, {"id": "b"}])
-    assert event["source"] == {"name": "src", "type": "okta", "vendor": "Okta", "product": "System Log",
+    assert event["source"] == {"name": "src", "type": "traits_okta", "vendor": "Okta", "product": "System Log",
                                **Declared.traits.block()}
     assert traits_of(event["source"]) == Declared.traits
     assert event["target"] == [{"id": "a"}, {"id": "b"}]
@@ -78,8 +79,11 @@ def test_every_event_carries_its_sources_declarations_and_passes_the_schema() ->
         assert not validator.is_valid({**event, **bad}), bad
 
 
-def test_a_source_block_without_declarations_reads_as_the_defaults() -> None:
-    assert traits_of({"name": "s", "type": "okta_system", "vendor": "Okta", "product": "System Log"}) == Plain.traits
+def test_a_source_block_without_declarations_reads_as_its_loaded_class_else_the_defaults() -> None:
+    assert traits_of({"name": "s", "type": "traits_okta", "vendor": "Okta", "product": "System Log"}) == Declared.traits
+    unknown = traits_of({"name": "s", "type": "gone", "vendor": "V", "product": "Thing"})
+    assert (unknown.dataset, unknown.splunk_sourcetype, unknown.cef_name, unknown.severity) == (
+        "gone.audit", "gone:audit", "Thing event", 3)
 
 
 @given(st.one_of(st.none(), st.fixed_dictionaries({"id": st.text()}),

@@ -137,3 +137,36 @@ def test_the_golden_file_pins_what_users_rely_on() -> None:
     assert defaults == {"incydr": "Incydr audit event", "agilicus": "Agilicus audit event",
                         "agilicus_auth": "Agilicus authentication event", "pangea": "Pangea audit event",
                         "asana": "Asana audit event"}
+
+
+def test_events_queued_by_an_older_version_keep_their_sourcetype_and_data_stream(
+        tmp_path: Path, counter_config: Any) -> None:
+    """Disk buffers written before events carried their source's declarations drain after the
+    upgrade into the same sourcetype and data stream as before (the loaded class says them)."""
+    from forwarder_core.diskbuffer import DiskBuffer
+    from tests.fakes.elastic import FakeElasticsearch
+    from tests.fakes.splunk_hec import DEFAULT_TOKEN, SplunkHecFake
+    from tests.helpers import run_forwarder
+
+    cls, options, raw = RAW["agilicus_auth"]
+    source = _component(cls, "agilicus-auth", options, tmp_path)
+    legacy = source.normalize(raw)
+    source.close()
+    legacy["source"] = {k: legacy["source"][k] for k in ("name", "type", "vendor", "product")}
+    cfg = counter_config(count=0)
+    cfg["delivery"] = {"once_give_up_after": 5}
+    with SplunkHecFake() as hec, FakeElasticsearch() as es:
+        cfg["outputs"] = [
+            {"name": "splunk", "type": "splunk_hec", "buffer": "disk", "options": {"url": hec.url, "token": DEFAULT_TOKEN}},
+            {"name": "elastic", "type": "elastic_bulk", "buffer": "disk", "options": {"url": es.url}}]
+        state = Path(cfg["state_dir"])
+        state.mkdir(parents=True)
+        for name in ("splunk", "elastic"):
+            queued = DiskBuffer(str(state), name, 1 << 20)
+            assert queued.put("agilicus-auth", [legacy])
+            queued._db.close()
+        done = run_forwarder(tmp_path, cfg)
+        assert done.returncode == 0, done.stderr
+        assert [e["sourcetype"] for e in hec.events] == ["agilicus:auth_audit"]
+        (doc,) = es.documents("logs-agilicus.auth_audit-default").values()
+    assert doc["event"]["dataset"] == "agilicus.auth_audit" and doc["event"]["module"] == "agilicus"

@@ -32,7 +32,7 @@ def test_dataset_module_and_vendor_key_come_from_the_source_block() -> None:
 
 
 def test_severity_is_the_events_else_the_sources() -> None:
-    ev = event("okta", {}, severity=8)
+    ev = event("example_sso", {}, severity=8)
     ev["source"].update(dataset="okta.system", severity=6)
     assert doc_of(ev)["event"]["severity"] == 8
     del ev["severity"]
@@ -42,7 +42,7 @@ def test_severity_is_the_events_else_the_sources() -> None:
 def test_every_user_target_is_related_and_the_first_is_user_target() -> None:
     targets = [{"id": "app1", "type": "AppInstance"}, {"id": "u2", "type": "User", "name": "Bo"},
                {"id": "u3", "type": "User", "email": "cy@example.com"}]
-    doc = doc_of(event("okta", {}, actor={"id": "u1"}, target=targets))
+    doc = doc_of(event("example_sso", {}, actor={"id": "u1"}, target=targets))
     assert doc["user"]["target"] == {"id": "u2", "name": "Bo"}
     assert doc["related"]["user"] == ["u1", "u2", "Bo", "u3", "cy@example.com"]
 
