@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from forwarder_core.jsoncodec import canonical_json, canonical_json_bytes, compact_json, content_id
 from forwarder_core.option_schemas import TLS_OPTIONS, apply_defaults, http_output_options_schema, source_options_schema
+from forwarder_core.source_traits import (DEFAULT_SEVERITY, TRAITS, SourceTraits, declared, remember, targets_of,
+                                         traits_of)
 from forwarder_core.times import format_time, parse_time
 
 if TYPE_CHECKING:
@@ -155,12 +157,45 @@ class Source(_Component):
     Subclasses set ``type_name``, ``vendor``, ``product``, ``options_schema`` and
     ``event_schema`` (the file name of the raw-event schema in ``siem_forwarder_schemas``, a
     schema dict, or None), and implement :meth:`poll` and :meth:`normalize`.
+
+    They may also declare how the outputs file their events (each output reads these from the
+    event's ``source`` block, never from a table of its own; see
+    :mod:`forwarder_core.source_traits`): ``dataset`` (ECS ``event.dataset`` and ``{dataset}``
+    in an Elasticsearch index, default ``<type_name>.audit``), ``splunk_sourcetype`` (default
+    ``<type_name>:audit``), ``cef_name`` (the CEF Name of an event with neither ``name`` nor
+    ``action``, default ``<product> event``), ``severity`` (0-10, for events that set none,
+    default 3) and ``varying_fields`` (raw fields whose type varies between events). An attribute
+    a class leaves out gets its default from that class's own ``type_name`` and ``product``, so
+    a subclass with another ``type_name`` does not inherit its parent's defaults.
     """
 
     vendor: ClassVar[str] = ""
     product: ClassVar[str] = ""
     event_schema: ClassVar[str | dict[str, Any] | None] = None
     """The raw-event schema: a file name in ``siem_forwarder_schemas`` (built-ins) or the schema itself."""
+    dataset: ClassVar[str] = ""
+    splunk_sourcetype: ClassVar[str] = ""
+    cef_name: ClassVar[str] = ""
+    severity: ClassVar[int] = DEFAULT_SEVERITY
+    varying_fields: ClassVar[frozenset[str]] = frozenset()
+    traits: ClassVar[SourceTraits]
+    """The five attributes above, resolved (defaults filled) when the class is created."""
+    _declared: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        mine = {k: cls.__dict__[k] for k in TRAITS if k in cls.__dict__}
+        cls._declared = {**cls._declared, **mine}
+        type_name = getattr(cls, "type_name", "")
+        if not type_name:
+            return  # an abstract base; its concrete subclasses resolve their own
+        cls.traits = declared(type_name, cls.product, cls._declared)
+        remember(type_name, cls.traits)
+        cls.dataset = cls.traits.dataset
+        cls.splunk_sourcetype = cls.traits.splunk_sourcetype
+        cls.cef_name = cls.traits.cef_name
+        cls.severity = cls.traits.severity
+        cls.varying_fields = cls.traits.varying_fields
 
     def poll(self, cursor: Any | None) -> Iterator[Page]:
         """Yield pages from ``cursor`` (None on the very first poll) until caught up, then return.
@@ -192,8 +227,10 @@ class Source(_Component):
     def make_event(self, raw: Any, *, id: str, timestamp: str | datetime, **fields: Any) -> dict[str, Any]:
         """Build a normalized event: ``id``, ``timestamp``, ``source`` and ``raw`` plus ``fields``.
 
-        ``fields`` takes the optional normalized fields (``action``, ``category``, ``outcome``,
-        ``actor``, ``target``, ``message``, ``integrity``, ...); None values are left out.
+        ``fields`` takes the optional normalized fields (``action``, ``name``, ``severity``,
+        ``category``, ``outcome``, ``actor``, ``target`` (one object or a list), ``message``,
+        ``integrity``, ...); None values are left out. ``source`` carries the class's declared
+        traits, so every output maps the event the way this class says.
         """
         if isinstance(timestamp, datetime):
             timestamp = format_time(timestamp)
@@ -209,6 +246,10 @@ class Source(_Component):
                 value = {k: v for k, v in value.items() if v is not None}
                 if not value:
                     continue
+            elif isinstance(value, list) and value and isinstance(value[0], dict):  # several targets
+                value = [kept for item in value if (kept := {k: v for k, v in item.items() if v is not None})]
+                if not value:
+                    continue
             event[key] = value
         event["raw"] = raw
         return event
@@ -216,7 +257,8 @@ class Source(_Component):
     def _source_block(self) -> dict[str, str]:
         block = self.__dict__.get("_source_block_cache")
         if block is None:
-            block = {"name": self.name, "type": self.type_name, "vendor": self.vendor, "product": self.product}
+            block = {"name": self.name, "type": self.type_name, "vendor": self.vendor, "product": self.product,
+                     **self.traits.block()}
             self.__dict__["_source_block_cache"] = block
         return block
 
@@ -237,7 +279,7 @@ class Output(_Component):
         raise NotImplementedError
 
 __all__ = [
-    "TLS_OPTIONS", "ComponentConfig", "Context", "Output", "Page", "SendResult", "Source", "apply_defaults",
-    "canonical_json", "canonical_json_bytes", "compact_json", "content_id", "format_time",
-    "http_output_options_schema", "parse_time", "source_options_schema",
+    "TLS_OPTIONS", "ComponentConfig", "Context", "Output", "Page", "SendResult", "Source", "SourceTraits",
+    "apply_defaults", "canonical_json", "canonical_json_bytes", "compact_json", "content_id", "format_time",
+    "http_output_options_schema", "parse_time", "source_options_schema", "targets_of", "traits_of",
 ]

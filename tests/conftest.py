@@ -18,7 +18,8 @@ def _pip_target(package: Path, target: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def testkit_path(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The test-only plugin distribution (``counter`` source, ``flaky`` output) in a plugin directory."""
+    """The test-only plugin distribution (``counter`` and ``acme_guard`` sources, ``flaky`` output) in a plugin
+    directory."""
     return str(_pip_target(FIXTURES / "testkit", tmp_path_factory.mktemp("testkit")))
 
 

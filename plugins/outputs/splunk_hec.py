@@ -22,7 +22,6 @@ means the indexer lost the request, and its events are sent again.
 """
 from __future__ import annotations
 
-import gzip
 import socket
 import time
 import uuid
@@ -35,7 +34,8 @@ from forwarder_core import hookimpl
 from forwarder_core.errors import HttpError, OutputError
 from forwarder_core.http import BearerAuth, HttpClient, parse_retry_after, snippet
 from forwarder_core.plugin_api import (ComponentConfig, Context, Output, SendResult, compact_json,
-                                       http_output_options_schema)
+                                       http_output_options_schema, traits_of)
+from siem_forwarder_plugins.outputs.batching import Limits, Retryable, Round, post_round, send_in_rounds, split
 
 EVENT_PATH = "/services/collector/event"
 ACK_PATH = "/services/collector/ack"
@@ -43,14 +43,6 @@ HEALTH_PATH = "/services/collector/health"
 GZIP_LEVEL = 1
 """zlib level 1: a third of level 5's CPU per event for a body about a fifth larger; the
 forwarder's CPU, not the link, is what limits a backfill."""
-
-DEFAULT_SOURCETYPES = {
-    "incydr": "incydr:audit",
-    "agilicus": "agilicus:audit",
-    "agilicus_auth": "agilicus:auth_audit",
-    "pangea": "pangea:audit",
-    "asana": "asana:audit",
-}
 
 RETRY_CODES = frozenset({8, 9, 18, 19, 20, 23, 26, 27})
 PAUSE_CODES = frozenset({1, 2, 3, 4, 7, 10, 11, 14, 16})
@@ -74,14 +66,6 @@ _MS = timedelta(milliseconds=1)
 _MAX_ACK_ROUNDS = 3
 
 
-class _Retryable(Exception):
-    """A request failed in a way a later retry can fix; carries what HEC said."""
-
-    def __init__(self, message: str, retry_after: float | None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 @dataclass
 class _Sent:
     """A request HEC answered code 0 to, waiting for its ack."""
@@ -92,17 +76,10 @@ class _Sent:
 
 
 @dataclass
-class _Round:
-    """The outcome of posting a list of events once."""
+class _Round(Round):
+    """A round of :mod:`~siem_forwarder_plugins.outputs.batching`, with the requests awaiting their acks."""
 
     sent: list[_Sent] = field(default_factory=list)
-    delivered: int = 0  # events accepted without an ack to wait for
-    unsent: list[int] = field(default_factory=list)
-    failure: _Retryable | None = None
-
-    def fail(self, failure: _Retryable, chunk: list[int], queue: deque[list[int]]) -> None:
-        self.failure = failure
-        self.unsent = [i for c in (chunk, *queue) for i in c]
 
 
 class SplunkHec(Output):
@@ -118,7 +95,7 @@ class SplunkHec(Output):
             "token": {"type": "string", "minLength": 1, "description": "The HEC token (secret)."},
             "index": {"type": "string", "minLength": 1, "description": "Index to write to (default: the token's)."},
             "sourcetype": {"type": "string", "minLength": 1,
-                           "description": "Overrides the per-source-type default (`asana:audit`, ...)."},
+                           "description": "Overrides the sourcetype each source declares (`<type>:audit` by default)."},
             "host": {"type": "string", "minLength": 1, "description": "Default: this machine's host name."},
             "source": {"type": "string", "minLength": 1, "description": "Default: the source's name."},
             "ack": {"type": "boolean", "default": False, "description": "Wait for indexer acknowledgement."},
@@ -135,9 +112,7 @@ class SplunkHec(Output):
     def __init__(self, config: ComponentConfig, context: Context):
         super().__init__(config, context)
         opts = self.options
-        self.max_bytes = int(opts["batch_max_bytes"])
-        self.max_events = int(opts["batch_max_events"])
-        self.use_gzip = bool(opts["gzip"])
+        self.limits = Limits.from_options(opts)
         self.ack = bool(opts["ack"])
         self.ack_timeout = float(opts["ack_timeout"])
         self.ack_poll_interval = float(opts["ack_poll_interval"])
@@ -145,13 +120,13 @@ class SplunkHec(Output):
         self.host = opts.get("host") or socket.gethostname()
         self.index = opts.get("index")
         self.source = opts.get("source")
+        self.sourcetype = opts.get("sourcetype")
         self._headers = {"Content-Type": "application/json"}
-        if self.use_gzip:
+        if self.limits.gzip:
             self._headers["Content-Encoding"] = "gzip"
         if self.ack:
             self._headers["X-Splunk-Request-Channel"] = self.channel
         self._ack_headers = {k: v for k, v in self._headers.items() if k != "Content-Encoding"}
-        self._sourcetypes: dict[str, str] = {}
         self._warned_no_ack = False
         self.http: HttpClient = context.http(opts, auth=_SplunkAuth(opts["token"], scheme="Splunk"))
 
@@ -181,7 +156,7 @@ class SplunkHec(Output):
         envelope: dict[str, Any] = {
             "host": self.host,
             "source": self.source or src["name"],
-            "sourcetype": self._sourcetype(src["type"]),
+            "sourcetype": self.sourcetype or src.get("splunk_sourcetype") or traits_of(src).splunk_sourcetype,
         }
         if self.index:
             envelope["index"] = self.index
@@ -190,13 +165,6 @@ class SplunkHec(Output):
         # The bytes json.dumps gave: "time" first, spelled by float repr as json does; the rest
         # through compact_json, at C speed unless the raw event holds floats.
         return b'{"time":' + repr(seconds).encode() + b"," + compact_json(envelope, allow_nan=False)[1:]
-
-    def _sourcetype(self, source_type: str) -> str:
-        st = self._sourcetypes.get(source_type)
-        if st is None:
-            st = self.options.get("sourcetype") or DEFAULT_SOURCETYPES.get(source_type, f"{source_type}:audit")
-            self._sourcetypes[source_type] = st
-        return st
 
     # ------------------------------------------------------------------ send
 
@@ -217,123 +185,84 @@ class SplunkHec(Output):
                 result.rejected[i] = f"event cannot be encoded as HEC JSON: {exc}"
                 continue
             payloads.append(data)
-            if len(data) > self.max_bytes:
+            if len(data) > self.limits.max_bytes:
                 result.rejected[i] = (
-                    f"event is {len(data)} bytes as HEC JSON, over batch_max_bytes ({self.max_bytes})")
+                    f"event is {len(data)} bytes as HEC JSON, over batch_max_bytes ({self.limits.max_bytes})")
             else:
                 todo.append(i)
 
-        progressed = False  # some event of the batch was accepted or rejected for good
-        rounds = 0
-        while todo:
-            rnd = self._post_all(todo, payloads, result)
-            progressed = progressed or rnd.delivered > 0 or bool(result.rejected)
-            lost: list[int] = []
-            if rnd.sent:
-                confirmed, lost = self._await_acks(rnd.sent)
-                progressed = progressed or confirmed
-            if rnd.failure is not None:
-                if not progressed:
-                    raise OutputError(str(rnd.failure), retry_after=rnd.failure.retry_after)
-                result.retry, result.retry_after = sorted(rnd.unsent + lost), rnd.failure.retry_after
-                return result
-            todo = lost
-            if lost:
-                rounds += 1
+        sizes = [len(p) + len(_SEP) for p in payloads]
+        return send_in_rounds(todo, result, lambda indexes: self._round(indexes, sizes, payloads, result),
+                              rounds=_MAX_ACK_ROUNDS - 1, stop=self.context.stop)
+
+    def _round(self, indexes: list[int], sizes: list[int], payloads: list[bytes], result: SendResult) -> _Round:
+        """Post ``indexes`` in capped requests, then wait for the acks of what HEC took.
+
+        Events whose ack never came are the round's ``again``. Rejected events are recorded in
+        ``result``; pause errors raise.
+        """
+        rnd = _Round()
+        post_round(self.limits.chunks(indexes, sizes),
+                   lambda chunk, queue: self._post_chunk(chunk, queue, rnd, payloads, result), rnd)
+        if rnd.sent:
+            confirmed, lost = self._await_acks(rnd.sent)
+            rnd.progressed = rnd.progressed or confirmed
+            rnd.again = lost
+            if lost and rnd.failure is None:
                 self.log.warning(
                     "%s: %d events not acknowledged by Splunk within ack_timeout (%gs); sending them again",
                     self.name, len(lost), self.ack_timeout)
-                if rounds >= _MAX_ACK_ROUNDS:
-                    # Acks that never come (often a load balancer without sticky sessions): hand
-                    # the events back to the core's backoff rather than spin here.
-                    result.retry = sorted(lost)
-                    return result
-        return result
-
-    def _chunks(self, indexes: list[int], payloads: list[bytes]) -> deque[list[int]]:
-        chunks: deque[list[int]] = deque()
-        current: list[int] = []
-        size = 0
-        for i in indexes:
-            n = len(payloads[i]) + 1
-            if current and (size + n > self.max_bytes or len(current) >= self.max_events):
-                chunks.append(current)
-                current, size = [], 0
-            current.append(i)
-            size += n
-        if current:
-            chunks.append(current)
-        return chunks
-
-    def _post_all(self, indexes: list[int], payloads: list[bytes], result: SendResult) -> _Round:
-        """Post ``indexes`` in capped requests, stopping at the first retryable failure.
-
-        Rejected events are recorded in ``result``; pause errors raise.
-        """
-        rnd = _Round()
-        queue = self._chunks(indexes, payloads)
-        while queue:
-            chunk = queue.popleft()
-            try:
-                status, body, headers = self._post(chunk, payloads)
-            except _Retryable as exc:
-                rnd.fail(exc, chunk, queue)
-                return rnd
-            code = body.get("code") if isinstance(body, dict) else None
-            text = body.get("text", "") if isinstance(body, dict) else snippet(str(body))
-            self.metrics.inc("hec_responses_total", output=self.name,
-                             code=str(code) if code is not None else f"http_{status}")
-            kind = classify(status, code)
-            if kind == "ok":
-                ack_id = body.get("ackId")
-                if self.ack and isinstance(ack_id, int):
-                    rnd.sent.append(_Sent(ack_id, chunk, time.monotonic() + self.ack_timeout))
-                else:
-                    rnd.delivered += len(chunk)
-                    if self.ack and not self._warned_no_ack:
-                        self._warned_no_ack = True
-                        self.log.warning("%s: ack is true but Splunk returned no ackId (the token has indexer "
-                                         "acknowledgement off); delivery is confirmed on code 0 only", self.name)
-            elif kind == "event":
-                bad = body.get("invalid-event-number") if isinstance(body, dict) else None
-                reason = f"HEC code {code}: {text}" if code is not None else "HEC answered 413: request too large"
-                if isinstance(bad, int) and 0 <= bad < len(chunk):
-                    # Splunk indexed the events before `bad`; only the rest goes again.
-                    rnd.delivered += bad
-                    result.rejected[chunk[bad]] = reason
-                    if bad + 1 < len(chunk):
-                        queue.appendleft(chunk[bad + 1:])
-                elif len(chunk) == 1:
-                    result.rejected[chunk[0]] = reason
-                else:
-                    # No position given: nothing was indexed; halve until the bad event is alone.
-                    half = len(chunk) // 2
-                    queue.appendleft(chunk[half:])
-                    queue.appendleft(chunk[:half])
-            elif kind == "pause":
-                hint = _PAUSE_HINTS.get(code or 0) or _status_hint(status)
-                what = f'code {code} "{text}"' if code is not None else text
-                raise OutputError(
-                    f"Splunk HEC refused the request ({status}, {what}): {hint}",
-                    pause=True,
-                )
-            else:
-                what = f'code {code} "{text}"' if code is not None else text
-                failure = _Retryable(f"Splunk HEC answered {status} ({what})",
-                                     parse_retry_after(headers.get("Retry-After")))
-                rnd.fail(failure, chunk, queue)
-                return rnd
         return rnd
+
+    def _post_chunk(self, chunk: list[int], queue: deque[list[int]], rnd: _Round, payloads: list[bytes],
+                    result: SendResult) -> None:
+        """One request and what HEC's answer means for each of its events."""
+        status, body, headers = self._post(chunk, payloads)
+        code = body.get("code") if isinstance(body, dict) else None
+        text = body.get("text", "") if isinstance(body, dict) else snippet(str(body))
+        self.metrics.inc("hec_responses_total", output=self.name,
+                         code=str(code) if code is not None else f"http_{status}")
+        kind = classify(status, code)
+        if kind == "ok":
+            ack_id = body.get("ackId")
+            if self.ack and isinstance(ack_id, int):
+                rnd.sent.append(_Sent(ack_id, chunk, time.monotonic() + self.ack_timeout))
+                return
+            rnd.progressed = True
+            if self.ack and not self._warned_no_ack:
+                self._warned_no_ack = True
+                self.log.warning("%s: ack is true but Splunk returned no ackId (the token has indexer "
+                                 "acknowledgement off); delivery is confirmed on code 0 only", self.name)
+        elif kind == "event":
+            bad = body.get("invalid-event-number") if isinstance(body, dict) else None
+            reason = f"HEC code {code}: {text}" if code is not None else "HEC answered 413: request too large"
+            if isinstance(bad, int) and 0 <= bad < len(chunk):
+                # Splunk indexed the events before `bad`; only the rest goes again.
+                rnd.progressed = True
+                result.rejected[chunk[bad]] = reason
+                if bad + 1 < len(chunk):
+                    queue.appendleft(chunk[bad + 1:])
+            elif not split(chunk, queue):  # no position given: nothing was indexed; halve until it is alone
+                rnd.progressed = True
+                result.rejected[chunk[0]] = reason
+        elif kind == "pause":
+            hint = _PAUSE_HINTS.get(code or 0) or _status_hint(status)
+            what = f'code {code} "{text}"' if code is not None else text
+            raise OutputError(
+                f"Splunk HEC refused the request ({status}, {what}): {hint}",
+                pause=True,
+            )
+        else:
+            what = f'code {code} "{text}"' if code is not None else text
+            raise Retryable(f"Splunk HEC answered {status} ({what})", parse_retry_after(headers.get("Retry-After")))
 
     def _post(self, chunk: list[int], payloads: list[bytes]) -> tuple[int, Any, Any]:
         """One request; returns (status, decoded body or its text, headers)."""
-        body = _SEP.join([payloads[i] for i in chunk])
-        if self.use_gzip:
-            body = gzip.compress(body, compresslevel=GZIP_LEVEL)
+        body = self.limits.body([payloads[i] for i in chunk], _SEP, GZIP_LEVEL)
         try:
             resp = self.http.request("POST", EVENT_PATH, data=body, headers=self._headers, retry=False)
         except HttpError as exc:
-            raise _Retryable(str(exc), None) from None
+            raise Retryable(str(exc)) from None
         decoded = _json_or_none(resp)
         return resp.status_code, decoded if decoded is not None else resp.text, resp.headers
 

@@ -84,6 +84,11 @@ class AsanaSource(WindowedSource):
     vendor = "Asana"
     product = "Asana Audit Log"
     event_schema = "asana.event.schema.json"
+    dataset = "asana.audit"
+    splunk_sourcetype = "asana:audit"
+    cef_name = "Asana audit event"
+    varying_fields = frozenset({"details.old_value", "details.new_value"})
+    """A setting's old and new values: a string for one setting, a number or an object for another."""
     options_schema = source_options_schema(
         base_url="https://app.asana.com/api/1.0",
         page_size_max=100,

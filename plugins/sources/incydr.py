@@ -139,6 +139,10 @@ class IncydrSource(WindowedSource):
     vendor = "Code42"
     product = "Incydr"
     event_schema = "incydr.event.schema.json"
+    dataset = "incydr.audit"
+    splunk_sourcetype = "incydr:audit"
+    cef_name = "Incydr audit event"
+    severity = 5
     options_schema = source_options_schema(
         base_url=None,
         page_size_max=10_000,

@@ -30,7 +30,9 @@ def test_normalized_event_shape(tmp_path: Path, counter_config) -> None:
     (event,) = read_jsonl(tmp_path / "out.jsonl")
     assert event == {
         "id": "counter-0", "timestamp": "2026-01-01T00:00:00Z",
-        "source": {"name": "counter", "type": "counter", "vendor": "Testkit", "product": "Counter"},
+        "source": {"name": "counter", "type": "counter", "vendor": "Testkit", "product": "Counter",
+                   "dataset": "counter.audit", "splunk_sourcetype": "counter:audit", "cef_name": "Counter event",
+                   "severity": 3},
         "action": "logout", "outcome": "success", "actor": {"name": "user0"},
         "raw": {"seq": 0, "time": "2026-01-01T00:00:00Z", "user": "user0", "action": "logout"},
     }

@@ -19,6 +19,7 @@ from forwarder_core.plugin_api import ComponentConfig, Context, SendResult, appl
 from forwarder_core.secrets import Secret
 from siem_forwarder_plugins.outputs.splunk_hec import SplunkHec, classify
 from tests.fakes.splunk_hec import DEFAULT_TOKEN, SplunkHecFake, TokenConfig
+from tests.outputs.builtin import source_block
 
 WRONG_TOKEN = "99999999-8888-7777-6666-000000000000"
 ACK_TOKEN = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
@@ -54,7 +55,7 @@ def event(n: int, *, source_type: str = "asana", pad: int = 0, **extra: Any) -> 
     return {
         "id": f"evt-{n}",
         "timestamp": f"2026-11-01T12:00:{n % 60:02d}.{n % 1000:03d}Z",
-        "source": {"name": "asana-main", "type": source_type, "vendor": "Asana", "product": "Asana"},
+        "source": source_block(source_type, "asana-main", "Asana", "Asana"),
         "action": "user_login_succeeded",
         "raw": raw,
         **extra,
@@ -134,7 +135,7 @@ def test_gzip_off_sends_plain_json(hec: SplunkHecFake, tmp_path: Any) -> None:
     ("incydr", "incydr:audit"), ("agilicus", "agilicus:audit"), ("agilicus_auth", "agilicus:auth_audit"),
     ("pangea", "pangea:audit"), ("asana", "asana:audit"), ("okta", "okta:audit"),
 ])
-def test_default_sourcetype_per_source_type(hec: SplunkHecFake, tmp_path: Any, source_type: str,
+def test_the_sourcetype_is_the_one_the_source_declares(hec: SplunkHecFake, tmp_path: Any, source_type: str,
                                             sourcetype: str) -> None:
     make_output(hec, tmp_path).send([event(1, source_type=source_type)])
     assert hec.events[0]["sourcetype"] == sourcetype

@@ -242,7 +242,8 @@ def test_normalize_maps_the_fields(fake, tmp_path):
     event = source(fake, tmp_path).normalize(raw)
     assert event["id"] == "12345" and event["raw"] is raw
     assert event["timestamp"] == "2024-01-01T00:00:01.000Z"
-    assert event["source"] == {"name": "src", "type": "asana", "vendor": "Asana", "product": "Asana Audit Log"}
+    assert event["source"] == {"name": "src", "type": "asana", "vendor": "Asana", "product": "Asana Audit Log",
+                               **AsanaSource.traits.block()}
     assert event["action"] == "user_login_failed" and event["outcome"] == "failure"
     assert event["category"] == ["authentication"] and event["type"] == ["start"]
     assert event["actor"] == {"id": "1111", "name": "Greg Sanchez", "email": "greg@example.com", "type": "user",

@@ -263,7 +263,9 @@ def test_normalize_maps_the_fields(fake, tmp_path):
     event = src.normalize(raw)
     assert event["id"] == content_id(raw) and event["raw"] is raw
     assert event["timestamp"] == "2022-10-03T13:14:46.962Z"
-    assert event["source"] == {"name": "src", "type": "incydr", "vendor": "Code42", "product": "Incydr"}
+    assert event["source"] == {"name": "src", "type": "incydr", "vendor": "Code42", "product": "Incydr",
+                               "dataset": "incydr.audit", "splunk_sourcetype": "incydr:audit",
+                               "cef_name": "Incydr audit event", "severity": 5}
     assert event["action"] == "audit_log::user_deactivated/1"
     assert event["category"] == ["iam"] and event["type"] == ["user", "deletion"] and event["outcome"] == "success"
     assert event["actor"] == {"id": "898209175991065670", "name": "admin@example.com", "email": "admin@example.com",

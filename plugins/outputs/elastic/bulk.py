@@ -1,7 +1,8 @@
 """Output ``elastic_bulk``: ECS documents to Elasticsearch ``_bulk``, idempotent by construction.
 
-Each event becomes one ``create`` action into ``index`` (a data stream by default, e.g.
-``logs-{vendor}.audit-default``) with an ``_id`` derived from the source type and the event id
+Each event becomes one ``create`` action into ``index`` (by default the data stream
+``logs-{dataset}-default``, ``{dataset}`` being the dataset the event's source declares) with an
+``_id`` derived from the source type and the event id
 (:func:`document_id`), so a batch sent twice (a crash between delivery and checkpoint) creates
 nothing new: the second ``create`` answers 409, which counts as delivered.
 
@@ -25,23 +26,26 @@ Elasticsearch answers ``_bulk`` with HTTP 200 even when items failed; the verdic
 from __future__ import annotations
 
 import base64
-import gzip
 import hashlib
 import json
 import string
 from collections import Counter, deque
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from forwarder_core import hookimpl
 from forwarder_core.errors import HttpError, OutputError
 from forwarder_core.http import parse_retry_after, snippet
-from forwarder_core.plugin_api import Output, SendResult, compact_json, format_time, http_output_options_schema
+from forwarder_core.plugin_api import (Output, SendResult, SourceTraits, compact_json, format_time,
+                                       http_output_options_schema, traits_of)
 from forwarder_core.secrets import reveal
-from siem_forwarder_plugins.outputs.elastic.ecs import dataset_of, ecs_document, namespace_of, slug
+from forwarder_core.source_traits import slug
+from siem_forwarder_plugins.outputs.batching import Limits, Retryable, Round, post_round, send_in_rounds, split
+from siem_forwarder_plugins.outputs.elastic.ecs import ecs_document
 
 PLACEHOLDERS = frozenset({"vendor", "dataset", "source_type", "source"})
+DEFAULT_INDEX = "logs-{dataset}-default"
+"""A data stream per dataset: Elasticsearch's built-in ``logs-*-*`` template creates it on first write."""
 DATA_STREAM_PATTERNS = ("logs-", "metrics-", "traces-", "synthetics-")
 ITEM_RETRY_BASE = 0.5
 ITEM_RETRY_CAP = 10.0
@@ -63,22 +67,6 @@ def document_id(source_type: str, event_id: str) -> str:
     return hashlib.sha256(f"{source_type}:{event_id}".encode("utf-8")).hexdigest()[:40]
 
 
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-@dataclass
-class _Round:
-    """What one pass over a list of documents achieved."""
-
-    done: int = 0  # accepted (2xx/409) or rejected for good
-    retry: list[int] = field(default_factory=list)  # item 429/5xx
-    unsent: list[int] = field(default_factory=list)  # not answered because a request failed
-    failure: _Retryable | None = None
-
-
 class ElasticBulk(Output):
     """Elasticsearch ``_bulk`` with ``create`` actions. See the module docstring."""
     declared_metrics = {
@@ -92,8 +80,9 @@ class ElasticBulk(Output):
         properties={
             "index": {
                 "type": "string", "minLength": 1, "maxLength": 200, "pattern": _INDEX_PATTERN,
-                "description": "Data stream or index to write to; may hold {vendor}, {dataset}, {source_type} and "
-                               "{source}, e.g. logs-{vendor}.audit-default.",
+                "default": DEFAULT_INDEX,
+                "description": "Data stream or index to write to; may hold {dataset} (the source's declared dataset), "
+                               "{vendor} (the dataset's first part), {source_type} and {source}.",
             },
             "api_key": {"type": "string", "minLength": 1,
                         "description": "The encoded API key: the value that follows 'ApiKey ' in the header."},
@@ -106,7 +95,6 @@ class ElasticBulk(Output):
                                "handed back to the pipeline's slower retry.",
             },
         },
-        required=["index"],
         batch_max_bytes=5_000_000,
         batch_max_events=5_000,
     )
@@ -115,20 +103,18 @@ class ElasticBulk(Output):
     def __init__(self, config: Any, context: Any):
         super().__init__(config, context)
         opts = self.options
-        self.max_bytes = int(opts["batch_max_bytes"])
-        self.max_events = int(opts["batch_max_events"])
-        self.use_gzip = bool(opts["gzip"])
+        self.limits = Limits.from_options(opts)
         self.item_retry_rounds = int(opts.get("item_retry_rounds", 5))
-        self.index_template = str(opts["index"])
+        self.index_template = str(opts.get("index") or DEFAULT_INDEX)
         fields = {f for _, f, _, _ in string.Formatter().parse(self.index_template) if f is not None}
         unknown = fields - PLACEHOLDERS
         if unknown:
             raise OutputError(f"index {self.index_template!r} has unknown placeholders "
                               f"{sorted(unknown)}; known: {sorted(PLACEHOLDERS)}", pause=True)
         self._static_index = None if fields else self.index_template
-        self._targets: dict[tuple[str, str], tuple[str, str, str, bytes]] = {}
+        self._targets: dict[tuple[str, str, str | None], tuple[str, SourceTraits, bytes]] = {}
         self._headers = {"Content-Type": "application/x-ndjson", "Accept": "application/json"}
-        if self.use_gzip:
+        if self.limits.gzip:
             self._headers["Content-Encoding"] = "gzip"
         self._params: dict[str, str] = {"filter_path": _FILTER_PATH}
         if opts.get("pipeline"):
@@ -153,24 +139,24 @@ class ElasticBulk(Output):
 
     # ------------------------------------------------------------------ formatting
 
-    def _target(self, src: dict[str, str]) -> tuple[str, str, str, bytes]:
-        """(index, namespace, dataset, action-line prefix) for a source, computed once per source."""
-        key = (src["name"], src["type"])
+    def _target(self, src: dict[str, Any]) -> tuple[str, SourceTraits, bytes]:
+        """(index, the source's traits, action-line prefix) for a source, computed once per source."""
+        key = (src["name"], src["type"], src.get("dataset"))
         target = self._targets.get(key)
         if target is None:
-            namespace = namespace_of(src["type"])
-            dataset = dataset_of(src["type"])
+            traits = traits_of(src)
             index = self._static_index or self.index_template.format(
-                vendor=namespace, dataset=dataset, source_type=slug(src["type"]), source=slug(src["name"]))
+                vendor=slug(traits.namespace), dataset=slug(traits.dataset), source_type=slug(src["type"]),
+                source=slug(src["name"]))
             prefix = ('{"create":{"_index":' + json.dumps(index) + ',"_id":"').encode()
-            target = self._targets[key] = (index, namespace, dataset, prefix)
+            target = self._targets[key] = (index, traits, prefix)
         return target
 
     def encode(self, ev: dict[str, Any], ingested: str) -> bytes:
         """The action line and the ECS document of one event, each ending in a newline."""
         src = ev["source"]
-        _, namespace, dataset, prefix = self._target(src)
-        body = compact_json(ecs_document(ev, ingested=ingested, namespace=namespace, dataset=dataset), allow_nan=False)
+        _, traits, prefix = self._target(src)
+        body = compact_json(ecs_document(ev, ingested=ingested, traits=traits), allow_nan=False)
         return prefix + document_id(src["type"], ev["id"]).encode() + b'"}}\n' + body + b"\n"
 
     # ------------------------------------------------------------------ send
@@ -188,107 +174,62 @@ class ElasticBulk(Output):
                 lines.append(b"")
                 result.rejected[i] = f"event cannot be encoded as an Elasticsearch document: {exc!r}"
 
-        progressed = bool(result.rejected)
-        wait = ITEM_RETRY_BASE
-        rounds = 0
-        while todo:
-            rnd = self._post_all(todo, lines, result)
-            progressed = progressed or rnd.done > 0
-            if rnd.failure is not None:
-                if not progressed:
-                    raise OutputError(str(rnd.failure), retry_after=rnd.failure.retry_after)
-                result.retry = sorted(rnd.retry + rnd.unsent)
-                result.retry_after = rnd.failure.retry_after
-                return result
-            todo = rnd.retry
-            if not todo:
-                break
-            rounds += 1
-            if rounds > self.item_retry_rounds or self.context.stop.wait(wait):
-                self.log.warning("%s: Elasticsearch still refuses %d of %d documents (429/5xx); they will be "
-                                 "sent again later", self.name, len(todo), len(events))
-                result.retry = sorted(todo)
-                result.retry_after = wait
-                return result
-            wait = min(wait * 2, ITEM_RETRY_CAP)
-        return result
+        sizes = [len(line) for line in lines]
 
-    def _chunks(self, indexes: list[int], lines: list[bytes]) -> deque[list[int]]:
-        chunks: deque[list[int]] = deque()
-        current: list[int] = []
-        size = 0
-        for i in indexes:
-            n = len(lines[i])
-            if current and (size + n > self.max_bytes or len(current) >= self.max_events):
-                chunks.append(current)
-                current, size = [], 0
-            current.append(i)  # a document larger than the cap goes alone
-            size += n
-        if current:
-            chunks.append(current)
-        return chunks
+        def give_up(todo: list[int]) -> None:
+            self.log.warning("%s: Elasticsearch still refuses %d of %d documents (429/5xx); they will be "
+                             "sent again later", self.name, len(todo), len(events))
 
-    def _post_all(self, indexes: list[int], lines: list[bytes], result: SendResult) -> _Round:
-        rnd = _Round()
-        queue = self._chunks(indexes, lines)
-        while queue:
-            chunk = queue.popleft()
-            try:
-                status, body, headers = self._post(chunk, lines)
-            except _Retryable as exc:
-                rnd.failure = exc
-                rnd.unsent = [i for c in (chunk, *queue) for i in c]
-                return rnd
-            if status == 200:
-                failure = self._items(chunk, body, result, rnd)
-                if failure is not None:
-                    rnd.failure = failure
-                    rnd.unsent = [i for c in (chunk, *queue) for i in c]
-                    return rnd
-            elif status == 413:
-                self.metrics.inc("bulk_request_splits_total", output=self.name)
-                if len(chunk) == 1:
-                    result.rejected[chunk[0]] = (
-                        f"Elasticsearch answered 413 Request Entity Too Large to this document alone "
-                        f"({len(lines[chunk[0]])} bytes of NDJSON); it exceeds http.max_content_length")
-                    rnd.done += 1
-                else:
-                    half = len(chunk) // 2
-                    queue.appendleft(chunk[half:])
-                    queue.appendleft(chunk[:half])
-            elif status in (401, 403):
-                raise OutputError(self._auth_message(status, body), pause=True)
-            else:
-                rnd.failure = _Retryable(f"Elasticsearch answered {status} to _bulk: {_describe(body)}",
-                                         parse_retry_after(headers.get("Retry-After")))
-                rnd.unsent = [i for c in (chunk, *queue) for i in c]
-                return rnd
-        return rnd
+        return send_in_rounds(todo, result, lambda indexes: self._round(indexes, sizes, lines, result),
+                              rounds=self.item_retry_rounds, stop=self.context.stop, wait=ITEM_RETRY_BASE,
+                              wait_cap=ITEM_RETRY_CAP, on_give_up=give_up)
+
+    def _round(self, indexes: list[int], sizes: list[int], lines: list[bytes], result: SendResult) -> Round:
+        rnd = Round()
+        return post_round(self.limits.chunks(indexes, sizes),
+                          lambda chunk, queue: self._post_chunk(chunk, queue, rnd, lines, result), rnd)
+
+    def _post_chunk(self, chunk: list[int], queue: deque[list[int]], rnd: Round, lines: list[bytes],
+                    result: SendResult) -> None:
+        """One ``_bulk`` request and what Elasticsearch's answer means for each of its documents."""
+        status, body, headers = self._post(chunk, lines)
+        if status == 200:
+            self._items(chunk, body, result, rnd)
+        elif status == 413:
+            self.metrics.inc("bulk_request_splits_total", output=self.name)
+            if not split(chunk, queue):
+                result.rejected[chunk[0]] = (
+                    f"Elasticsearch answered 413 Request Entity Too Large to this document alone "
+                    f"({len(lines[chunk[0]])} bytes of NDJSON); it exceeds http.max_content_length")
+                rnd.progressed = True
+        elif status in (401, 403):
+            raise OutputError(self._auth_message(status, body), pause=True)
+        else:
+            raise Retryable(f"Elasticsearch answered {status} to _bulk: {_describe(body)}",
+                            parse_retry_after(headers.get("Retry-After")))
 
     def _post(self, chunk: list[int], lines: list[bytes]) -> tuple[int, Any, Any]:
-        body = b"".join([lines[i] for i in chunk])
-        if self.use_gzip:
-            body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+        body = self.limits.body([lines[i] for i in chunk], b"", GZIP_LEVEL)
         try:
             resp = self.http.request("POST", "/_bulk", params=self._params, data=body, headers=self._headers,
                                      retry=False)
         except HttpError as exc:
-            raise _Retryable(str(exc)) from None
+            raise Retryable(str(exc)) from None
         try:
             decoded = json.loads(resp.content) if resp.content else None
         except ValueError:
             decoded = snippet(resp.text)
         return resp.status_code, decoded, resp.headers
 
-    def _items(self, chunk: list[int], body: Any, result: SendResult, rnd: _Round) -> _Retryable | None:
-        """Sort the items of a 200 answer into delivered, retry and rejected."""
+    def _items(self, chunk: list[int], body: Any, result: SendResult, rnd: Round) -> None:
+        """Sort the items of a 200 answer into delivered, retry (the round's ``again``) and rejected."""
         if not isinstance(body, dict) or "errors" not in body:
-            return _Retryable(f"Elasticsearch's _bulk answer is not a bulk response: {_describe(body)}")
+            raise Retryable(f"Elasticsearch's _bulk answer is not a bulk response: {_describe(body)}")
         items = body.get("items")
         if not body["errors"] and items is None:
             items = [{"create": {"status": 201}}] * len(chunk)
         if not isinstance(items, list) or len(items) != len(chunk):
-            return _Retryable(f"Elasticsearch answered {len(items) if isinstance(items, list) else 'no'} items "
+            raise Retryable(f"Elasticsearch answered {len(items) if isinstance(items, list) else 'no'} items "
                               f"for {len(chunk)} documents")
         statuses: Counter[int] = Counter()
         denied: tuple[int, Any] | None = None
@@ -297,21 +238,20 @@ class ElasticBulk(Output):
             status = int(outcome.get("status", 0))
             statuses[status] += 1
             if 200 <= status < 300 or status == 409:
-                rnd.done += 1
+                rnd.progressed = True
             elif status == 429 or status >= 500:
-                rnd.retry.append(i)
+                rnd.again.append(i)
             elif status in (401, 403):
                 denied = (status, outcome)
-                rnd.retry.append(i)
+                rnd.again.append(i)
             else:
                 result.rejected[i] = _item_reason(status, outcome.get("error"))
-                rnd.done += 1
+                rnd.progressed = True
                 self._warn_once(status, outcome.get("error"))
         for status, n in statuses.items():
             self.metrics.inc("bulk_item_status_total", n, output=self.name, status=str(status))
         if denied is not None:
             raise OutputError(self._auth_message(denied[0], {"error": denied[1].get("error")}), pause=True)
-        return None
 
     def _warn_once(self, status: int, error: Any) -> None:
         kind = error.get("type", "") if isinstance(error, dict) else ""
@@ -360,7 +300,7 @@ class ElasticBulk(Output):
     def _check_target(self) -> str:
         name = self._static_index
         if name is None:
-            return f"index template {self.index_template!r} is resolved per source type"
+            return f"index template {self.index_template!r} is resolved per source"
         resp = self.http.request("GET", f"/_data_stream/{name}", retry=False)
         if resp.status_code == 200:
             return f"data stream {name} exists"

@@ -6,13 +6,19 @@ per event, built once and encoded once by the output. Field choices, and why:
 * ``@timestamp`` is the event's own time (data streams require it; dashboards sort on it).
 * ``event.*`` carries the normalized classification; ``event.original`` is the vendor's event as
   a JSON string, so nothing the vendor said is lost even where ECS has no field for it.
-* ``user.*``/``user.target.*``/``source.ip``/``related.*`` are the pivots SIEM rules use. A target
-  goes to ``user.target`` only when it is a user (ECS has no generic target).
-* The vendor's own fields go under its namespace (``asana.*``, ``incydr.*``, ``agilicus.*``,
-  ``pangea.*``) at most two levels deep. Deeper values, lists of objects, and fields known to
-  change type from event to event are JSON strings there, because Elasticsearch maps a field
+* ``event.dataset`` is the dataset the source declares; ``event.severity`` the event's own,
+  else the source's declared default.
+* ``user.*``/``user.target.*``/``source.ip``/``related.*`` are the pivots SIEM rules use. The first
+  target that is a user goes to ``user.target`` (ECS has no generic target); every user target
+  of the event is in ``related.user``.
+* The vendor's own fields go under the source's namespace (the first part of its dataset) at
+  most two levels deep. Deeper values, lists of objects, and the fields the source declares as
+  varying in type (``varying_fields``) are JSON strings there, because Elasticsearch maps a field
   by the first value it sees and rejects a later document that disagrees (a whole document
   dead-lettered over one free-form vendor field would be a poor trade).
+
+Everything source-specific comes from the event's ``source`` block
+(:func:`forwarder_core.plugin_api.traits_of`); this module knows no source type.
 """
 from __future__ import annotations
 
@@ -21,29 +27,11 @@ import json
 import re
 from typing import Any
 
-from forwarder_core.plugin_api import compact_json
+from forwarder_core.plugin_api import SourceTraits, compact_json, targets_of
+from forwarder_core.source_traits import slug
 
 ECS_VERSION = "8.11.0"
 
-NAMESPACES = {
-    "incydr": "incydr",
-    "agilicus": "agilicus",
-    "agilicus_auth": "agilicus",
-    "pangea": "pangea",
-    "asana": "asana",
-}
-"""Source type → the vendor namespace of its documents (and ``{vendor}`` in index templates)."""
-
-DATASETS = {"agilicus_auth": "agilicus.auth_audit"}
-"""Source types whose ``event.dataset`` is not ``<namespace>.audit``."""
-
-ALWAYS_TEXT: dict[str, frozenset[str]] = {
-    "asana": frozenset({"details.old_value", "details.new_value"}),
-    "pangea": frozenset({"event.message", "event.new", "event.old"}),
-}
-"""Vendor fields whose type varies between events: always sent as (JSON) text."""
-
-_SLUG_BAD = re.compile(r"[^a-z0-9_.]+")
 _SCALARS = (str, int, float, bool)
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _ECS = {"version": ECS_VERSION}
@@ -54,17 +42,7 @@ _DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 _ip_cache: dict[str, str | None] = {}
 
 
-def slug(value: str) -> str:
-    """Lower case, anything but ``[a-z0-9_.]`` as ``_``: safe inside an index or data stream name."""
-    return _SLUG_BAD.sub("_", value.lower())
-
-
-def namespace_of(source_type: str) -> str:
-    return NAMESPACES.get(source_type) or slug(source_type)
-
-
-def dataset_of(source_type: str) -> str:
-    return DATASETS.get(source_type) or f"{namespace_of(source_type)}.audit"
+__all__ = ["ECS_VERSION", "ecs_document", "slug", "valid_ip", "vendor_fields"]
 
 
 def _text(value: Any) -> str:
@@ -128,19 +106,23 @@ def _is_user(target: dict[str, Any]) -> bool:
     return kind is None or "user" in kind.lower() or "email" in target
 
 
-def ecs_document(ev: dict[str, Any], *, ingested: str, namespace: str, dataset: str) -> dict[str, Any]:
-    """The ECS document of one normalized event. ``ingested`` is now, formatted once per batch.
+def ecs_document(ev: dict[str, Any], *, ingested: str, traits: SourceTraits) -> dict[str, Any]:
+    """The ECS document of one normalized event. ``ingested`` is now, formatted once per batch;
+    ``traits`` are those of the event's source (:func:`~forwarder_core.plugin_api.traits_of`).
 
     Small constant parts may be shared between documents: encode them, never mutate them.
     """
     src = ev["source"]
     raw = ev["raw"]
+    namespace = traits.namespace
     event: dict[str, Any] = {"id": ev["id"], "kind": "event"}
-    for key in ("category", "type", "action", "outcome", "severity"):
+    for key in ("category", "type", "action", "outcome"):
         value = ev.get(key)
         if value is not None:
             event[key] = value
-    event["dataset"] = dataset
+    severity = ev.get("severity")
+    event["severity"] = severity if severity is not None else traits.severity
+    event["dataset"] = traits.dataset
     event["module"] = namespace
     event["provider"] = src["type"]
     event["ingested"] = ingested
@@ -165,11 +147,12 @@ def ecs_document(ev: dict[str, Any], *, ingested: str, namespace: str, dataset: 
         agent = actor.get("user_agent")
         if agent:
             doc["user_agent"] = {"original": agent}
-    target = ev.get("target")
-    if target and _is_user(target):
+    for target in targets_of(ev):
+        if not _is_user(target):
+            continue
         tuser = {k: target[k] for k in ("id", "name", "email") if target.get(k)}
         if tuser:
-            user["target"] = tuser
+            user.setdefault("target", tuser)
             for value in tuser.values():
                 if value not in related_users:
                     related_users.append(value)
@@ -191,7 +174,7 @@ def ecs_document(ev: dict[str, Any], *, ingested: str, namespace: str, dataset: 
         doc["message"] = message
     labels = ev.get("labels")
     doc["labels"] = {**labels, "forwarder_source": src["name"]} if labels else {"forwarder_source": src["name"]}
-    vendor = vendor_fields(raw, ALWAYS_TEXT.get(namespace, frozenset())) if isinstance(raw, dict) else {}
+    vendor = vendor_fields(raw, traits.varying_fields) if isinstance(raw, dict) else {}
     integrity = ev.get("integrity")
     if integrity:
         vendor["integrity"] = integrity

@@ -15,7 +15,12 @@ breaks at all, so there CR and LF become spaces.
 The strict parser that judges it lives in :mod:`forwarder_core.cef_parser` and is
 re-exported here; ``python -m siem_forwarder_plugins.outputs.syslog.cef < sample.log`` checks a sample.
 
-The formatter is pure and sits on the hot path: per source type the
+The header's Name is the event's ``name``, else its ``action``, else the ``cef_name`` its source
+declares; its Severity the event's ``severity``, else the source's declared one (see
+:func:`severity_of`). Both come from the event itself (:func:`forwarder_core.plugin_api.traits_of`):
+this module knows no source type.
+
+The formatter is pure and sits on the hot path: per vendor and product the
 header prefix is built once, escaping is a fast check followed by ``str.replace`` in the common
 case, and time conversion avoids ``datetime`` for well-formed timestamps.
 """
@@ -24,13 +29,12 @@ from __future__ import annotations
 import ipaddress
 import re
 import sys
-from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 from typing import Any
 
 from forwarder_core import __version__
-from forwarder_core.plugin_api import parse_time
+from forwarder_core.plugin_api import parse_time, targets_of, traits_of
 
 from forwarder_core.cef_parser import FORBIDDEN_CODEPOINTS, CEFError, main, parse_cef, strip_syslog_header
 
@@ -88,28 +92,6 @@ CUT_ORDER: tuple[str, ...] = (
 """Which values a size-capped message gives up first (see :func:`truncate`); the rest are kept whole."""
 
 
-@dataclass(frozen=True)
-class TypeProfile:
-    """What a source type contributes to the CEF header when the event itself does not say."""
-
-    name: str
-    severity: int
-
-
-SOURCE_TYPES: dict[str, TypeProfile] = {
-    "incydr": TypeProfile("Incydr audit event", 5),
-    "agilicus": TypeProfile("Agilicus audit event", 3),
-    "agilicus_auth": TypeProfile("Agilicus authentication event", 3),
-    "pangea": TypeProfile("Pangea audit event", 3),
-    "asana": TypeProfile("Asana audit event", 3),
-}
-"""Default Name and Severity per source type (an unknown type gets ``<product> event`` and 3).
-
-Severity, when the normalized event has none: the type's default, raised by 2 when
-``outcome`` is ``failure``, and 9 when any Pangea integrity check failed.
-"""
-
-DEFAULT_SEVERITY = 3
 FAILURE_BUMP = 2
 INTEGRITY_FAILURE_SEVERITY = 9
 DEFAULT_EVENT_CLASS = "audit"
@@ -223,8 +205,10 @@ def _header_prefix(vendor: str, product: str, version: str) -> str:
 
 
 @lru_cache(maxsize=256)
-def _profile(source_type: str, product: str) -> TypeProfile:
-    return SOURCE_TYPES.get(source_type) or TypeProfile(f"{product or source_type} event", DEFAULT_SEVERITY)
+def _source_defaults(source_type: str, product: str, cef_name: str | None, severity: int | None) -> tuple[str, int]:
+    """The declared (Name, Severity) of a source block, defaults filled; blocks of one source repeat."""
+    traits = traits_of({"type": source_type, "product": product, "cef_name": cef_name, "severity": severity})
+    return traits.cef_name, traits.severity
 
 
 def _text(value: Any) -> str:
@@ -275,15 +259,16 @@ def _put_repeated(parts: list[str], key: str, value: Any, custom: bool = False) 
     parts.extend(items)
 
 
-def severity_of(event: dict[str, Any], profile: TypeProfile) -> int:
-    """The event's own ``severity`` (0-10), else the type default adjusted for outcome and integrity."""
+def severity_of(event: dict[str, Any], default: int) -> int:
+    """The event's own ``severity`` (0-10), else its source's ``default``: 9 when any integrity
+    check failed, raised by 2 when ``outcome`` is ``failure``."""
     sev = event.get("severity")
     if type(sev) is int and 0 <= sev <= 10:
         return sev
     integrity = event.get("integrity")
     if integrity and "fail" in integrity.values():
         return INTEGRITY_FAILURE_SEVERITY
-    base = profile.severity
+    base = default
     if event.get("outcome") == "failure":
         base = min(10, base + FAILURE_BUMP)
     return base
@@ -301,15 +286,16 @@ def format_parts(event: dict[str, Any], version: str = __version__) -> tuple[str
     :func:`format_event` joins them.
     """
     source = event["source"]
-    source_type = source.get("type", "")
     product = source.get("product", "")
-    profile = _profile(source_type, product)
+    default_name, default_severity = _source_defaults(source.get("type", ""), product, source.get("cef_name"),
+                                                      source.get("severity"))
 
     action = _text(event.get("action"))
     message = _text(event.get("message"))
     event_class = action[: HEADER_MAX["event_class_id"]] if action else DEFAULT_EVENT_CLASS
-    name = action[: HEADER_MAX["name"]] if action else profile.name
-    severity = severity_of(event, profile)
+    name = _text(event.get("name")) or action or default_name
+    name = name[: HEADER_MAX["name"]]
+    severity = severity_of(event, default_severity)
     vendor = source.get("vendor", "")
     key = (vendor, product, version, event_class, name, severity)
     header = _HEADERS.get(key)
@@ -343,8 +329,9 @@ def format_parts(event: dict[str, Any], version: str = __version__) -> tuple[str
         _put_repeated(parts, "cs3", actor.get("email"), custom=True)
         _put_repeated(parts, "cs4", actor.get("type"), custom=True)
 
-    target = event.get("target")
-    if target:
+    targets = targets_of(event)
+    if targets:
+        target = targets[0]
         _put_repeated(parts, "cs5", target.get("type"), custom=True)
         if _is_user(target):
             _put(parts, "duser", target.get("name") or target.get("email") or target.get("id"))

@@ -349,6 +349,9 @@ class AgilicusAudits(_AgilicusSource):
 
     type_name = "agilicus"
     product = "Audit"
+    dataset = "agilicus.audit"
+    splunk_sourcetype = "agilicus:audit"
+    cef_name = "Agilicus audit event"
     path = "/v1/audits"
     list_key = "audits"
     event_schema = "agilicus.event.schema.json"
@@ -403,6 +406,9 @@ class AgilicusAuthAudits(_AgilicusSource):
 
     type_name = "agilicus_auth"
     product = "Authentication Audit"
+    dataset = "agilicus.auth_audit"
+    splunk_sourcetype = "agilicus:auth_audit"
+    cef_name = "Agilicus authentication event"
     path = "/v1/auth_audits"
     list_key = "auth_audits"
     event_schema = "agilicus_auth.event.schema.json"

@@ -94,6 +94,11 @@ class PangeaSource(Source):
     vendor = "Pangea"
     product = "Secure Audit Log"
     event_schema = "pangea.event.schema.json"
+    dataset = "pangea.audit"
+    splunk_sourcetype = "pangea:audit"
+    cef_name = "Pangea audit event"
+    varying_fields = frozenset({"event.message", "event.new", "event.old"})
+    """Free-form in Pangea's schema: text in one event, an object or a number in the next."""
     options_schema = OPTIONS_SCHEMA
     replay_refusal = (
         "Pangea events are not replayed from the quarantine: their tamper evidence (hash, Merkle proof, "

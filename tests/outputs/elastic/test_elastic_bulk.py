@@ -155,9 +155,9 @@ def test_the_index_template_sends_each_vendor_to_its_own_data_stream(es: FakeEla
     assert "incydr" in doc and "asana" not in doc
 
 
-def test_index_option_is_required_and_checked(tmp_path: Path) -> None:
-    with pytest.raises(jsonschema.ValidationError, match="'index' is a required property"):
-        jsonschema.validate({"url": "http://x"}, ElasticBulk.options_schema)
+def test_index_option_defaults_to_a_data_stream_per_dataset_and_is_checked(tmp_path: Path) -> None:
+    jsonschema.validate({"url": "http://x"}, ElasticBulk.options_schema)
+    assert apply_defaults(ElasticBulk.options_schema, {"url": "http://x"})["index"] == "logs-{dataset}-default"
     for bad in ("Logs-Upper", "_hidden", "logs-{tenant}-default", "logs-{vendor", "a b"):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({"url": "http://x", "index": bad}, ElasticBulk.options_schema)

@@ -4,25 +4,47 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from siem_forwarder_plugins.outputs.elastic.ecs import dataset_of, ecs_document, namespace_of, valid_ip, vendor_fields
+from forwarder_core.plugin_api import traits_of
+from siem_forwarder_plugins.outputs.elastic.ecs import ecs_document, valid_ip, vendor_fields
+from tests.outputs.builtin import source_block
 
 
 def event(source_type: str, raw: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    return {"id": "e1", "timestamp": "2026-11-01T00:00:00.000Z",
-            "source": {"name": "src", "type": source_type, "vendor": "V", "product": "P"}, "raw": raw, **fields}
+    """An event whose ``source`` block is what the built-in class of that type puts there."""
+    return {"id": "e1", "timestamp": "2026-11-01T00:00:00.000Z", "source": source_block(source_type),
+            "raw": raw, **fields}
 
 
 def doc_of(ev: dict[str, Any]) -> dict[str, Any]:
-    ns = namespace_of(ev["source"]["type"])
-    return ecs_document(ev, ingested="2026-11-01T00:00:01.000Z", namespace=ns, dataset=dataset_of(ev["source"]["type"]))
+    return ecs_document(ev, ingested="2026-11-01T00:00:01.000Z", traits=traits_of(ev["source"]))
 
 
-def test_namespaces_and_datasets_per_source_type() -> None:
-    assert [namespace_of(t) for t in ("incydr", "agilicus", "agilicus_auth", "pangea", "asana")] == [
-        "incydr", "agilicus", "agilicus", "pangea", "asana"]
-    assert dataset_of("agilicus_auth") == "agilicus.auth_audit"
-    assert dataset_of("incydr") == "incydr.audit"
-    assert namespace_of("My-Plugin") == "my_plugin"
+def test_dataset_module_and_vendor_key_come_from_the_source_block() -> None:
+    docs = {t: doc_of(event(t, {"k": "v"})) for t in ("incydr", "agilicus", "agilicus_auth", "pangea", "asana")}
+    assert {t: (d["event"]["dataset"], d["event"]["module"]) for t, d in docs.items()} == {
+        "incydr": ("incydr.audit", "incydr"), "agilicus": ("agilicus.audit", "agilicus"),
+        "agilicus_auth": ("agilicus.auth_audit", "agilicus"), "pangea": ("pangea.audit", "pangea"),
+        "asana": ("asana.audit", "asana")}
+    assert docs["agilicus_auth"]["agilicus"] == {"k": "v"}
+    undeclared = doc_of(event("My-Plugin", {"k": "v"}))
+    assert undeclared["event"]["dataset"] == "my_plugin.audit" and undeclared["my_plugin"] == {"k": "v"}
+    assert undeclared["event"]["severity"] == 3
+
+
+def test_severity_is_the_events_else_the_sources() -> None:
+    ev = event("example_sso", {}, severity=8)
+    ev["source"].update(dataset="okta.system", severity=6)
+    assert doc_of(ev)["event"]["severity"] == 8
+    del ev["severity"]
+    assert doc_of(ev)["event"]["severity"] == 6 and doc_of(ev)["event"]["dataset"] == "okta.system"
+
+
+def test_every_user_target_is_related_and_the_first_is_user_target() -> None:
+    targets = [{"id": "app1", "type": "AppInstance"}, {"id": "u2", "type": "User", "name": "Bo"},
+               {"id": "u3", "type": "User", "email": "cy@example.com"}]
+    doc = doc_of(event("example_sso", {}, actor={"id": "u1"}, target=targets))
+    assert doc["user"]["target"] == {"id": "u2", "name": "Bo"}
+    assert doc["related"]["user"] == ["u1", "u2", "Bo", "u3", "cy@example.com"]
 
 
 def test_vendor_fields_stay_two_levels_deep_and_type_stable() -> None:

@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 
 from forwarder_core import __version__
 from siem_forwarder_plugins.outputs.syslog import cef
+from forwarder_core.plugin_api import traits_of
 from siem_forwarder_plugins.outputs.syslog.cef import CEFError, format_event, format_parts, parse_cef, truncate
+from tests.outputs.builtin import source_block
 
 # --------------------------------------------------------------------------- helpers
 
@@ -127,7 +129,7 @@ def test_impossible_times_are_refused_not_wrapped_around(timestamp: str) -> None
 
 def test_pangea_integrity_and_non_user_targets_use_labelled_custom_fields() -> None:
     header, ext = parsed(event(
-        source={"name": "p", "type": "pangea", "vendor": "Pangea", "product": "Secure Audit Log"},
+        source=source_block("pangea", "p", "Pangea", "Secure Audit Log"),
         integrity={"hash": "pass", "membership": "fail", "signature": "none"},
         target={"id": "doc-9", "type": "document", "name": "Q3 plan"},
     ))
@@ -147,9 +149,9 @@ def test_pangea_integrity_and_non_user_targets_use_labelled_custom_fields() -> N
     ("asana", {"severity": 0}, "0", "Asana audit event"),
     ("newvendor", {}, "3", "Thing event"),
 ])
-def test_severity_and_name_per_source_type(source_type: str, fields: dict[str, Any], severity: str,
-                                           name: str) -> None:
-    header, _ = parsed(event(source={"name": "s", "type": source_type, "vendor": "V", "product": "Thing"}, **fields))
+def test_severity_and_name_are_the_ones_the_source_declares(source_type: str, fields: dict[str, Any], severity: str,
+                                                            name: str) -> None:
+    header, _ = parsed(event(source=source_block(source_type, "s", "V", "Thing"), **fields))
     assert header[5:] == [name, severity]
 
 
@@ -293,7 +295,7 @@ def test_any_field_values_make_one_message_that_parses_back(ev: dict[str, Any]) 
     assert header[1] == expected_text(vendor, header=True)
     assert header[2] == expected_text(product, header=True)
     assert header[4] == (expected_text(ev["action"], 1023, header=True) if ev.get("action") else "audit")
-    assert header[6] == str(cef.severity_of(ev, cef._profile(ev["source"]["type"], product)))
+    assert header[6] == str(cef.severity_of(ev, traits_of(ev["source"]).severity))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

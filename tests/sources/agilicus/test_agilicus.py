@@ -187,7 +187,9 @@ def test_audit_mapping() -> None:
     assert event["target"] == {"id": "t1", "type": "users"}
     assert event["organization"] == {"id": "o1"} and event["message"] == "deleted user"
     assert event["severity"] == 5 and "outcome" not in event
-    assert event["source"] == {"name": "agilicus-test", "type": "agilicus", "vendor": "Agilicus", "product": "Audit"}
+    assert event["source"] == {"name": "agilicus-test", "type": "agilicus", "vendor": "Agilicus", "product": "Audit",
+                               "dataset": "agilicus.audit", "splunk_sourcetype": "agilicus:audit",
+                               "cef_name": "Agilicus audit event", "severity": 3}
 
 
 @pytest.mark.parametrize("result,outcome,kind", [

@@ -97,7 +97,7 @@ def test_honest_log_is_delivered_once_in_order_with_every_check_passing(fake: Pa
         signed = "signature" in record.envelope
         assert event["integrity"] == {"hash": "pass", "membership": "pass", "signature": "pass" if signed else "none"}
         assert event["source"] == {"name": "pangea-test", "type": "pangea", "vendor": "Pangea",
-                                   "product": "Secure Audit Log"}
+                                   "product": "Secure Audit Log", **PangeaSource.traits.block()}
     first = run.delivered[0]
     assert first["action"] == "login" and first["actor"] == {"name": "user0@example.com"}
     assert first["outcome"] == "failure" and first["target"] == {"name": "app-0"}
