@@ -29,8 +29,10 @@ from forwarder_core.option_schemas import TLS_OPTIONS, apply_defaults, http_outp
 from forwarder_core.times import format_time, parse_time
 
 if TYPE_CHECKING:
+    from forwarder_core.auth import Auth
     from forwarder_core.http import HttpClient
     from forwarder_core.metrics import Metrics
+    from forwarder_core.waits import ResponseWait
 
 
 # --------------------------------------------------------------------------- exchanged values
@@ -62,11 +64,14 @@ class Context:
     metrics: "Metrics"
     stop: threading.Event = field(default_factory=threading.Event)
 
-    def http(self, options: dict[str, Any], *, auth: Any = None, base_url: str | None = None) -> "HttpClient":
+    def http(self, options: dict[str, Any], *, auth: Auth | None = None, base_url: str | None = None,
+             response_wait: ResponseWait | None = None) -> HttpClient:
         """A new HTTP client (one ``requests.Session``) for this plugin instance.
 
-        ``options`` supplies ``timeout``, ``tls_verify`` and ``ca_file``; ``auth`` is an
-        :class:`forwarder_core.http.Auth` that sets headers and refreshes once on 401.
+        ``options`` supplies ``timeout``, ``tls_verify``, ``ca_file`` and, unless ``base_url`` is
+        given, ``base_url`` or ``url``; ``auth`` is an :class:`~forwarder_core.auth.Auth` that sets
+        headers and refreshes once on 401; ``response_wait`` reads how long the vendor asks to
+        wait from a 429/5xx answer, beside ``Retry-After`` (:mod:`forwarder_core.waits`).
         """
         from forwarder_core.http import HttpClient
 
@@ -75,6 +80,7 @@ class Context:
             options=options,
             auth=auth,
             base_url=base_url,
+            response_wait=response_wait,
             metrics=self.metrics,
             logger=self.logger,
             stop=self.stop,

@@ -29,13 +29,16 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forwarder_core import hookimpl
 from forwarder_core.errors import HttpError, OutputError
 from forwarder_core.http import BearerAuth, HttpClient, parse_retry_after, snippet
 from forwarder_core.plugin_api import (ComponentConfig, Context, Output, SendResult, compact_json,
                                        http_output_options_schema)
+
+if TYPE_CHECKING:
+    from requests import Response
 
 EVENT_PATH = "/services/collector/event"
 ACK_PATH = "/services/collector/ack"
@@ -457,7 +460,7 @@ class _SplunkAuth(BearerAuth):
     """``Authorization: Splunk <token>``. A HEC token cannot be refreshed: a 401 is read as HEC
     code 2/3 by the output, so the client's one refresh attempt just sends the request again."""
 
-    def refresh(self, client: HttpClient) -> None:
+    def refresh(self, client: HttpClient, response: Response | None = None) -> None:
         return None
 
 
