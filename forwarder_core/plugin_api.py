@@ -157,7 +157,19 @@ class Source(_Component):
     vendor: ClassVar[str] = ""
     product: ClassVar[str] = ""
     event_schema: ClassVar[str | dict[str, Any] | None] = None
-    """The raw-event schema: a file name in ``siem_forwarder_schemas`` (built-ins) or the schema itself."""
+    """The raw-event schema: a file name in ``siem_forwarder_schemas`` (built-ins) or the schema itself.
+
+    The core checks each raw event (:meth:`raw_event` of each page item) against it *before*
+    :meth:`normalize`, and quarantines one that fails with the schema's message, so
+    ``normalize`` only ever sees events of the shape the schema promises."""
+    event_id_key: ClassVar[str | None] = None
+    """The key of a page item that holds the vendor's event id, if the vendor has ids (Asana ``gid``).
+
+    Read by :meth:`raw_event_id` to name an event the raw schema refused. None: the event's id
+    is the digest of its raw event, as for vendors without ids."""
+    replay_refusal: ClassVar[str | None] = None
+    """Why ``siem-forwarder quarantine replay`` must not send this source's quarantined events
+    again (shown to the operator, the records stay); None: they can be replayed."""
 
     def poll(self, cursor: Any | None) -> Iterator[Page]:
         """Yield pages from ``cursor`` (None on the very first poll) until caught up, then return.
@@ -176,6 +188,30 @@ class Source(_Component):
         May raise KeyError/TypeError/ValueError on a malformed event: the core quarantines it.
         """
         raise NotImplementedError
+
+    def raw_event(self, item: Any) -> Any:
+        """The part of a page item that ``event_schema`` describes and ``normalize`` keeps as ``raw``.
+
+        The item itself by default. A source whose page items wrap the vendor's event in its own
+        bookkeeping (Pangea: the envelope beside its verification results) returns the event.
+        Must not raise: return what is there, and let the schema say what is wrong with it.
+        """
+        return item
+
+    def raw_event_id(self, item: Any) -> str | None:
+        """The id to file a quarantined page item under, read without trusting its shape.
+
+        ``item[event_id_key]`` when the class declares that key (None when it is missing), else
+        the digest of the raw event (None when it cannot be computed).
+        """
+        key = self.event_id_key
+        if key is not None:
+            value = item.get(key) if isinstance(item, dict) else None
+            return str(value)[:128] if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+        try:
+            return content_id(self.raw_event(item))
+        except (TypeError, ValueError, RecursionError):
+            return None
 
     def make_event(self, raw: Any, *, id: str, timestamp: str | datetime, **fields: Any) -> dict[str, Any]:
         """Build a normalized event: ``id``, ``timestamp``, ``source`` and ``raw`` plus ``fields``.

@@ -82,6 +82,7 @@ class AsanaSource(WindowedSource):
     vendor = "Asana"
     product = "Asana Audit Log"
     event_schema = "asana.event.schema.json"
+    event_id_key = "gid"
     options_schema = source_options_schema(
         base_url="https://app.asana.com/api/1.0",
         page_size_max=100,
