@@ -95,6 +95,19 @@ def test_every_hook_is_documented_in_hookspecs_and_docs() -> None:
         assert f"`{name}" in docs, f"{name} is missing from docs/plugins.md"
 
 
+def test_every_hook_has_a_typed_keyword_only_call() -> None:
+    from forwarder_core.hooks import Hooks
+
+    for name in _hook_names():
+        spec = inspect.signature(getattr(hookspecs, name))
+        method = getattr(Hooks, name, None)
+        assert method is not None, f"forwarder_core.hooks.Hooks has no {name}()"
+        params = list(inspect.signature(method).parameters.values())[1:]
+        assert [p.name for p in params] == list(spec.parameters), f"Hooks.{name} takes other arguments than its spec"
+        assert all(p.kind is p.KEYWORD_ONLY for p in params), f"Hooks.{name} must take keywords only"
+    assert not [m for m in vars(Hooks) if m.startswith("forwarder_") and m not in _hook_names()], "a stale method"
+
+
 def test_every_hook_has_a_test() -> None:
     here = Path(__file__).read_text()
     for name in _hook_names():
