@@ -37,6 +37,20 @@ _HELP: dict[str, tuple[str, str]] = {
 }
 
 
+METRIC_KINDS = ("counter", "gauge")
+
+
+def describe(name: str, kind: str, help_text: str) -> None:
+    """Give a metric its ``# TYPE`` and ``# HELP`` lines on ``/metrics``.
+
+    Called for each entry of a plugin class's ``declared_metrics`` when it is registered, so a
+    plugin's metrics are typed and explained like the core's. The first description of a name wins.
+    """
+    if kind not in METRIC_KINDS:
+        raise ValueError(f"metric {name}: kind must be one of {', '.join(METRIC_KINDS)}, not {kind!r}")
+    _HELP.setdefault(Metrics._name(name), (kind, help_text))
+
+
 def _key(name: str, labels: dict[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
     return name, tuple(sorted((k, str(v)) for k, v in labels.items()))
 

@@ -126,6 +126,9 @@ class _Component:
     options_schema: ClassVar[dict[str, Any]] = {"type": "object"}
     secret_options: ClassVar[frozenset[str]] = frozenset()
     """Options that are secrets beyond the standard ``token``/``client_secret``/``api_key``/``password``."""
+    declared_metrics: ClassVar[dict[str, tuple[str, str]]] = {}
+    """The metrics this type adds, ``name: (kind, help)`` with kind ``counter`` or ``gauge``;
+    registering the class gives them their ``# TYPE``/``# HELP`` lines on ``/metrics``."""
 
     def __init__(self, config: ComponentConfig, context: Context):
         self.config = config

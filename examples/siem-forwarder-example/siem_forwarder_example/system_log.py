@@ -68,6 +68,7 @@ class SystemLogSource(Source):
     product = "System Log"
     event_schema = EVENT_SCHEMA
     event_id_key = "uuid"
+    declared_metrics = {"example_system_log_pages_total": ("counter", "System Log pages read, by source.")}
     options_schema = source_options_schema(
         properties={"token": {"type": "string", "minLength": 1}},
         required=["token"], base_url=None, page_size_max=1000, settle_delay=10, lookback=300)
@@ -89,6 +90,7 @@ class SystemLogSource(Source):
                                             "limit": self.options["page_size"], "sortOrder": "ASCENDING"}
         while url and not self.context.stop.is_set():
             response = self.http.request("GET", url, params=params, expect_json=True)
+            self.metrics.inc("example_system_log_pages_total", source=self.name)
             items = response.parsed  # type: ignore[attr-defined]
             fresh = [e for e in items if not (isinstance(e, dict) and e.get("uuid") in seen)]
             newest = since

@@ -32,6 +32,8 @@ def test_reads_every_page_and_maps_the_event(forwarder_fake_api, forwarder_once)
     run = forwarder_once(source=_source(api))
     assert run.ok and [e["id"] for e in run.events] == [f"evt-{n}" for n in range(5)]
     assert len(api.calls(LOGS)) == 3  # page_size 2: the source honours it, the Link header leads on
+    assert run.metrics.get("example_system_log_pages_total", source="src") == 3
+    assert "# TYPE siem_forwarder_example_system_log_pages_total counter" in run.metrics.render()
     assert api.calls(LOGS)[0].headers["Authorization"] == "SSWS 00abc-secret"
     first = run.events[0]
     assert first["actor"] == {"id": "u0", "name": "User 0", "email": "user0@example.com", "type": "User",
