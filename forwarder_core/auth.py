@@ -76,4 +76,7 @@ def call_refresh(auth: Auth, client: HttpClient, response: Response) -> None:
     if _takes_response(type(auth).refresh):
         auth.refresh(client, response)
     else:
-        auth.refresh(client)  # type: ignore[call-arg]
+        auth.refresh(client)
+
+
+__all__ = ["Auth", "BearerAuth"]  # call_refresh is the client's, not a plugin's

@@ -110,3 +110,6 @@ def server_wait(response: Response, plugin_wait: ResponseWait | None, component:
         waits.append(_capped(float(hinted)) if hinted is not None else None)
     known = [w for w in waits if w is not None]
     return max(known) if known else None
+
+
+__all__ = ["MAX_RETRY_AFTER", "ResponseWait", "epoch_header", "parse_retry_after", "seconds_header"]
