@@ -78,14 +78,14 @@ class Preparer:
             else:
                 rejected.append(Rejected(index, self.validator.explain(event), event.get("id"), event.get("raw", item)))
         if self.transform is not None and events:
-            self._transform(out)
+            self._transform(out, self.transform)
         return out
 
-    def _transform(self, out: Prepared) -> None:
+    def _transform(self, out: Prepared, transform: TransformEvents) -> None:
         """Plugins' ``forwarder_transform_events``; an event a plugin breaks is set aside, one it drops is filtered."""
         given = out.events
         kept = given
-        for returned in self.transform(source_name=self.name, events=given):  # type: ignore[misc]
+        for returned in transform(source_name=self.name, events=given):
             if returned is not None:  # a plugin keeps the events (the same dicts) it returns
                 keep = {id(e) for e in returned}
                 kept = [e for e in kept if id(e) in keep]

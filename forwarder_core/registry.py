@@ -19,7 +19,7 @@ class Registered:
 class Registry:
     """Source or output types by ``type_name``. One instance per kind."""
 
-    def __init__(self, kind: str, base: type):
+    def __init__(self, kind: str, base: type[Source] | type[Output]):
         self.kind = kind
         self.base = base
         self._types: dict[str, Registered] = {}

@@ -59,7 +59,7 @@ class MemorySource(Source):
     options_schema = {"type": "object", "properties": {"events": {"type": "array"},
                                                         "page_size": {"type": "integer", "default": 100}}}
 
-    def poll(self, cursor: Any):
+    def poll(self, cursor: Any) -> Iterator[Page]:
         events = self.options.get("events", [])
         start = (cursor or {}).get("next", 0)
         size = self.options.get("page_size", 100)
