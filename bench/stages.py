@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import ComponentConfig, Context, apply_defaults, content_id
+from forwarder_core.prepare import Preparer
 from forwarder_core.schema import EventValidator
 from siem_forwarder_plugins.outputs.elastic.bulk import ElasticBulk
 from siem_forwarder_plugins.outputs.file import encode_lines
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     events = [source.normalize(r) for r in raws]
     validator = EventValidator(IncydrSource.event_schema)
     stage("validate (event + raw schema)", lambda: [validator.is_valid(e) for e in events])
+    preparer = Preparer(source)
+    stage("prepare (raw schema, normalize, event)", lambda: preparer.prepare(raws))
     cef = component(SyslogCEF, {"host": "127.0.0.1", "port": 9, "hostname": "bench"})
     stage("syslog_cef encode (RFC 5424 + CEF)", lambda: cef.encode(events))
     hec = component(SplunkHec, {"url": "http://127.0.0.1:9", "token": "t"})

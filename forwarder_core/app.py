@@ -80,9 +80,9 @@ def build_app(config: Config, plugins: PluginSet, *, metrics: Metrics | None = N
                 runner = BufferedOutputRunner(runner, state_dir, comp.buffer_max_bytes)
                 runner.start()
             app.outputs.append(runner)
-        hook = plugins.pm.hook
-        transform = hook.forwarder_transform_events if hook.forwarder_transform_events.get_hookimpls() else None
-        delivered = hook.forwarder_page_delivered if hook.forwarder_page_delivered.get_hookimpls() else None
+        hooks = plugins.hooks
+        transform = hooks.forwarder_transform_events if hooks.implemented("forwarder_transform_events") else None
+        delivered = hooks.forwarder_page_delivered if hooks.implemented("forwarder_page_delivered") else None
         wanted = set(only_sources) if only_sources else None
         if wanted:
             unknown = wanted - {c.name for c in config.sources}
@@ -102,7 +102,7 @@ def build_app(config: Config, plugins: PluginSet, *, metrics: Metrics | None = N
     except BaseException:
         app.close()
         raise
-    hook.forwarder_configure.call_historic(kwargs={"config": config.document})
+    hooks.forwarder_configure(config=config.document)
     return app
 
 

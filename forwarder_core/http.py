@@ -2,13 +2,14 @@
 
 One :class:`HttpClient` (one ``requests.Session``) per plugin instance. It retries connection
 errors, timeouts, 5xx and 429 with exponential backoff and full jitter (``backoff``'s
-generators), and waits exactly what ``Retry-After`` says (seconds or an HTTP date) when the
-server says it. It never retries other 4xx. On a 401 it asks the :class:`Auth` to refresh once
-and tries again. Every message it produces passes through :func:`forwarder_core.secrets.redact`.
+generators), and waits exactly what the server says when it says it: ``Retry-After`` (seconds
+or an HTTP date) or the vendor's own signal, read by the plugin's ``response_wait``
+(:mod:`forwarder_core.waits`). It never retries other 4xx. On a 401 it asks the
+:class:`~forwarder_core.auth.Auth` to refresh once, handing it the refused response, and tries
+again. Every message it produces passes through :func:`forwarder_core.secrets.redact`.
 """
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import threading
@@ -20,45 +21,18 @@ import backoff
 import requests
 
 from forwarder_core import __version__
+from forwarder_core.auth import Auth, BearerAuth, call_refresh
 from forwarder_core.errors import AuthError, HttpError, ResponseError, TransportError
 from forwarder_core.secrets import redact
+from forwarder_core.waits import MAX_RETRY_AFTER, ResponseWait, parse_retry_after, server_wait
 
 if TYPE_CHECKING:
     from forwarder_core.metrics import Metrics
 
 USER_AGENT = f"siem-forwarder/{__version__}"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-MAX_RETRY_AFTER = 900.0
 _BODY_SNIPPET = 300
 _warned_insecure: set[str] = set()
-
-
-class Auth:
-    """Sets auth headers on each request; :meth:`refresh` renews them (called once on a 401)."""
-
-    def headers(self, client: "HttpClient") -> Mapping[str, str]:
-        return {}
-
-    def refresh(self, client: "HttpClient") -> None:
-        """Renew the credentials; raise AuthError when that is impossible."""
-        raise AuthError("credentials were refused and cannot be refreshed")
-
-
-class BearerAuth(Auth):
-    """``Authorization: Bearer <token>`` with a fixed token (or a callable that reads it afresh)."""
-
-    def __init__(self, token: Any, scheme: str = "Bearer"):
-        self._token = token
-        self.scheme = scheme
-
-    def _value(self) -> str:
-        from forwarder_core.secrets import reveal
-
-        token = self._token() if callable(self._token) else self._token
-        return reveal(token) or ""
-
-    def headers(self, client: "HttpClient") -> Mapping[str, str]:
-        return {"Authorization": f"{self.scheme} {self._value()}"}
 
 
 def snippet(text: str, limit: int = _BODY_SNIPPET) -> str:
@@ -66,24 +40,6 @@ def snippet(text: str, limit: int = _BODY_SNIPPET) -> str:
     text = redact(text or "")
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), capped."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - (now if now is not None else time.time())
-    return max(0.0, min(seconds, MAX_RETRY_AFTER))
 
 
 class HttpClient:
@@ -96,6 +52,7 @@ class HttpClient:
         options: Mapping[str, Any],
         auth: Auth | None = None,
         base_url: str | None = None,
+        response_wait: ResponseWait | None = None,
         metrics: "Metrics | None" = None,
         logger: logging.Logger | None = None,
         stop: threading.Event | None = None,
@@ -106,6 +63,7 @@ class HttpClient:
     ):
         self.component = component
         self.auth = auth
+        self.response_wait = response_wait
         self.base_url = (base_url or options.get("base_url") or options.get("url") or "").rstrip("/")
         self.timeout = float(options.get("timeout", 30))
         self.metrics = metrics
@@ -169,11 +127,14 @@ class HttpClient:
     ) -> requests.Response:
         """Send a request with the retry policy; return the response or raise :class:`HttpError`.
 
+        ``path`` is joined to the client's base URL unless it is a full URL (a vendor's ``next``
+        link). ``params``, ``json_body``, ``data`` and ``headers`` go to ``requests`` as they are;
+        the :class:`Auth` headers are added unless ``auth_required=False`` (a token endpoint).
         A 2xx (or a status in ``ok_statuses``) is returned. With ``retry=False`` every HTTP
         answer is returned as it is (the caller decides, as outputs do with HEC codes) and only
         transport failures raise. With ``expect_json`` a 2xx body that is not JSON (an HTML
         error page from a proxy, a truncated body) is retried like a 5xx, and the decoded value
-        is left on ``response.parsed``.
+        is left on ``response.parsed``. ``max_tries`` and ``timeout`` override the client's.
         """
         url = self.url(path)
         tries = 1 if self.single_attempt else (max_tries or self.max_tries)
@@ -218,7 +179,7 @@ class HttpClient:
             if status == 401 and self.auth is not None and auth_required and not refreshed:
                 refreshed = True
                 self.log.info("%s: %s %s answered 401; refreshing credentials once", self.component, method, redact(url))
-                self.auth.refresh(self)
+                call_refresh(self.auth, self, response)
                 attempt -= 1
                 continue
             if not retry:
@@ -238,7 +199,7 @@ class HttpClient:
                     f"{method} {redact(url)}: {status} {response.reason}: credentials refused: {snippet(response.text)}"
                 )
             if status in RETRY_STATUSES and attempt < tries:
-                wait = parse_retry_after(response.headers.get("Retry-After"))
+                wait = server_wait(response, self.response_wait, self.component)
                 if status == 429 and self.metrics is not None:
                     self.metrics.inc("rate_limit_waits_total", component=self.component)
                     self.metrics.inc("rate_limit_wait_seconds_total", wait or 0, component=self.component)
@@ -317,3 +278,9 @@ def _describe_transport_error(exc: requests.RequestException) -> str:
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         return "response truncated (connection broken mid-body)"
     return f"{type(exc).__name__}: {redact(str(exc))[:200]}"
+
+
+__all__ = [
+    "MAX_RETRY_AFTER", "RETRY_STATUSES", "Auth", "BearerAuth", "HttpClient", "ResponseWait", "decode_json",
+    "parse_retry_after", "snippet",
+]

@@ -53,6 +53,22 @@ def full_name(name: str) -> str:
     return name if name.startswith("siem_forwarder_") else "siem_forwarder_" + name
 
 
+def check_declaration(name: str, kind: str, help_text: str) -> str:
+    """The full name of a well-formed declaration; ValueError says what is wrong with it.
+
+    The registry calls it for each ``declared_metrics`` entry when a plugin class is added, so a
+    bad declaration is reported by ``plugins`` and ``check`` rather than at the first poll.
+    """
+    name = full_name(name)
+    if kind not in KINDS:
+        raise ValueError(f"metric {name}: type must be one of {', '.join(KINDS)}, not {kind!r}")
+    if kind == "counter" and not name.endswith("_total"):
+        raise ValueError(f"metric {name}: a counter's name ends in _total")
+    if not help_text.strip():
+        raise ValueError(f"metric {name}: the help text is empty")
+    return name
+
+
 class Metrics:
     """Thread-safe counters and gauges; see the module docstring."""
 
@@ -72,13 +88,7 @@ class Metrics:
 
         Counter names end in ``_total``, as Prometheus expects; a declaration is idempotent.
         """
-        name = full_name(name)
-        if kind not in KINDS:
-            raise ValueError(f"metric {name}: type must be one of {', '.join(KINDS)}, not {kind!r}")
-        if kind == "counter" and not name.endswith("_total"):
-            raise ValueError(f"metric {name}: a counter's name ends in _total")
-        if not help_text.strip():
-            raise ValueError(f"metric {name}: the help text is empty")
+        name = check_declaration(name, kind, help_text)
         with self._lock:
             self._declared[name] = (kind, help_text.strip())
 

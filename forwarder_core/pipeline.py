@@ -1,4 +1,4 @@
-"""Per source: poll → normalize → validate → route → send to every output → commit.
+"""Per source: poll → prepare (:mod:`forwarder_core.prepare`) → route → send to every output → commit.
 
 The cursor of a page is committed only after every output it is routed to accepted (or
 dead-lettered) each of its events. The next page is fetched while the current one ships, at
@@ -18,10 +18,9 @@ from typing import Any
 
 from forwarder_core.checkpoint import CheckpointStore
 from forwarder_core.delivery import OutputRunner
-from forwarder_core.errors import QuarantineEvent
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import Page, Source, parse_time
-from forwarder_core.schema import EventValidator
+from forwarder_core.prepare import Preparer, TransformEvents
 from forwarder_core.secrets import redact
 from forwarder_core.setaside import SetAside
 
@@ -126,8 +125,8 @@ class SourceRunner:
     """Drives one source through the pipeline. One thread per source."""
 
     def __init__(self, source: Source, outputs: list[OutputRunner], store: CheckpointStore, quarantine: SetAside,
-                 metrics: Metrics, stop: threading.Event, transform: Callable[..., Any] | None = None,
-                 page_delivered: Callable[..., Any] | None = None, logger: logging.Logger | None = None):
+                 metrics: Metrics, stop: threading.Event, transform: TransformEvents | None = None,
+                 page_delivered: Callable[..., None] | None = None, logger: logging.Logger | None = None):
         self.source = source
         self.name = source.name
         self.routes = [o for o in outputs if o.wants(source.name)]
@@ -138,7 +137,7 @@ class SourceRunner:
         self.transform = transform
         self.page_delivered = page_delivered
         self.log = logger or logging.getLogger("siem_forwarder.pipeline")
-        self.validator = EventValidator(source.event_schema)
+        self.preparer = Preparer(source, transform)
         self.last_success = 0.0
         self.last_event = 0.0
 
@@ -222,52 +221,18 @@ class SourceRunner:
     # ------------------------------------------------------------------ one page
 
     def _prepare(self, page: Page, result: SourceResult) -> list[dict[str, Any]]:
-        normalize = self.source.normalize
-        is_valid = self.validator.is_valid
-        good: list[dict[str, Any]] = []
-        bad: list[dict[str, Any]] = []
-        for raw in page.events:
-            try:
-                event = normalize(raw)
-            except QuarantineEvent as exc:
-                bad.append(SetAside.record(self.name, exc.reason, exc.event_id, raw))
-                continue
-            except Exception as exc:
-                bad.append(SetAside.record(self.name, f"normalize failed: {type(exc).__name__}: {exc}", None, raw))
-                continue
-            if is_valid(event):
-                good.append(event)
-            else:
-                bad.append(SetAside.record(self.name, self.validator.explain(event), event.get("id"), event.get("raw", raw)))
-        if self.transform is not None and good:
-            good = self._transform(good, bad, result)
-        if bad:
+        prepared = self.preparer.prepare(page.events)
+        if prepared.filtered:
+            result.filtered += prepared.filtered
+            self.metrics.inc("events_filtered_total", prepared.filtered, source=self.name)
+        if prepared.rejected:
+            bad = [SetAside.record(self.name, r.reason, r.event_id, r.raw) for r in prepared.rejected]
             self.quarantine.write(self.name, bad)
             result.quarantined += len(bad)
             self.metrics.inc("events_quarantined_total", len(bad), source=self.name)
             self.log.warning("source %s: %d event(s) set aside in %s (first: %s)", self.name, len(bad),
                              self.quarantine.path(self.name), redact(bad[0]["reason"])[:300])
-        return good
-
-    def _transform(self, good: list[dict[str, Any]], bad: list[dict[str, Any]], result: SourceResult) -> list[dict[str, Any]]:
-        assert self.transform is not None  # called only when a plugin transforms events
-        kept = good
-        for returned in self.transform(source_name=self.name, events=good):
-            if returned is not None:  # a plugin keeps the events (the same dicts) it returns
-                keep = {id(e) for e in returned}
-                kept = [e for e in kept if id(e) in keep]
-        filtered = len(good) - len(kept)
-        if filtered:
-            result.filtered += filtered
-            self.metrics.inc("events_filtered_total", filtered, source=self.name)
-        still_valid = []
-        for event in kept:
-            if self.validator.is_valid(event):
-                still_valid.append(event)
-            else:
-                bad.append(SetAside.record(self.name, "after a plugin's forwarder_transform_events: "
-                                           + self.validator.explain(event), event.get("id"), event.get("raw")))
-        return still_valid
+        return prepared.events
 
     def _ship(self, page: Page, result: SourceResult, give_up_after: float | None) -> bool:
         result.polled += len(page.events)

@@ -31,8 +31,10 @@ from forwarder_core.source_traits import (DEFAULT_SEVERITY, TRAITS, SourceTraits
 from forwarder_core.times import format_time, parse_time
 
 if TYPE_CHECKING:
+    from forwarder_core.auth import Auth
     from forwarder_core.http import HttpClient
     from forwarder_core.metrics import Metrics
+    from forwarder_core.waits import ResponseWait
 
 
 # --------------------------------------------------------------------------- exchanged values
@@ -67,11 +69,14 @@ class Context:
     """True under ``check --connect``: one attempt per request, no retry loop, so an unreachable
     vendor is reported at once. A plugin with a loop of its own should try once too."""
 
-    def http(self, options: dict[str, Any], *, auth: Any = None, base_url: str | None = None) -> "HttpClient":
+    def http(self, options: dict[str, Any], *, auth: Auth | None = None, base_url: str | None = None,
+             response_wait: ResponseWait | None = None) -> HttpClient:
         """A new HTTP client (one ``requests.Session``) for this plugin instance.
 
-        ``options`` supplies ``timeout``, ``tls_verify`` and ``ca_file``; ``auth`` is an
-        :class:`forwarder_core.http.Auth` that sets headers and refreshes once on 401.
+        ``options`` supplies ``timeout``, ``tls_verify``, ``ca_file`` and, unless ``base_url`` is
+        given, ``base_url`` or ``url``; ``auth`` is an :class:`~forwarder_core.auth.Auth` that sets
+        headers and refreshes once on 401; ``response_wait`` reads how long the vendor asks to
+        wait from a 429/5xx answer, beside ``Retry-After`` (:mod:`forwarder_core.waits`).
         """
         from forwarder_core.http import HttpClient
 
@@ -80,6 +85,7 @@ class Context:
             options=options,
             auth=auth,
             base_url=base_url,
+            response_wait=response_wait,
             metrics=self.metrics,
             logger=self.logger,
             stop=self.stop,
@@ -172,7 +178,19 @@ class Source(_Component):
     vendor: ClassVar[str] = ""
     product: ClassVar[str] = ""
     event_schema: ClassVar[str | dict[str, Any] | None] = None
-    """The raw-event schema: a file name in ``siem_forwarder_schemas`` (built-ins) or the schema itself."""
+    """The raw-event schema: a file name in ``siem_forwarder_schemas`` (built-ins) or the schema itself.
+
+    The core checks each raw event (:meth:`raw_event` of each page item) against it *before*
+    :meth:`normalize`, and quarantines one that fails with the schema's message, so
+    ``normalize`` only ever sees events of the shape the schema promises."""
+    event_id_key: ClassVar[str | None] = None
+    """The key of a page item that holds the vendor's event id, if the vendor has ids (Asana ``gid``).
+
+    Read by :meth:`raw_event_id` to name an event the raw schema refused. None: the event's id
+    is the digest of its raw event, as for vendors without ids."""
+    replay_refusal: ClassVar[str | None] = None
+    """Why ``siem-forwarder quarantine replay`` must not send this source's quarantined events
+    again (shown to the operator, the records stay); None: they can be replayed."""
     dataset: ClassVar[str] = ""
     splunk_sourcetype: ClassVar[str] = ""
     cef_name: ClassVar[str] = ""
@@ -223,6 +241,30 @@ class Source(_Component):
         May raise KeyError/TypeError/ValueError on a malformed event: the core quarantines it.
         """
         raise NotImplementedError
+
+    def raw_event(self, item: Any) -> Any:
+        """The part of a page item that ``event_schema`` describes and ``normalize`` keeps as ``raw``.
+
+        The item itself by default. A source whose page items wrap the vendor's event in its own
+        bookkeeping (Pangea: the envelope beside its verification results) returns the event.
+        Must not raise: return what is there, and let the schema say what is wrong with it.
+        """
+        return item
+
+    def raw_event_id(self, item: Any) -> str | None:
+        """The id to file a quarantined page item under, read without trusting its shape.
+
+        ``item[event_id_key]`` when the class declares that key (None when it is missing), else
+        the digest of the raw event (None when it cannot be computed).
+        """
+        key = self.event_id_key
+        if key is not None:
+            value = item.get(key) if isinstance(item, dict) else None
+            return str(value)[:128] if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+        try:
+            return content_id(self.raw_event(item))
+        except (TypeError, ValueError, RecursionError):
+            return None
 
     def make_event(self, raw: Any, *, id: str, timestamp: str | datetime, **fields: Any) -> dict[str, Any]:
         """Build a normalized event: ``id``, ``timestamp``, ``source`` and ``raw`` plus ``fields``.

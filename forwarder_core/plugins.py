@@ -16,6 +16,7 @@ from importlib import metadata
 import pluggy
 
 from forwarder_core import PROJECT, hookspecs
+from forwarder_core.hooks import Hooks
 from forwarder_core.registry import Registry, new_registries
 
 log = logging.getLogger("siem_forwarder.plugins")
@@ -42,6 +43,11 @@ class PluginSet:
     @property
     def failed(self) -> list[LoadedPlugin]:
         return [p for p in self.loaded if p.error]
+
+    @property
+    def hooks(self) -> Hooks:
+        """The typed hook calls (the core never calls ``pm.hook`` directly)."""
+        return Hooks(self.pm)
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -95,14 +101,14 @@ def build_registries(pm: pluggy.PluginManager, loaded: list[LoadedPlugin]) -> tu
         if plugin is None or plugin_name is None:
             continue
         info = by_name.get(plugin_name) or LoadedPlugin(plugin_name, "(registered in process)", "", str(plugin))
-        others = [p for _, p in pm.list_name_plugin() if p is not None and p is not plugin]
-        for hook_name, registry in (("forwarder_register_sources", sources), ("forwarder_register_outputs", outputs)):
-            caller = pm.subset_hook_caller(hook_name, remove_plugins=others)
+        hooks = Hooks(pm, only=plugin)
+        for register, registry in ((hooks.forwarder_register_sources, sources),
+                                   (hooks.forwarder_register_outputs, outputs)):
             registry.set_origin(info.distribution, info.version, plugin_name)
             try:
-                caller(registry=registry)
+                register(registry=registry)
             except Exception as exc:
-                registry.problems.append(f"plugin {plugin_name}: {hook_name} failed: {type(exc).__name__}: {exc}")
+                registry.problems.append(f"plugin {plugin_name}: {register.__name__} failed: {type(exc).__name__}: {exc}")
     for problem in sources.problems + outputs.problems:
         log.error("%s", problem)
     return sources, outputs

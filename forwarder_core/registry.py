@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from forwarder_core.metrics import check_declaration
 from forwarder_core.plugin_api import Output, Source
 
 
@@ -18,7 +19,7 @@ class Registered:
 class Registry:
     """Source or output types by ``type_name``. One instance per kind."""
 
-    def __init__(self, kind: str, base: type):
+    def __init__(self, kind: str, base: type[Source] | type[Output]):
         self.kind = kind
         self.base = base
         self._types: dict[str, Registered] = {}
@@ -48,6 +49,11 @@ class Registry:
                 f"({first.plugin}); keeping the first"
             )
             return
+        for metric, (kind, help_text) in cls.declared_metrics.items():
+            try:
+                check_declaration(metric, kind, help_text)
+            except ValueError as exc:
+                self.problems.append(f"plugin {plugin}: {cls.__name__}: {exc}")
         self._types[name] = Registered(cls, dist, version, plugin)
 
     def get(self, name: str) -> Registered | None:

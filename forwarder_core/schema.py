@@ -84,38 +84,52 @@ def compiled(name: str) -> Callable[[Any], bool]:
 
 
 class EventValidator:
-    """Valid-or-not for normalized events and, where the source has one, their ``raw`` part."""
+    """Valid-or-not for a source's raw events (before normalize) and its normalized events.
+
+    The raw check comes first so that ``normalize`` only sees events of the promised shape and a
+    malformed one is set aside with the schema's message, not with whatever ``normalize``
+    tripped over. Each check is one call into the compiled validator; explaining is the slow
+    path, taken only for an event that failed. ``check_raw`` and ``check_event`` are the
+    compiled valid-or-not functions (``check_raw`` is None when the source has no raw schema).
+    """
 
     def __init__(self, raw_schema: str | dict[str, Any] | None):
         self.event_schema = load_schema("event.schema.json")
-        self._event_ok = compiled("event.schema.json")
+        self.check_event: Callable[[Any], bool] = compiled("event.schema.json")
         if isinstance(raw_schema, str):
             self.raw_schema: dict[str, Any] | None = load_schema(raw_schema)
-            self._raw_ok: Callable[[Any], bool] | None = compiled(raw_schema)
+            self.check_raw: Callable[[Any], bool] | None = compiled(raw_schema)
         else:
             self.raw_schema = raw_schema
-            self._raw_ok = _compile_fast(raw_schema) if raw_schema is not None else None
+            self.check_raw = _compile_fast(raw_schema) if raw_schema is not None else None
+
+    def raw_is_valid(self, raw: Any) -> bool:
+        """Whether a raw event passes the source's raw-event schema (True when it has none)."""
+        return self.check_raw is None or self.check_raw(raw)
 
     def is_valid(self, event: dict[str, Any]) -> bool:
-        if not self._event_ok(event):
-            return False
-        return self._raw_ok is None or self._raw_ok(event.get("raw"))
+        """Both checks on a normalized event (its ``raw`` against the raw schema), for events a
+        plugin may have changed after they were first validated."""
+        return self.check_event(event) and self.raw_is_valid(event.get("raw"))
+
+    def explain_raw(self, raw: Any) -> str:
+        """Why a raw event failed its raw schema, as ``raw schema: $.raw.path: message``."""
+        return "; ".join(_reasons("raw", self.raw_schema, raw, "$.raw")) or "invalid raw event"
 
     def explain(self, event: Any) -> str:
-        """Why an event failed: the first few errors, as ``$.path: message``."""
-        reasons: list[str] = []
-        for label, schema, instance, prefix in (
-            ("raw", self.raw_schema, event.get("raw") if isinstance(event, dict) else None, "$.raw"),
-            ("event", self.event_schema, event, "$"),
-        ):
-            if schema is None:
-                continue
-            for problem in _iter_limited(schema, instance, 3):
-                where = prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in problem.path)
-                reasons.append(f"{label} schema: {where}: {problem.message[:300]}")
-            if reasons:
-                break
-        return "; ".join(reasons) or "invalid event"
+        """Why a normalized event failed: the first few errors, as ``$.path: message``."""
+        reasons = _reasons("raw", self.raw_schema, event.get("raw") if isinstance(event, dict) else None, "$.raw")
+        return "; ".join(reasons or _reasons("event", self.event_schema, event, "$")) or "invalid event"
+
+
+def _reasons(label: str, schema: dict[str, Any] | None, instance: Any, prefix: str) -> list[str]:
+    if schema is None:
+        return []
+    reasons = []
+    for problem in _iter_limited(schema, instance, 3):
+        where = prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in problem.path)
+        reasons.append(f"{label} schema: {where}: {problem.message[:300]}")
+    return reasons
 
 
 def _iter_limited(schema: dict[str, Any], instance: Any, limit: int) -> Iterator[SchemaProblem]:

@@ -22,6 +22,17 @@ Fixtures:
     normalized events); when you give an output, an in-memory ``memory`` source feeds it
     ``raw_events`` (each needs ``id`` and ``time``). ``run.quarantined`` and
     ``run.dead_letters`` hold what was set aside, ``run.metrics`` the counters.
+
+``forwarder_fake_api``
+    A local HTTP server (:class:`forwarder_core.fakehttp.FakeServer`) to stand in for your
+    vendor's API or your SIEM, programmed with routes, pages and faults::
+
+        def test_my_source_waits_as_told(forwarder_fake_api, forwarder_once):
+            api = forwarder_fake_api
+            api.pages("GET", "/api/v1/logs", EVENTS, page_size=2)
+            api.fault("status", path="/api/v1/logs", status=429, headers={"X-Rate-Limit-Reset": "..."})
+            run = forwarder_once(source={"type": "mysource", "options": {"base_url": api.url, "token": "t"}})
+            assert run.ok and len(api.calls("/api/v1/logs")) == 4
 """
 from __future__ import annotations
 
@@ -35,6 +46,7 @@ from typing import Any
 import pytest
 
 from forwarder_core import hookimpl
+from forwarder_core.fakehttp import FakeServer
 from forwarder_core.plugin_api import Output, Page, SendResult, Source
 
 
@@ -89,6 +101,9 @@ class _MemoryPlugin:
 
 @dataclass
 class OnceRun:
+    """What ``forwarder_once`` did: per-source results (``.ok``, ``.done``, ``.polled``, ``.delivered``,
+    ``.quarantined``, ``.filtered``, ``.pages``, ``.error``), the delivered events, the set-aside records."""
+
     results: list[Any]
     events: list[dict[str, Any]]
     quarantined: list[dict[str, Any]] = field(default_factory=list)
@@ -171,3 +186,10 @@ def forwarder_once(tmp_path: Path) -> Any:
         return run_once(tmp_path, **kwargs)
 
     return run
+
+
+@pytest.fixture
+def forwarder_fake_api() -> Iterator[FakeServer]:
+    """A local HTTP server faking a vendor's API: ``.url``, ``route()``, ``pages()``, ``fault()``, ``calls()``."""
+    with FakeServer() as server:
+        yield server

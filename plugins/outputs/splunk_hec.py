@@ -28,7 +28,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forwarder_core import hookimpl
 from forwarder_core.errors import HttpError, OutputError
@@ -36,6 +36,9 @@ from forwarder_core.http import BearerAuth, HttpClient, parse_retry_after, snipp
 from forwarder_core.plugin_api import (ComponentConfig, Context, Output, SendResult, compact_json,
                                        http_output_options_schema, traits_of)
 from siem_forwarder_plugins.outputs.batching import Limits, Retryable, Round, post_round, send_in_rounds, split
+
+if TYPE_CHECKING:
+    from requests import Response
 
 EVENT_PATH = "/services/collector/event"
 ACK_PATH = "/services/collector/ack"
@@ -390,7 +393,7 @@ class _SplunkAuth(BearerAuth):
     """``Authorization: Splunk <token>``. A HEC token cannot be refreshed: a 401 is read as HEC
     code 2/3 by the output, so the client's one refresh attempt just sends the request again."""
 
-    def refresh(self, client: HttpClient) -> None:
+    def refresh(self, client: HttpClient, response: Response | None = None) -> None:
         return None
 
 

@@ -27,6 +27,8 @@ from siem_forwarder_plugins.sources.windows import (EdgeDedup, WindowCursor, Win
                                                  parse_ms)
 
 if TYPE_CHECKING:
+    from requests import Response
+
     from forwarder_core.plugin_api import ComponentConfig, Context
 
 ACTOR_TYPES = ("user", "asana", "asana_support", "anonymous", "external_administrator")
@@ -68,7 +70,7 @@ def _content_key(raw: Any) -> str:
 class AsanaTokenAuth(BearerAuth):
     """A service-account token: nothing to renew, so a 401 says plainly what to fix."""
 
-    def refresh(self, client: HttpClient) -> None:
+    def refresh(self, client: HttpClient, response: Response | None = None) -> None:
         raise AuthError("Asana answered 401 Not Authorized: the token was refused; the audit log needs a "
                         "service-account token of the Enterprise domain")
 
@@ -89,6 +91,7 @@ class AsanaSource(WindowedSource):
     cef_name = "Asana audit event"
     varying_fields = frozenset({"details.old_value", "details.new_value"})
     """A setting's old and new values: a string for one setting, a number or an object for another."""
+    event_id_key = "gid"
     options_schema = source_options_schema(
         base_url="https://app.asana.com/api/1.0",
         page_size_max=100,

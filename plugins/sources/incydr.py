@@ -31,6 +31,8 @@ from forwarder_core.secrets import register_secret_text, reveal
 from siem_forwarder_plugins.sources.windows import EdgeDedup, WindowCursor, WindowedSource, ms_datetime, now_ms, parse_ms
 
 if TYPE_CHECKING:
+    from requests import Response
+
     from forwarder_core.http import HttpClient
     from forwarder_core.plugin_api import ComponentConfig, Context
 
@@ -75,7 +77,7 @@ class IncydrOAuth(Auth):
             self.refresh(client)
         return {"Authorization": f"Bearer {self._token}"}
 
-    def refresh(self, client: "HttpClient") -> None:
+    def refresh(self, client: "HttpClient", response: Response | None = None) -> None:
         received = self._clock()
         response = client.request("POST", TOKEN, headers={"Authorization": self._basic}, data=b"",
                                   auth_required=False, expect_json=True)

@@ -95,6 +95,59 @@ def test_every_hook_is_documented_in_hookspecs_and_docs() -> None:
         assert f"`{name}" in docs, f"{name} is missing from docs/plugins.md"
 
 
+def _in_code(docs: str, name: str) -> bool:
+    """``name`` appears in the docs inside backticks (`name`, `name(...)`, `x.name`)."""
+    return re.search(rf"`[^`\n]*\b{re.escape(name)}\b[^`\n]*`", docs) is not None
+
+
+def _public_members(cls: type) -> set[str]:
+    import dataclasses
+
+    names = {n for klass in cls.__mro__ if klass.__module__.startswith("forwarder_core")
+             for n in vars(klass) if not n.startswith("_")}
+    if dataclasses.is_dataclass(cls):
+        names |= {f.name for f in dataclasses.fields(cls)}
+    return names
+
+
+def test_every_public_name_of_the_plugin_api_is_in_the_docs() -> None:
+    from forwarder_core import auth, errors, fakehttp, plugin_api, testing, waits
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "plugins.md").read_text()
+    missing = [f"forwarder_core.plugin_api.{n}" for n in plugin_api.__all__ if not _in_code(docs, n)]
+    for name in plugin_api.__all__:
+        obj = getattr(plugin_api, name)
+        if isinstance(obj, type) and obj.__module__ == plugin_api.__name__:
+            missing += [f"{name}.{m}" for m in sorted(_public_members(obj)) if not _in_code(docs, m)]
+    errors_public = [n for n, obj in vars(errors).items() if isinstance(obj, type) and issubclass(obj, Exception)]
+    for module, public in ((errors, errors_public), (auth, auth.__all__), (waits, waits.__all__)):
+        missing += [f"{module.__name__}.{n}" for n in public if not _in_code(docs, n)]
+    missing += [f"HttpClient.{m}" for m in ("request", "get_json", "post_json", "json", "url", "sleep", "close")
+                if not _in_code(docs, m)]
+    import inspect as _inspect
+
+    from forwarder_core.http import HttpClient
+
+    missing += [f"HttpClient.request({p})" for p in _inspect.signature(HttpClient.request).parameters
+                if p != "self" and not _in_code(docs, p)]
+    missing += [f"FakeServer.{m}" for m in _public_members(fakehttp.FakeServer) if not _in_code(docs, m)]
+    missing += [f"fixture {n}" for n in vars(testing) if n.startswith("forwarder_") and not _in_code(docs, n)]
+    assert not missing, "missing from docs/plugins.md: " + ", ".join(missing)
+
+
+def test_every_hook_has_a_typed_keyword_only_call() -> None:
+    from forwarder_core.hooks import Hooks
+
+    for name in _hook_names():
+        spec = inspect.signature(getattr(hookspecs, name))
+        method = getattr(Hooks, name, None)
+        assert method is not None, f"forwarder_core.hooks.Hooks has no {name}()"
+        params = list(inspect.signature(method).parameters.values())[1:]
+        assert [p.name for p in params] == list(spec.parameters), f"Hooks.{name} takes other arguments than its spec"
+        assert all(p.kind is p.KEYWORD_ONLY for p in params), f"Hooks.{name} must take keywords only"
+    assert not [m for m in vars(Hooks) if m.startswith("forwarder_") and m not in _hook_names()], "a stale method"
+
+
 def test_every_hook_has_a_test() -> None:
     here = Path(__file__).read_text()
     for name in _hook_names():

@@ -1,6 +1,8 @@
 """Plugin discovery: built-ins through the entry-point group, a broken plugin, a third-party one."""
 from __future__ import annotations
 
+import logging
+
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +106,31 @@ def test_registry_rejects_bad_classes_and_duplicates() -> None:
     assert "NoType has no type_name" in joined
     assert "output type 'file' is already provided by siem-forwarder" in joined
     assert "is not a Output subclass" in joined
+
+
+def test_a_plugins_declared_metrics_get_their_type_and_help(tmp_path: Path) -> None:
+    from forwarder_core.metrics import Metrics
+    from forwarder_core.plugin_api import ComponentConfig, Context
+    from forwarder_core.registry import new_registries
+    from forwarder_core.testing import MemoryOutput
+
+    class Counting(MemoryOutput):
+        type_name = "counting"
+        declared_metrics = {"counting_batches_total": ("counter", "Batches a counting output took.")}
+
+    class Wrong(MemoryOutput):
+        type_name = "wrong"
+        declared_metrics = {"wrong_things": ("histogram", "Not a kind the core renders.")}
+
+    _, outputs = new_registries()
+    outputs.add(Counting)
+    outputs.add(Wrong)
+    metrics = Metrics()
+    Counting(ComponentConfig(name="o", type="counting", options={}),
+             Context(name="o", state_dir=str(tmp_path), logger=logging.getLogger("t"), metrics=metrics))
+    metrics.inc("counting_batches_total", output="o")
+    text = metrics.render()
+    assert "# TYPE siem_forwarder_counting_batches_total counter" in text
+    assert "# HELP siem_forwarder_counting_batches_total Batches a counting output took." in text
+    assert outputs.problems == ["plugin : Wrong: metric siem_forwarder_wrong_things: type must be one of counter, "
+                                "gauge, not 'histogram'"]

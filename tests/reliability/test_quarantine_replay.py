@@ -127,6 +127,20 @@ def test_quarantined_events_that_now_pass_go_to_every_routed_output(tmp_path: Pa
     assert left["raw"] == broken and left["id"] == "counter-5"
 
 
+def test_replay_checks_the_raw_schema_before_normalize(tmp_path: Path, counter_config: Any) -> None:
+    # The pipeline's own prepare step: an event still malformed stays with the schema's words,
+    # not with whatever normalize() would have tripped over (here a KeyError on 'seq').
+    cfg = counter_config(count=0)
+    assert run_forwarder(tmp_path, cfg).returncode == 0
+    no_seq = {"time": "2026-01-01T00:00:05Z", "user": "user1", "action": "login"}
+    SetAside(cfg["state_dir"], QUARANTINE).write("counter", [SetAside.record("counter", "old", None, no_seq)])
+    done = _quarantine(tmp_path, "replay")
+    assert done.returncode == 1 and "0 event(s) delivered and removed, 1 kept" in done.stdout
+    (left,) = read_jsonl(Path(cfg["state_dir"]) / "quarantine" / "counter.jsonl")
+    assert left["reason"] == "raw schema: $.raw: 'seq' is a required property"
+    assert "normalize failed" not in done.stdout
+
+
 def test_an_output_still_down_keeps_every_record(tmp_path: Path, counter_config: Any, es: FakeElasticsearch) -> None:
     cfg = _es_config(counter_config, es, count=0)
     assert run_forwarder(tmp_path, cfg).returncode == 0

@@ -1,5 +1,7 @@
 """Example siem-forwarder plugin.
 
+* ``example_system_log`` source (:mod:`.system_log`): an Okta-style audit API read through the
+  core HTTP client, with the vendor's own rate-limit header as the client's wait.
 * ``webhook`` output: POSTs each batch as a JSON array to a URL, through the core HTTP client
   (retries, TLS, redaction come for free).
 * ``forwarder_configure`` + ``forwarder_transform_events``: adds ``labels.site`` to every
@@ -14,6 +16,7 @@ from forwarder_core import hookimpl
 from forwarder_core.errors import OutputError
 from forwarder_core.http import BearerAuth
 from forwarder_core.plugin_api import Output, SendResult, http_output_options_schema
+from siem_forwarder_example.system_log import SystemLogSource
 
 _site = {"value": os.environ.get("SITE", "")}
 
@@ -37,6 +40,11 @@ class WebhookOutput(Output):
 
     def close(self) -> None:
         self.http.close()
+
+
+@hookimpl
+def forwarder_register_sources(registry):
+    registry.add(SystemLogSource)
 
 
 @hookimpl

@@ -51,6 +51,8 @@ from siem_forwarder_plugins.sources.agilicus.cursor import (
 )
 
 if TYPE_CHECKING:
+    from requests import Response
+
     from forwarder_core.http import HttpClient
 
 API_MAX_LIMIT = 500
@@ -111,7 +113,7 @@ class AgilicusAuth(Auth):
             self._load()
         return {"Authorization": f"Bearer {self._token}"}
 
-    def refresh(self, client: "HttpClient") -> None:
+    def refresh(self, client: "HttpClient", response: Response | None = None) -> None:
         if not self.path:
             raise AuthError(
                 f"{self.component}: the Agilicus API refused the token (401); tokens are short-lived, "

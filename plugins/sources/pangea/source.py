@@ -106,6 +106,7 @@ class PangeaSource(Source):
         "nobody re-verified. To forward events that fail verification, flagged in 'integrity', set "
         "on_verification_failure: forward and reset the source's checkpoint (siem-forwarder state reset NAME)")
     """Read by ``siem-forwarder quarantine replay``, which keeps this source's records and says why."""
+    event_id_key = "hash"
 
     def __init__(self, config: ComponentConfig, context: Context):
         super().__init__(config, context)
@@ -301,6 +302,10 @@ class PangeaSource(Source):
         """``through``: every event received before it has been searched for."""
         through = cursor.get("through") if isinstance(cursor, dict) else None
         return parse_time(through) if isinstance(through, str) else None
+
+    def raw_event(self, item: Any) -> Any:
+        """The envelope: what the raw schema describes and the event's ``raw`` carries (its hash covers it)."""
+        return item.get("envelope") if isinstance(item, dict) else item
 
     def normalize(self, raw: Any) -> dict[str, Any]:
         envelope = raw["envelope"]
