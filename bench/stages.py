@@ -27,7 +27,7 @@ from siem_forwarder_plugins.outputs.file import encode_lines  # noqa: E402
 from siem_forwarder_plugins.sources.incydr import IncydrSource  # noqa: E402
 from siem_forwarder_plugins.outputs.splunk_hec import SplunkHec  # noqa: E402
 from siem_forwarder_plugins.outputs.syslog.output import SyslogCEF  # noqa: E402
-from siem_forwarder_plugins.sources.windows import parse_ms  # noqa: E402
+from forwarder_core.times import parse_ms  # noqa: E402
 from tests.fakes.incydr import IncydrFake  # noqa: E402
 
 

@@ -23,8 +23,8 @@ from forwarder_core import hookimpl
 from forwarder_core.errors import AuthError, ForwarderError, HttpError, SourceError
 from forwarder_core.http import BearerAuth, HttpClient
 from forwarder_core.plugin_api import Page, content_id, format_time, parse_time, source_options_schema
-from siem_forwarder_plugins.sources.windows import (EdgeDedup, WindowCursor, WindowedSource, iso_ms, ms_datetime, now_ms,
-                                                 parse_ms)
+from forwarder_core.times import iso_ms, ms_datetime, now_ms, parse_ms
+from siem_forwarder_plugins.sources.windows import EdgeDedup, WindowCursor, WindowedSource
 
 if TYPE_CHECKING:
     from forwarder_core.plugin_api import ComponentConfig, Context

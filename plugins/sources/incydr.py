@@ -28,7 +28,8 @@ from forwarder_core.errors import AuthError, ForwarderError, HttpError, SourceEr
 from forwarder_core.http import Auth
 from forwarder_core.plugin_api import Page, content_id, format_time, parse_time, source_options_schema
 from forwarder_core.secrets import register_secret_text, reveal
-from siem_forwarder_plugins.sources.windows import EdgeDedup, WindowCursor, WindowedSource, ms_datetime, now_ms, parse_ms
+from forwarder_core.times import ms_datetime, now_ms, parse_ms
+from siem_forwarder_plugins.sources.windows import EdgeDedup, WindowCursor, WindowedSource
 
 if TYPE_CHECKING:
     from forwarder_core.http import HttpClient

@@ -17,7 +17,6 @@ resume from. Times are integer milliseconds since the epoch: exact, and JSON-fri
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -25,60 +24,12 @@ from typing import Any
 
 from forwarder_core.errors import SourceError
 from forwarder_core.plugin_api import Page, Source
+from forwarder_core.times import iso_ms, ms_datetime, now_ms, parse_ms, to_ms
 
 MAX_SEEN = 20_000
 """The most event ids a cursor keeps for de-duplication at window edges."""
 
 CURSOR_VERSION = 1
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MS = timedelta(milliseconds=1)
-_SECOND = timedelta(seconds=1)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def to_ms(value: datetime) -> int:
-    """An aware datetime as integer epoch milliseconds (truncated, never rounded up)."""
-    return (value - _EPOCH) // _MS
-
-
-_SECONDS: dict[str, int] = {}
-
-
-def parse_ms(text: str) -> int:
-    """An ISO 8601 / RFC 3339 time string as epoch milliseconds (naive means UTC).
-
-    Runs once per event, so the common ``YYYY-MM-DDTHH:MM:SS[.fff...]Z`` form takes a short
-    path: the seconds part is parsed once per distinct second and the fraction read directly.
-    """
-    if len(text) >= 20 and text[-1] == "Z" and text[10] == "T" and (text[19] == "." or len(text) == 20):
-        head = text[:19]
-        seconds = _SECONDS.get(head)
-        if seconds is None:
-            if len(_SECONDS) > 100_000:
-                _SECONDS.clear()
-            seconds = _SECONDS[head] = (datetime.fromisoformat(head).replace(tzinfo=timezone.utc) - _EPOCH) // _SECOND
-        frac = text[20:-1]
-        if not frac:
-            return seconds * 1000
-        if frac.isdigit():
-            return seconds * 1000 + int((frac + "00")[:3])
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return (dt - _EPOCH) // _MS
-
-
-def iso_ms(ms: int) -> str:
-    """Epoch milliseconds as ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
-    dt = _EPOCH + timedelta(milliseconds=ms)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
-
-def ms_datetime(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
 
 
 @dataclass

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from siem_forwarder_plugins.sources.windows import MAX_SEEN, EdgeDedup, WindowCursor, iso_ms, parse_ms
+from forwarder_core.times import iso_ms, parse_ms
+from siem_forwarder_plugins.sources.windows import MAX_SEEN, EdgeDedup, WindowCursor
 
 
 def test_a_fresh_cursor_starts_at_the_start_time_and_round_trips_through_json():

@@ -23,32 +23,14 @@ JSON form so ``siem-forwarder state show`` reads well.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-ONE_US = timedelta(microseconds=1)
+from forwarder_core.times import iso_us, parse_us
+
 HASH_CHARS = 16
 """Hex digits of the SHA-256 kept per record: 64 bits, so a false match within one lookback
 window (thousands of records) has odds far below one in a billion."""
 VERSION = 1
-
-
-def us_from_datetime(dt: datetime) -> int:
-    return (dt - EPOCH) // ONE_US
-
-
-def iso_from_us(us: int) -> str:
-    """RFC 3339 with microseconds and ``Z``, the precision windows are cut at."""
-    return (EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def us_from_text(text: str) -> int:
-    """Epoch microseconds of an RFC 3339 time (``Z`` or offset; a naive time is UTC)."""
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return (dt - EPOCH) // ONE_US
 
 
 class WindowCursor:
@@ -74,8 +56,8 @@ class WindowCursor:
         if not isinstance(value, dict) or value.get("v") != VERSION:
             raise ValueError(f"not an Agilicus window cursor (version {VERSION}): {str(value)[:80]!r}")
         try:
-            end = us_from_text(value["end"])
-            floor = us_from_text(value["floor"])
+            end = parse_us(value["end"])
+            floor = parse_us(value["floor"])
             seen = {int(t): set(hashes) for t, hashes in value.get("seen", {}).items()}
             reported = {int(t) for t in value.get("reported", [])}
         except (KeyError, TypeError, ValueError) as exc:
@@ -88,8 +70,8 @@ class WindowCursor:
     def dump(self) -> dict[str, Any]:
         return {
             "v": VERSION,
-            "end": iso_from_us(self.end),
-            "floor": iso_from_us(self.floor),
+            "end": iso_us(self.end),
+            "floor": iso_us(self.floor),
             "seen": {str(t): list(hashes) for t, hashes in self.seen.items()},
             "reported": sorted(self.reported),
         }

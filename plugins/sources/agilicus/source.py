@@ -42,13 +42,8 @@ from forwarder_core.plugin_api import (
     source_options_schema,
 )
 from forwarder_core.secrets import register_secret_text, reveal
-from siem_forwarder_plugins.sources.agilicus.cursor import (
-    HASH_CHARS,
-    WindowCursor,
-    iso_from_us,
-    us_from_datetime,
-    us_from_text,
-)
+from forwarder_core.times import iso_us, parse_us, to_us
+from siem_forwarder_plugins.sources.agilicus.cursor import HASH_CHARS, WindowCursor
 
 if TYPE_CHECKING:
     from forwarder_core.http import HttpClient
@@ -180,7 +175,7 @@ class _AgilicusSource(Source):
         window_end = now_us - self.settle_us
         if cursor is None:
             start = self.config.start_time or datetime.now(timezone.utc) - timedelta(hours=24)
-            state = WindowCursor.begin(us_from_datetime(start))
+            state = WindowCursor.begin(to_us(start))
         else:
             try:
                 state = WindowCursor.load(cursor)
@@ -212,7 +207,7 @@ class _AgilicusSource(Source):
                 self.log.warning(
                     "%s: more than %d records inside lookback; forgot the %d oldest hashes, so late "
                     "records older than %s are no longer looked for",
-                    self.name, MAX_SEEN, dropped, iso_from_us(state.floor),
+                    self.name, MAX_SEEN, dropped, iso_us(state.floor),
                 )
             # Records below floor have lost their hashes: a re-read there could repeat them.
             lo = max(hi, min(state.floor, window_end))
@@ -226,7 +221,7 @@ class _AgilicusSource(Source):
             if len(records) < API_MAX_LIMIT:
                 return records
         if at in state.reported:
-            self.log.debug("%s: instant %s still holds more than %d records", self.name, iso_from_us(at), API_MAX_LIMIT)
+            self.log.debug("%s: instant %s still holds more than %d records", self.name, iso_us(at), API_MAX_LIMIT)
             return records
         state.reported.add(at)
         self.metrics.inc(OVERFLOW_METRIC, source=self.name)
@@ -234,12 +229,12 @@ class _AgilicusSource(Source):
             "%s: %d or more records share the instant %s, more than the Agilicus API returns for one "
             "request (limit %d) and a window cannot be narrower than that instant; delivering the %d "
             "it returned, the rest of that instant cannot be read through %s",
-            self.name, len(records), iso_from_us(at), API_MAX_LIMIT, len(records), self.path,
+            self.name, len(records), iso_us(at), API_MAX_LIMIT, len(records), self.path,
         )
         return records
 
     def _fetch(self, lo: int, hi: int, limit: int) -> list[Any]:
-        params = {**self.params, "dt_from": iso_from_us(lo), "dt_to": iso_from_us(hi), "limit": limit}
+        params = {**self.params, "dt_from": iso_us(lo), "dt_to": iso_us(hi), "limit": limit}
         try:
             body = self.http.get_json(self.path, params=params)
         except (HttpError, ResponseError) as exc:
@@ -262,7 +257,7 @@ class _AgilicusSource(Source):
         ids = self._ids
         for raw in records:
             try:
-                t = us_from_text(raw["time"])
+                t = parse_us(raw["time"])
             except (KeyError, TypeError, ValueError):
                 t = lo  # the raw schema check will quarantine it; its window start stands in
             bucket = state.bucket(t)
@@ -292,7 +287,7 @@ class _AgilicusSource(Source):
 
     def check_connection(self) -> str:
         now = datetime.now(timezone.utc)
-        self._fetch(us_from_datetime(now - timedelta(minutes=5)), us_from_datetime(now), 1)
+        self._fetch(to_us(now - timedelta(minutes=5)), to_us(now), 1)
         return f"read {self.path} at {self.http.base_url}"
 
     def close(self) -> None:
@@ -309,7 +304,7 @@ def _narrower(records: list[Any], lo: int, hi: int) -> int:
     counts: Counter[int] = Counter()
     for raw in records:
         try:
-            counts[us_from_text(raw["time"])] += 1
+            counts[parse_us(raw["time"])] += 1
         except (KeyError, TypeError, ValueError):
             pass
     if counts:

@@ -12,28 +12,14 @@ to what the set covers, and nothing is ever delivered twice for want of room.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from forwarder_core.plugin_api import parse_time
+from forwarder_core.times import iso_us, to_us
 
 MAX_SEEN = 4096
 KEY_LEN = 16
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_US = timedelta(microseconds=1)
-
-
-def format_us(dt: datetime) -> str:
-    """``YYYY-MM-DDTHH:MM:SS.ffffffZ``, the form Pangea's ``start``/``end`` take and give."""
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def to_us(dt: datetime) -> int:
-    return (dt - _EPOCH) // _US
-
-
-def from_us(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
 
 
 class Cursor:
@@ -65,9 +51,9 @@ class Cursor:
                    to_us(parse_time(floor)) if isinstance(floor, str) else None, dict(seen))
 
     def dump(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"v": 1, "through": format_us(from_us(self.through)), "seen": dict(self.seen)}
+        out: dict[str, Any] = {"v": 1, "through": iso_us(self.through), "seen": dict(self.seen)}
         if self.floor is not None:
-            out["floor"] = format_us(from_us(self.floor))
+            out["floor"] = iso_us(self.floor)
         return out
 
     def start(self, lookback_us: int) -> int:

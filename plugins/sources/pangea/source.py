@@ -27,7 +27,8 @@ from forwarder_core.http import BearerAuth
 from forwarder_core.plugin_api import (ComponentConfig, Context, Page, Source, canonical_json, format_time,
                                        parse_time, source_options_schema)
 from siem_forwarder_plugins.sources.pangea.api import PangeaApi, PangeaError, ResultSetExpired
-from siem_forwarder_plugins.sources.pangea.cursor import Cursor, format_us, from_us, to_us
+from forwarder_core.times import from_us, iso_us, to_us
+from siem_forwarder_plugins.sources.pangea.cursor import Cursor
 from siem_forwarder_plugins.sources.pangea.ledger import Ledger, consistency_verdict, sizes_needed
 from siem_forwarder_plugins.sources.pangea.verify import (FAIL, NONE, SignatureVerifier, envelope_hash, root_hash,
                                                   verify_hash_value, verify_membership)
@@ -167,8 +168,8 @@ class PangeaSource(Source):
             "query": self.options.get("query", ""),
             "order": "asc",
             "order_by": "received_at",
-            "start": format_us(from_us(start_us)),
-            "end": format_us(from_us(end_us)),
+            "start": iso_us(start_us),
+            "end": iso_us(end_us),
             "limit": self.page_size,
             "verbose": True,
         }
@@ -199,8 +200,8 @@ class PangeaSource(Source):
                                       f"({exc}); trying again next poll") from None
                 restart = max(state.through, state.floor or state.through, start_us)
                 self.log.info("%s: the search result set expired at offset %d of %d (%s); searching again "
-                              "from %s", self.name, offset, count, exc, format_us(from_us(restart)))
-                body["start"] = format_us(from_us(restart))
+                              "from %s", self.name, offset, count, exc, iso_us(restart))
+                body["start"] = iso_us(restart)
                 result = self.api.search(body)
                 search_id, count = _result_set(result)
                 offset = 0
