@@ -1,7 +1,9 @@
 """The checkpoint store: one SQLite database (WAL) in ``state_dir``, one row per source.
 
 A row holds the source's opaque JSON cursor, when it was last committed and the newest event
-time delivered. A commit is one SQLite transaction, so a crash (even mid-write) leaves either
+time delivered; the ``ledger`` table adds up each source's ledger (:mod:`forwarder_core.ledger`)
+since the state directory was created, in the same transaction as the cursor, so the totals are
+exact across crashes and survive ``state reset``. A commit is one SQLite transaction, so a crash (even mid-write) leaves either
 the old row or the new one. A store that SQLite cannot read is refused with a clear error and
 never reset silently: resetting would re-send or skip a tenant's whole history.
 """
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from forwarder_core.errors import StateError
+from forwarder_core.ledger import Ledger
 from forwarder_core.statedir import secure_file
 
 FILENAME = "checkpoints.sqlite"
@@ -49,6 +52,8 @@ class CheckpointStore:
                 "CREATE TABLE IF NOT EXISTS checkpoints (source TEXT PRIMARY KEY, cursor TEXT NOT NULL, "
                 "updated REAL NOT NULL, newest_event TEXT, delivered INTEGER NOT NULL DEFAULT 0)"
             )
+            self._db.execute("CREATE TABLE IF NOT EXISTS ledger (source TEXT NOT NULL, term TEXT NOT NULL, "
+                             "output TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (source, term, output))")
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
@@ -83,8 +88,16 @@ class CheckpointStore:
             rows = self._db.execute("SELECT source FROM checkpoints ORDER BY source").fetchall()
         return [cp for (name,) in rows if (cp := self.get(name)) is not None]
 
-    def commit(self, source: str, cursor: Any, newest_event: str | None, delivered: int) -> None:
-        """Store the cursor atomically (one transaction, fsynced by SQLite before it returns)."""
+    def ledger(self, source: str) -> Ledger:
+        """The source's ledger totals since the state directory was created."""
+        with self._lock:
+            rows = self._db.execute("SELECT term, output, count FROM ledger WHERE source = ?", (source,)).fetchall()
+        return Ledger.from_rows(rows)
+
+    def commit(self, source: str, cursor: Any, newest_event: str | None, delivered: int,
+               ledger: Ledger | None = None) -> None:
+        """Store the cursor, and add the page's ``ledger``, atomically (one transaction, fsynced
+        by SQLite before it returns)."""
         text = json.dumps(cursor, separators=(",", ":"), sort_keys=True)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -96,6 +109,11 @@ class CheckpointStore:
                     "delivered = checkpoints.delivered + excluded.delivered",
                     (source, text, time.time(), newest_event, delivered),
                 )
+                if ledger is not None:
+                    self._db.executemany(
+                        "INSERT INTO ledger (source, term, output, count) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT(source, term, output) DO UPDATE SET count = ledger.count + excluded.count",
+                        [(source, term, output, n) for term, output, n in ledger.rows() if n])
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

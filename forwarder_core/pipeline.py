@@ -12,13 +12,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from forwarder_core.checkpoint import CheckpointStore
 from forwarder_core.delivery import OutputRunner
 from forwarder_core.errors import QuarantineEvent
+from forwarder_core.ledger import NO_OUTPUT, Ledger, LedgerError, strict
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import Page, Source, parse_time
 from forwarder_core.schema import EventValidator
@@ -60,6 +61,8 @@ class SourceResult:
     pages: int = 0
     error: str | None = None
     done: bool = False
+    ledger: Ledger = field(default_factory=Ledger)
+    """The committed pages' ledger for this run."""
 
     @property
     def ok(self) -> bool:
@@ -159,6 +162,8 @@ class SourceRunner:
                 result.done = True
                 self.last_success = time.time()
                 self.metrics.set("last_poll_timestamp_seconds", self.last_success, source=self.name)
+        except LedgerError:
+            raise
         except Exception as exc:
             result.error = redact(f"poll failed: {exc}") if str(exc) else f"poll failed: {type(exc).__name__}"
             self.metrics.inc("poll_errors_total", source=self.name)
@@ -176,35 +181,37 @@ class SourceRunner:
 
     # ------------------------------------------------------------------ one page
 
-    def _prepare(self, page: Page, result: SourceResult) -> list[dict[str, Any]]:
-        normalize = self.source.normalize
+    def _prepare(self, page: Page, ledger: Ledger) -> list[dict[str, Any]]:
+        normalize = self.source.normalize_as
         is_valid = self.validator.is_valid
         good: list[dict[str, Any]] = []
         bad: list[dict[str, Any]] = []
-        for raw in page.events:
+        ids = page.ids if page.ids is not None and len(page.ids) == len(page.events) else None
+        for i, raw in enumerate(page.events):
+            pid = ids[i] if ids is not None else None
             try:
-                event = normalize(raw)
+                event = normalize(raw, pid)
             except QuarantineEvent as exc:
-                bad.append(SetAside.record(self.name, exc.reason, exc.event_id, raw))
+                bad.append(SetAside.record(self.name, exc.reason, exc.event_id or pid, raw))
                 continue
             except Exception as exc:
-                bad.append(SetAside.record(self.name, f"normalize failed: {type(exc).__name__}: {exc}", None, raw))
+                bad.append(SetAside.record(self.name, f"normalize failed: {type(exc).__name__}: {exc}", pid, raw))
                 continue
             if is_valid(event):
                 good.append(event)
             else:
                 bad.append(SetAside.record(self.name, self.validator.explain(event), event.get("id"), event.get("raw", raw)))
         if self.transform is not None and good:
-            good = self._transform(good, bad, result)
+            good = self._transform(good, bad, ledger)
         if bad:
             self.quarantine.write(self.name, bad)
-            result.quarantined += len(bad)
+            ledger.quarantined += len(bad)
             self.metrics.inc("events_quarantined_total", len(bad), source=self.name)
             self.log.warning("source %s: %d event(s) set aside in %s (first: %s)", self.name, len(bad),
                              self.quarantine.path(self.name), redact(bad[0]["reason"])[:300])
         return good
 
-    def _transform(self, good: list[dict[str, Any]], bad: list[dict[str, Any]], result: SourceResult) -> list[dict[str, Any]]:
+    def _transform(self, good: list[dict[str, Any]], bad: list[dict[str, Any]], ledger: Ledger) -> list[dict[str, Any]]:
         kept = good
         for returned in self.transform(source_name=self.name, events=good):
             if returned is not None:  # a plugin keeps the events (the same dicts) it returns
@@ -212,7 +219,7 @@ class SourceRunner:
                 kept = [e for e in kept if id(e) in keep]
         filtered = len(good) - len(kept)
         if filtered:
-            result.filtered += filtered
+            ledger.filtered += filtered
             self.metrics.inc("events_filtered_total", filtered, source=self.name)
         still_valid = []
         for event in kept:
@@ -224,25 +231,36 @@ class SourceRunner:
         return still_valid
 
     def _ship(self, page: Page, result: SourceResult, give_up_after: float | None) -> bool:
-        result.polled += len(page.events)
-        self.metrics.inc("events_polled_total", len(page.events), source=self.name)
-        events = self._prepare(page, result)
+        read = len(page.events) + page.already_delivered + page.held_back
+        result.polled += read
+        self.metrics.inc("events_polled_total", read, source=self.name)
+        ledger = Ledger(read=read, already_delivered=page.already_delivered, held_back=page.held_back)
+        events = self._prepare(page, ledger)
         give_up_at = time.monotonic() + give_up_after if give_up_after is not None else None
-        if events:
-            for runner in self.routes:
-                if not runner.deliver(events, self.name, give_up_at):
-                    why = "stopped" if self.stop.is_set() else f"output {runner.name} kept failing: {runner.reason}"
-                    if not self.stop.is_set():
-                        result.error = why
-                    self.log.warning("source %s: page of %d event(s) not committed (%s); it will be sent again",
-                                     self.name, len(events), why)
-                    return False
+        if not self.routes:
+            ledger.delivered[NO_OUTPUT] = len(events)
+        for runner in self.routes:
+            tally: dict[str, int] = {}
+            if events and not runner.deliver(events, self.name, give_up_at, tally=tally):
+                why = "stopped" if self.stop.is_set() else f"output {runner.name} kept failing: {runner.reason}"
+                if not self.stop.is_set():
+                    result.error = why
+                self.log.warning("source %s: page of %d event(s) not committed (%s); it will be sent again",
+                                 self.name, len(events), why)
+                return False
+            ledger.delivered[runner.name] = tally.get("accepted", 0)
+            ledger.dead_lettered[runner.name] = tally.get("dead_lettered", 0)
         newest = page.newest
         if newest is None and events:
             newest = parse_time(max(e["timestamp"] for e in events))
-        self.store.commit(self.name, page.cursor, _iso(newest), len(events))
+        self._check_ledger(ledger, "page")
+        self.store.commit(self.name, page.cursor, _iso(newest), len(events), ledger)
         result.pages += 1
         result.delivered += len(events)
+        result.quarantined += ledger.quarantined
+        result.filtered += ledger.filtered
+        result.ledger.add(ledger)
+        self._count_ledger(ledger)
         self.metrics.inc("pages_committed_total", source=self.name)
         if events:
             self.last_event = time.time()
@@ -251,6 +269,25 @@ class SourceRunner:
         if self.page_delivered is not None:
             self.page_delivered(source_name=self.name, count=len(events), cursor=page.cursor)
         return True
+
+    def _check_ledger(self, ledger: Ledger, what: str) -> None:
+        """An unbalanced ledger is a bug: ERROR with the counts, and an exception under tests."""
+        if ledger.balanced:
+            return
+        self.metrics.inc("ledger_unbalanced_total", source=self.name)
+        self.log.error("source %s: the %s's ledger does not balance, an event left the path uncounted: %s",
+                       self.name, what, ledger.line())
+        if strict():
+            raise LedgerError(f"source {self.name}: unbalanced ledger: {ledger.line()}")
+
+    def _count_ledger(self, ledger: Ledger) -> None:
+        inc = self.metrics.inc
+        for term, output, n in ledger.rows():
+            if n:
+                if output:
+                    inc("ledger_events_total", n, source=self.name, term=term, output=output)
+                else:
+                    inc("ledger_events_total", n, source=self.name, term=term)
 
 
 def _iso(dt: datetime | None) -> str | None:

@@ -277,7 +277,7 @@ class Replayer:
                 print(f"source {source_name} ({source.type_name}): {refusal}", file=self.out)
             return None, f"source {source_name} ({source.type_name}) is not replayed (see above)"
         try:
-            event = source.normalize(rec.get("raw"))
+            event = source.normalize_as(rec.get("raw"), rec.get("id") if isinstance(rec.get("id"), str) else None)
         except QuarantineEvent as exc:
             return None, exc.reason
         except Exception as exc:

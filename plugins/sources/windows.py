@@ -11,6 +11,14 @@ are kept in the cursor (``seen``) so that re-reading delivers nothing twice.
 the oldest are dropped and ``floor`` rises past them: the next re-read starts at ``floor``, so
 the overlap shrinks rather than the cursor growing without end or re-sending events.
 
+**Occurrences.** A vendor without event ids can serve two events equal in every byte; they are
+two occurrences and each is delivered. ``seen`` counts them: a key delivered ``n`` times is kept
+as ``[time, n]`` (``time`` alone when ``n`` is 1, the form earlier versions wrote, so their
+cursors load unchanged). :meth:`EdgeDedup.occurrence` numbers the copies met in a window: the
+first keeps the digest as its id, the n-th becomes ``<digest>-<n>``; a re-read that meets no more
+copies than ``seen`` counts delivers none, and a further copy that arrives late is delivered once.
+Identical copies share their timestamp, so they always fall into the same window.
+
 The window being read is kept in the cursor too (``window``), with whatever the source needs
 to resume inside it (a page number, an offset token), so every page's cursor is safe to
 resume from. Times are integer milliseconds since the epoch: exact, and JSON-friendly.
@@ -28,6 +36,9 @@ from forwarder_core.times import iso_ms, ms_datetime, now_ms, parse_ms, to_ms
 
 MAX_SEEN = 20_000
 """The most event ids a cursor keeps for de-duplication at window edges."""
+KEY_CHARS = 16
+"""Hex digits of a content digest kept in ``seen``: 64 bits, so a false match among the events of
+one lookback (thousands) has odds far below one in a billion."""
 
 CURSOR_VERSION = 1
 
@@ -39,7 +50,10 @@ class WindowCursor:
     watermark: int
     floor: int
     seen: dict[str, int] = field(default_factory=dict)
+    """key -> time of the events delivered in the overlap the next poll re-reads."""
     window: dict[str, Any] | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    """key -> occurrences delivered, for the keys of ``seen`` delivered more than once."""
 
     @classmethod
     def load(cls, cursor: Any, start_ms: int) -> "WindowCursor":
@@ -49,11 +63,21 @@ class WindowCursor:
         if not isinstance(cursor, dict) or cursor.get("v") != CURSOR_VERSION:
             raise ValueError(f"unrecognised cursor (expected a version {CURSOR_VERSION} window cursor): {str(cursor)[:200]}")
         window = cursor.get("window")
+        seen: dict[str, int] = {}
+        counts: dict[str, int] = {}
+        for key, value in (cursor.get("seen") or {}).items():
+            if isinstance(value, list):
+                seen[str(key)], n = int(value[0]), int(value[1])
+                if n > 1:
+                    counts[str(key)] = n
+            else:
+                seen[str(key)] = int(value)
         return cls(
             watermark=int(cursor["watermark"]),
             floor=int(cursor.get("floor", cursor["watermark"])),
-            seen={str(k): int(v) for k, v in (cursor.get("seen") or {}).items()},
+            seen=seen,
             window=dict(window) if window else None,
+            counts=counts,
         )
 
     def dump(self) -> dict[str, Any]:
@@ -63,7 +87,8 @@ class WindowCursor:
             "watermark": self.watermark,
             "watermark_time": iso_ms(self.watermark),
             "floor": self.floor,
-            "seen": dict(self.seen),
+            "seen": {k: [t, counts[k]] if k in counts else t for k, t in self.seen.items()} if (counts := self.counts)
+            else dict(self.seen),
             "window": dict(self.window) if self.window is not None else None,
         }
 
@@ -90,38 +115,108 @@ class WindowCursor:
             seen = {k: t for k, t in seen.items() if t > cutoff}
             self.floor = max(self.floor, cutoff + 1)
         self.seen = seen
+        if self.counts:
+            self.counts = {k: n for k, n in self.counts.items() if k in seen}
         self.watermark = max(self.watermark, end)
         self.window = None
+
+    def delivered(self, key: str) -> int:
+        """How many occurrences of ``key`` the cursor knows were delivered (0: none it remembers)."""
+        if key not in self.seen:
+            return 0
+        return self.counts.get(key, 1)
+
+
+class WindowTally:
+    """The occurrences met in one window, across the passes that read it.
+
+    ``met`` counts each key in the current pass (a re-read after shifted pages starts a new one);
+    ``most`` is the most occurrences of a key any pass met, which is how many were delivered.
+    A source keeps one per open window, for as long as the window is being read.
+    """
+
+    __slots__ = ("met", "most")
+
+    def __init__(self) -> None:
+        self.met: dict[str, int] = {}
+        self.most: dict[str, int] = {}
+
+    def new_pass(self) -> None:
+        self.met = {}
 
 
 class EdgeDedup:
     """Decides, event by event, whether a window's event is new; records what must be kept.
 
-    An event is a duplicate when its id is in the cursor's ``seen`` (delivered by an earlier
-    window) or, with ``track_window``, was already met in this window (deep pages of a live
-    result set can shift and show one event twice). Ids of events that will still be inside
-    the next poll's overlap go into ``seen``.
+    Two ways in, by what the source's ids are:
+
+    * :meth:`admit` for vendor ids: an event is a duplicate when its id is in the cursor's
+      ``seen`` (delivered by an earlier window) or, with ``window_ids``, was already met in this
+      window (deep pages of a live result set can shift and show one event twice).
+    * :meth:`occurrence` for content digests (events without an id): identical events are
+      occurrences, numbered within the window through a :class:`WindowTally`, and the cursor
+      counts how many of each were delivered.
+
+    Ids of events that will still be inside the next poll's overlap go into ``seen``.
+    ``already`` counts the events recognised as delivered before (for the source's ledger).
     """
 
-    def __init__(self, cursor: WindowCursor, window_end: int, lookback: int, *, window_ids: set[str] | None = None):
+    def __init__(self, cursor: WindowCursor, window_end: int, lookback: int, *, window_ids: set[str] | None = None,
+                 tally: WindowTally | None = None):
+        self.cursor = cursor
         self.seen = cursor.seen
         self.keep_from = window_end - lookback
         self.window_ids = window_ids
-        self.met = 0  # distinct events met in this window for the first time (duplicates or not)
+        self.tally = tally if tally is not None else WindowTally()
+        self.met = 0  # events met in this window for the first time (duplicates or not)
+        self.already = 0
+
+    def take_already(self) -> int:
+        """The events recognised as delivered before since the last call (for a page's ledger)."""
+        n, self.already = self.already, 0
+        return n
 
     def admit(self, key: str, t: int) -> bool:
         """True when the event is new (deliver it); False for a duplicate."""
         ids = self.window_ids
         if ids is not None:
             if key in ids:
+                self.already += 1
                 return False
             ids.add(key)
             self.met += 1
         if key in self.seen:
+            self.already += 1
             return False
         if t >= self.keep_from:
             self.seen[key] = t
         return True
+
+    def occurrence(self, digest: str, t: int) -> str | None:
+        """The occurrence id of an event whose id is the content ``digest``, or None if delivered before.
+
+        The n-th identical event met in this pass of the window is occurrence n: ``digest`` for
+        the first, ``<digest>-<n>`` after. It is new when neither an earlier pass of this window
+        nor the cursor (an earlier poll) delivered n of them.
+        """
+        key = digest[:KEY_CHARS]
+        tally = self.tally
+        n = tally.met.get(key, 0) + 1
+        tally.met[key] = n
+        if n <= tally.most.get(key, 0):
+            self.already += 1
+            return None
+        tally.most[key] = n
+        self.met += 1
+        cursor = self.cursor
+        if n <= cursor.delivered(key):
+            self.already += 1
+            return None
+        if t >= self.keep_from or key in self.seen:
+            self.seen[key] = max(t, self.seen.get(key, t))
+            if n > 1:
+                cursor.counts[key] = n
+        return digest if n == 1 else f"{digest}-{n}"
 
 
 class WindowedSource(Source):

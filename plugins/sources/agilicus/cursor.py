@@ -10,7 +10,10 @@ cursor records:
     ``seen`` holds the hash of every delivered record with a time in ``[floor, end)``, so any
     window starting at or after ``floor`` can be re-read without delivering a duplicate.
 ``seen``
-    Content-hash prefixes of delivered records grouped by their time (epoch microseconds).
+    Content-hash prefixes of delivered records grouped by their time (epoch microseconds); a
+    hash listed ``n`` times was delivered ``n`` times (identical records are occurrences, see
+    :mod:`siem_forwarder_plugins.sources.windows`), so the lists earlier versions wrote, each hash
+    once, load as they are.
     Only the last ``lookback`` seconds before the poll's window end are kept, and never more
     than ``max_seen`` hashes: past that the oldest groups go and ``floor`` rises, which
     shortens the late-event window instead of risking a duplicate.
@@ -38,13 +41,13 @@ class WindowCursor:
 
     __slots__ = ("end", "floor", "seen", "reported", "size")
 
-    def __init__(self, end: int, floor: int, seen: dict[int, set[str]] | None = None,
+    def __init__(self, end: int, floor: int, seen: dict[int, dict[str, int]] | None = None,
                  reported: set[int] | None = None):
         self.end = end
         self.floor = min(floor, end)
-        self.seen: dict[int, set[str]] = seen or {}
+        self.seen: dict[int, dict[str, int]] = seen or {}  # time -> hash -> occurrences delivered
         self.reported: set[int] = reported or set()
-        self.size = sum(len(v) for v in self.seen.values())
+        self.size = sum(sum(v.values()) for v in self.seen.values())
 
     @classmethod
     def begin(cls, start_us: int) -> "WindowCursor":
@@ -58,7 +61,11 @@ class WindowCursor:
         try:
             end = parse_us(value["end"])
             floor = parse_us(value["floor"])
-            seen = {int(t): set(hashes) for t, hashes in value.get("seen", {}).items()}
+            seen: dict[int, dict[str, int]] = {}
+            for t, hashes in value.get("seen", {}).items():
+                bucket = seen[int(t)] = {}
+                for h in hashes:
+                    bucket[h] = bucket.get(h, 0) + 1
             reported = {int(t) for t in value.get("reported", [])}
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"Agilicus window cursor is damaged ({type(exc).__name__}: {exc})") from None
@@ -72,7 +79,7 @@ class WindowCursor:
             "v": VERSION,
             "end": iso_us(self.end),
             "floor": iso_us(self.floor),
-            "seen": {str(t): list(hashes) for t, hashes in self.seen.items()},
+            "seen": {str(t): [h for h, n in hashes.items() for _ in range(n)] for t, hashes in self.seen.items()},
             "reported": sorted(self.reported),
         }
 
@@ -82,16 +89,18 @@ class WindowCursor:
         """Where a poll starts: ``lookback`` before ``end``, but never below what ``seen`` covers."""
         return max(self.floor, self.end - lookback_us)
 
-    def bucket(self, t: int) -> set[str] | None:
+    def bucket(self, t: int) -> dict[str, int] | None:
         return self.seen.get(t)
 
-    def remember(self, t: int, key: str) -> None:
+    def remember(self, t: int, key: str, n: int = 1) -> None:
+        """``n`` occurrences of ``key`` at ``t`` are delivered."""
         bucket = self.seen.get(t)
         if bucket is None:
-            bucket = self.seen[t] = set()
-        if key not in bucket:
-            bucket.add(key)
-            self.size += 1
+            bucket = self.seen[t] = {}
+        had = bucket.get(key, 0)
+        if n > had:
+            bucket[key] = n
+            self.size += n - had
 
     # ------------------------------------------------------------------ moving on
 
@@ -107,7 +116,7 @@ class WindowCursor:
             self.floor = floor
             stale = [t for t in self.seen if t < floor]
             for t in stale:
-                self.size -= len(self.seen.pop(t))
+                self.size -= sum(self.seen.pop(t).values())
             if self.reported:
                 self.reported = {t for t in self.reported if t >= floor}
 
@@ -124,7 +133,7 @@ class WindowCursor:
             if self.size <= max_seen:
                 self.floor = min(self.end, max(self.floor, t))
                 break
-            n = len(self.seen.pop(t))
+            n = sum(self.seen.pop(t).values())
             self.size -= n
             dropped += n
         else:

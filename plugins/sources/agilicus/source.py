@@ -13,6 +13,9 @@ delivered, and the poll moves on rather than loop.
 Each poll re-reads ``lookback`` seconds before the cursor for late-arriving records; records
 already delivered are recognised by the SHA-256 of their canonical JSON (which is also their
 event ``id``), kept in the cursor (see :mod:`siem_forwarder_plugins.sources.agilicus.cursor`).
+Identical records are occurrences (``<digest>-<n>``), numbered within one answer: a window is
+always read whole in one request and identical records share their instant, so every copy of a
+record is in the same answer.
 
 Auth is a bearer ``token``, or a ``token_file`` that an outside job rewrites as tokens expire:
 the file is read again whenever it changes and whenever the API answers 401.
@@ -165,12 +168,10 @@ class _AgilicusSource(Source):
         self.lookback_us = int(float(opts.get("lookback", 300)) * 1_000_000)
         self.params = {k: str(opts[k]) for k in ("org_id", *self.filters) if opts.get(k) is not None}
         self.clock: Callable[[], float] = time.time
-        self._ids: dict[int, tuple[Any, str]] = {}
 
     # ------------------------------------------------------------------ polling
 
     def poll(self, cursor: Any | None) -> Iterator[Page]:
-        self._ids.clear()
         now_us = int(self.clock() * 1_000_000)
         window_end = now_us - self.settle_us
         if cursor is None:
@@ -200,7 +201,7 @@ class _AgilicusSource(Source):
                 if hi - lo > 1:
                     good_width = hi - lo
                 width = _next_width(hi - lo, len(records), self.limit)
-            fresh, newest = self._fresh(records, state, lo, keep_from)
+            fresh, ids, already, newest = self._fresh(records, state, lo, keep_from)
             state.advance(hi, keep_from)
             dropped = state.cap(MAX_SEEN)
             if dropped:
@@ -211,8 +212,8 @@ class _AgilicusSource(Source):
                 )
             # Records below floor have lost their hashes: a re-read there could repeat them.
             lo = max(hi, min(state.floor, window_end))
-            if fresh or lo >= window_end:
-                yield Page(fresh, state.dump(), newest)
+            if fresh or already or lo >= window_end:
+                yield Page(fresh, state.dump(), newest, ids=ids, already_delivered=already)
 
     def _read_instant(self, state: WindowCursor, at: int, records: list[Any]) -> list[Any]:
         """A full answer for a one-microsecond window: ask for the API's maximum, then give up loudly."""
@@ -246,44 +247,41 @@ class _AgilicusSource(Source):
         return records
 
     def _fresh(self, records: list[Any], state: WindowCursor, lo: int,
-               keep_from: int) -> tuple[list[Any], datetime | None]:
-        """The records not delivered before, remembering the ones a later re-read may see again.
+               keep_from: int) -> tuple[list[Any], list[str | None], int, datetime | None]:
+        """The records not delivered before with their occurrence ids, and how many were.
 
-        Only records in a time group the cursor already knows, or inside the poll's lookback
-        range, are hashed here; the rest get their id once, in :meth:`normalize`.
+        Remembers the records a later re-read may see again (those inside the poll's lookback).
         """
         fresh: list[Any] = []
+        ids: list[str | None] = []
+        already = 0
         newest = lo - 1
-        ids = self._ids
+        met: dict[str, int] = {}
         for raw in records:
             try:
                 t = parse_us(raw["time"])
             except (KeyError, TypeError, ValueError):
                 t = lo  # the raw schema check will quarantine it; its window start stands in
-            bucket = state.bucket(t)
-            if bucket is not None or t >= keep_from:
-                try:
-                    cid = content_id(raw)
-                except ValueError:  # NaN or Infinity: no canonical JSON, so normalize quarantines it
-                    cid = hashlib.sha256(repr(raw).encode()).hexdigest()
-                else:
-                    ids[id(raw)] = (raw, cid)
+            try:
+                cid: str | None = content_id(raw)
                 key = cid[:HASH_CHARS]
-                if bucket is not None and key in bucket:
-                    continue
-                if t >= keep_from:
-                    state.remember(t, key)
+            except (TypeError, ValueError):  # NaN or Infinity: no canonical JSON, so normalize quarantines it
+                cid, key = None, hashlib.sha256(repr(raw).encode()).hexdigest()[:HASH_CHARS]
+            n = met[key] = met.get(key, 0) + 1
+            bucket = state.bucket(t)
+            if bucket is not None and n <= bucket.get(key, 0):
+                already += 1
+                continue
+            if t >= keep_from:
+                state.remember(t, key, n)
+            if cid is not None and n > 1:
+                cid = f"{cid}-{n}"
             if t > newest:
                 newest = t
             fresh.append(raw)
+            ids.append(cid)
         newest_dt = datetime.fromtimestamp(newest / 1_000_000, tz=timezone.utc) if fresh else None
-        return fresh, newest_dt
-
-    def _event_id(self, raw: Any) -> str:
-        entry = self._ids.pop(id(raw), None)
-        if entry is not None and entry[0] is raw:
-            return entry[1]
-        return content_id(raw)
+        return fresh, ids, already, newest_dt
 
     def check_connection(self) -> str:
         now = datetime.now(timezone.utc)
@@ -371,7 +369,6 @@ class AgilicusAudits(_AgilicusSource):
         ) or None
         return self.make_event(
             raw,
-            id=self._event_id(raw),
             timestamp=timestamp,
             action=action,
             category=["iam"] if resource in self._IAM else ["configuration"],
@@ -429,7 +426,6 @@ class AgilicusAuthAudits(_AgilicusSource):
             message += f" for {app}"
         return self.make_event(
             raw,
-            id=self._event_id(raw),
             timestamp=timestamp,
             action=event_name,
             category=["authentication"],
