@@ -192,7 +192,7 @@ class SourceRunner:
             try:
                 event = normalize(raw, pid)
             except QuarantineEvent as exc:
-                bad.append(SetAside.record(self.name, exc.reason, exc.event_id or pid, raw))
+                bad.append(SetAside.record(self.name, exc.reason, exc.event_id or pid, raw, integrity=exc.integrity))
                 continue
             except Exception as exc:
                 bad.append(SetAside.record(self.name, f"normalize failed: {type(exc).__name__}: {exc}", pid, raw))
@@ -200,7 +200,8 @@ class SourceRunner:
             if is_valid(event):
                 good.append(event)
             else:
-                bad.append(SetAside.record(self.name, self.validator.explain(event), event.get("id"), event.get("raw", raw)))
+                bad.append(SetAside.record(self.name, self.validator.explain(event), event.get("id"), event.get("raw", raw),
+                                           integrity=event.get("integrity")))
         if self.transform is not None and good:
             good = self._transform(good, bad, ledger)
         if bad:
@@ -227,7 +228,8 @@ class SourceRunner:
                 still_valid.append(event)
             else:
                 bad.append(SetAside.record(self.name, "after a plugin's forwarder_transform_events: "
-                                           + self.validator.explain(event), event.get("id"), event.get("raw")))
+                                           + self.validator.explain(event), event.get("id"), event.get("raw"),
+                                           integrity=event.get("integrity")))
         return still_valid
 
     def _ship(self, page: Page, result: SourceResult, give_up_after: float | None) -> bool:

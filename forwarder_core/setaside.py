@@ -51,12 +51,16 @@ class SetAside:
         return len(lines)
 
     @staticmethod
-    def record(source: str, reason: str, event_id: str | None, raw: Any, output: str | None = None) -> dict[str, Any]:
+    def record(source: str, reason: str, event_id: str | None, raw: Any, output: str | None = None,
+               integrity: Any = None) -> dict[str, Any]:
+        """One line of the file; ``integrity`` (a source's verification verdicts) is kept where known."""
         rec: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "source": source}
         if output is not None:
             rec["output"] = output
         rec["reason"] = reason
         rec["id"] = event_id
+        if integrity:
+            rec["integrity"] = integrity
         rec["raw"] = raw
         return rec
 

@@ -290,25 +290,43 @@ class PangeaSource(Source):
     # ------------------------------------------------------------------ normalizing
 
     def normalize(self, raw: Any) -> dict[str, Any]:
-        envelope = raw["envelope"]
-        event = envelope["event"]
-        if not isinstance(event, dict):
-            raise TypeError("envelope.event is not an object")
+        integrity = self._integrity(raw)
+        claimed = raw.get("hash") if isinstance(raw, dict) else None
+        event_id = claimed if isinstance(claimed, str) and claimed else None  # else the envelope's digest
+        if self.quarantine and integrity is not None and FAIL in integrity.values():
+            failed = ", ".join(k for k, v in integrity.items() if v == FAIL)
+            raise QuarantineEvent(f"Pangea tamper evidence failed: {failed} check(s) did not verify",
+                                  str(claimed)[:128] if event_id else None, integrity)
+        try:
+            return self._event(raw, event_id, integrity)
+        except (KeyError, TypeError, ValueError) as exc:
+            # the verdicts go with the record, so the quarantine shows what was (not) verified
+            raise QuarantineEvent(f"normalize failed: {type(exc).__name__}: {exc}",
+                                  str(claimed)[:128] if event_id else None, integrity) from None
+
+    def _integrity(self, raw: Any) -> dict[str, str] | None:
+        if not isinstance(raw, dict) or "hash_verification" not in raw:
+            return None
         integrity = {"hash": raw["hash_verification"], "membership": raw["membership_verification"],
                      "signature": raw["signature_verification"]}
         if self.ledger is not None:
             integrity["consistency"] = raw["consistency_verification"]
-        if self.quarantine and FAIL in integrity.values():
-            failed = ", ".join(k for k, v in integrity.items() if v == FAIL)
-            raise QuarantineEvent(f"Pangea tamper evidence failed: {failed} check(s) did not verify",
-                                  str(raw.get("hash"))[:128])
+        return integrity
+
+    def _event(self, raw: Any, event_id: str | None, integrity: dict[str, str] | None) -> dict[str, Any]:
+        envelope = raw["envelope"]
+        event = envelope["event"]
+        if not isinstance(event, dict):
+            raise TypeError("envelope.event is not an object")
+        if integrity is None:
+            raise KeyError("hash_verification")
         actor = event.get("actor")
         target = event.get("target")
         message = event.get("message")
         tenant = event.get("tenant_id")
         return self.make_event(
             envelope,
-            id=str(raw["hash"]),
+            id=event_id,
             timestamp=_timestamp(event.get("timestamp"), envelope.get("received_at")),
             action=_text(event.get("action")),
             outcome=_outcome(event.get("status")),
