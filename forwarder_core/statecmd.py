@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 from forwarder_core.checkpoint import CheckpointStore
 from forwarder_core.config import Config
 from forwarder_core.errors import StateError
 from forwarder_core.plugin_api import parse_time
+from forwarder_core.progress import print_ledgers
 from forwarder_core.statedir import StateLock, ensure_state_dir
 
 
@@ -53,6 +55,8 @@ def state_command(config: Config, action: str, name: str | None) -> int:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for row in rows:
             print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        names = sorted(seen | configured)
+        print_ledgers([(n, store.ledger(n)) for n in names], sys.stdout, since=" (since the state dir was created)")
         return 0
     finally:
         store.close()
