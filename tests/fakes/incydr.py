@@ -151,6 +151,12 @@ class IncydrFake(FakeServer):
             rows.append((ts, _mix(self.seed ^ len(self._custom) << 20) >> 2, spec))
         self._insert(rows)
 
+    def add_copies(self, event: dict[str, Any], copies: int) -> None:
+        """Add ``copies`` more events equal in every byte to ``event`` (same ``timestamp``): a
+        SYSTEM ``logged_in`` twice in one millisecond. Each is served at its own place in the
+        API's order, so copies can fall on different pages."""
+        self.add_events([dict(event) for _ in range(copies)])
+
     def make_event(self, at: datetime, **overrides: Any) -> dict[str, Any]:
         """A realistic event at ``at`` (not yet added), for tests that add events later."""
         self._made += 1
