@@ -162,7 +162,7 @@ class AsanaSource(WindowedSource):
                 # No next page, or a restart at the last instant found nothing after it: were the
                 # offset followed, it would only lead to the empty page (and offsets keep failing).
                 state.finish_window(end, self.lookback)
-            yield Page(fresh, state.dump(), newest)
+            yield Page(fresh, state.dump(), newest, already_delivered=dedup.take_already())
             if state.window is None:
                 return
 
@@ -188,6 +188,7 @@ class AsanaSource(WindowedSource):
                 continue
             gid = str(gid)
             if t == pos and gid in pos_ids:
+                dedup.already += 1
                 continue
             if pos is None or t > pos:
                 pos, pos_ids = t, {gid}

@@ -32,6 +32,7 @@ from typing import Any
 
 import requests
 
+from forwarder_core.checkpoint import CheckpointStore
 from forwarder_core.plugin_api import content_id
 from tests.fakes.elastic import FakeElasticsearch
 from tests.fakes.splunk_hec import DEFAULT_TOKEN, SplunkHecFake
@@ -403,6 +404,10 @@ class Outcome:
     """The most duplicates one round (one kill, and the outage in it) added."""
     rounds_over_bound: int = 0
     """Rounds that added more duplicates than one page per disruption in them."""
+    ledger: str = ""
+    """The source's ledger since the state dir was created, as ``state`` prints it."""
+    ledger_balanced: bool = False
+    """The ledger balances, and no run logged an unbalanced page."""
 
     @property
     def disruptions(self) -> int:
@@ -418,7 +423,7 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return (self.missing == 0 and self.unexpected == 0 and self.duplicates <= self.duplicate_bound
-                and self.rounds_over_bound == 0)
+                and self.rounds_over_bound == 0 and self.ledger_balanced)
 
     def row(self) -> str:
         outages = ", ".join(f"{n} {k}" for k, n in sorted(self.outages.items())) or "none"
@@ -428,7 +433,7 @@ class Outcome:
                 f"events {self.expected:>6}  received {self.received:>6}  missing {self.missing}  "
                 f"duplicates {self.duplicates} (bound {self.duplicate_bound}, max copies {self.max_copies}, "
                 f"worst round {self.worst_round}, rounds over the bound {self.rounds_over_bound})"
-                f"{extra}  {self.seconds:.0f}s")
+                f"{extra}  {self.seconds:.0f}s\n    ledger: {self.ledger}")
 
 
 def _config(workdir: Path, vendor: VendorProcess, sink: Sink, page_size: int, max_backoff: float,
@@ -548,6 +553,16 @@ def run_rounds(workdir: Path, vendor: VendorProcess, sink: Sink, *, rounds: int,
     outcome.duplicates = len(ids) - len(copies)
     outcome.max_copies = max(copies.values(), default=0)
     outcome.extra = sink.extra()
+    store = CheckpointStore(str(workdir / "state"))
+    try:
+        ledger = store.ledger(config["sources"][0]["name"])
+    finally:
+        store.close()
+    outcome.ledger = ledger.line()
+    # Every kill costs at most the pages it cut short, which are read again: the committed ones
+    # account for every event the vendor served, at least once.
+    outcome.ledger_balanced = (ledger.balanced and ledger.read >= len(expected)
+                               and not any("ledger does not balance" in line for line in logs))
     outcome.seconds = time.monotonic() - started
     outcome.log = logs
     return outcome

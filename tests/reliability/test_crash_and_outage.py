@@ -45,6 +45,7 @@ def _run(tmp_path: Path, vendor: VendorProcess, sink: Sink) -> Outcome:
     assert outcome.unexpected == 0, outcome.row()
     assert outcome.duplicates <= outcome.duplicate_bound, outcome.row()
     assert outcome.rounds_over_bound == 0, outcome.row()
+    assert outcome.ledger_balanced, outcome.row()
     return outcome
 
 

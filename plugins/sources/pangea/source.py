@@ -213,6 +213,7 @@ class PangeaSource(Source):
         published_root = root_hash(result.get("root"))
         unpublished_root = root_hash(result.get("unpublished_root"))
         out: list[Any] = []
+        already = 0
         tally: Counter[tuple[str, str]] = Counter()
         newest: int | None = None
         for item in items:
@@ -227,6 +228,7 @@ class PangeaSource(Source):
                 actual = None
             key = actual or (claimed if isinstance(claimed, str) else None)
             if key is not None and state.is_seen(key):
+                already += 1
                 continue
             item["hash_verification"] = verify_hash_value(actual, claimed)
             item["membership_verification"] = verify_membership(
@@ -248,7 +250,7 @@ class PangeaSource(Source):
         for (check, verdict), n in tally.items():
             self.metrics.inc("pangea_verifications_total", n, source=self.name, check=check, result=verdict)
         state.prune(self.lookback_us)
-        return Page(out, state.dump(), from_us(newest) if newest is not None else None)
+        return Page(out, state.dump(), from_us(newest) if newest is not None else None, already_delivered=already)
 
     def _check_consistency(self, items: list[Any], result: dict[str, Any]) -> None:
         assert self.ledger is not None
