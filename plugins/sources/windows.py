@@ -22,6 +22,16 @@ Identical copies share their timestamp, so they always fall into the same window
 The window being read is kept in the cursor too (``window``), with whatever the source needs
 to resume inside it (a page number, an offset token), so every page's cursor is safe to
 resume from. Times are integer milliseconds since the epoch: exact, and JSON-friendly.
+
+**One seen-set.** :class:`SeenSet` (its bound :data:`MAX_SEEN`, its fallback of dropping the
+oldest instants whole and raising ``floor``, its occurrence counts) is the only one: Incydr and
+Asana keep it in :class:`WindowCursor`; the Agilicus and Pangea cursors keep it too, around a
+position of their own, because their APIs move differently. Agilicus answers a window whole in
+one request, so a window is never resumed part-way (its cursor holds no ``window``), it cuts
+windows at the microsecond, and it remembers the instants that hold more records than the API
+returns. Pangea's position is the newest ``received_at`` read, inside search result sets that
+expire, and its ids are the vendor's hashes. Their cursor JSON keeps the forms earlier versions
+wrote, so committed cursors load unchanged.
 """
 from __future__ import annotations
 
@@ -35,12 +45,72 @@ from forwarder_core.plugin_api import Page, Source
 from forwarder_core.times import iso_ms, ms_datetime, now_ms, parse_ms, to_ms
 
 MAX_SEEN = 20_000
-"""The most event ids a cursor keeps for de-duplication at window edges."""
+"""The most event ids a cursor keeps for de-duplication at window edges, for every windowed source:
+about 700 KB of cursor JSON, enough for 300 s of lookback at 60 events/s. Past it the late-event
+window shrinks; nothing is ever delivered twice for want of room."""
 KEY_CHARS = 16
 """Hex digits of a content digest kept in ``seen``: 64 bits, so a false match among the events of
 one lookback (thousands) has odds far below one in a billion."""
 
 CURSOR_VERSION = 1
+
+
+class SeenSet(dict[str, int]):
+    """key -> time of each event delivered near a window edge, with how many occurrences of it.
+
+    ``counts`` holds the keys delivered more than once (identical events); a key it lacks was
+    delivered once. Bounded by :meth:`bound`, which drops the oldest instants whole, so the set
+    stays complete from the time it returns (the cursor's new ``floor``) onward.
+    """
+
+    def __init__(self, times: dict[str, int] | None = None, counts: dict[str, int] | None = None):
+        super().__init__(times or {})
+        self.counts: dict[str, int] = dict(counts or {})
+
+    def delivered(self, key: str) -> int:
+        """How many occurrences of ``key`` were delivered (0: none this set remembers)."""
+        if key not in self:
+            return 0
+        return self.counts.get(key, 1)
+
+    def add(self, key: str, t: int, n: int = 1) -> None:
+        """``n`` occurrences of ``key``, at ``t``, are delivered."""
+        self[key] = max(t, self.get(key, t))
+        if n > 1 and n > self.counts.get(key, 0):
+            self.counts[key] = n
+
+    def forget_before(self, t: int) -> None:
+        if any(v < t for v in self.values()):
+            for key in [k for k, v in self.items() if v < t]:
+                del self[key]
+                self.counts.pop(key, None)
+
+    def bound(self, limit: int = MAX_SEEN) -> int | None:
+        """Keep at most ``limit`` keys; return the time from which the set is still complete, or
+        None when nothing had to go."""
+        if len(self) <= limit:
+            return None
+        cutoff = sorted(self.values(), reverse=True)[limit]
+        self.forget_before(cutoff + 1)
+        return cutoff + 1
+
+    def to_json(self) -> dict[str, int | list[int]]:
+        """``key: time``, or ``key: [time, n]`` for a key delivered ``n`` > 1 times."""
+        counts = self.counts
+        if not counts:
+            return dict(self)
+        return {k: [t, counts[k]] if k in counts else t for k, t in self.items()}
+
+    @classmethod
+    def from_json(cls, value: Any) -> "SeenSet":
+        """Read :meth:`to_json`'s form (a bare time, as earlier versions wrote, means one occurrence)."""
+        seen = cls()
+        for key, item in (value or {}).items():
+            if isinstance(item, list):
+                seen.add(str(key), int(item[0]), int(item[1]))
+            else:
+                seen[str(key)] = int(item)
+        return seen
 
 
 @dataclass
@@ -49,11 +119,13 @@ class WindowCursor:
 
     watermark: int
     floor: int
-    seen: dict[str, int] = field(default_factory=dict)
-    """key -> time of the events delivered in the overlap the next poll re-reads."""
+    seen: SeenSet = field(default_factory=SeenSet)
+    """The events delivered in the overlap the next poll re-reads."""
     window: dict[str, Any] | None = None
-    counts: dict[str, int] = field(default_factory=dict)
-    """key -> occurrences delivered, for the keys of ``seen`` delivered more than once."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seen, SeenSet):
+            self.seen = SeenSet(self.seen)
 
     @classmethod
     def load(cls, cursor: Any, start_ms: int) -> "WindowCursor":
@@ -63,21 +135,11 @@ class WindowCursor:
         if not isinstance(cursor, dict) or cursor.get("v") != CURSOR_VERSION:
             raise ValueError(f"unrecognised cursor (expected a version {CURSOR_VERSION} window cursor): {str(cursor)[:200]}")
         window = cursor.get("window")
-        seen: dict[str, int] = {}
-        counts: dict[str, int] = {}
-        for key, value in (cursor.get("seen") or {}).items():
-            if isinstance(value, list):
-                seen[str(key)], n = int(value[0]), int(value[1])
-                if n > 1:
-                    counts[str(key)] = n
-            else:
-                seen[str(key)] = int(value)
         return cls(
             watermark=int(cursor["watermark"]),
             floor=int(cursor.get("floor", cursor["watermark"])),
-            seen=seen,
+            seen=SeenSet.from_json(cursor.get("seen")),
             window=dict(window) if window else None,
-            counts=counts,
         )
 
     def dump(self) -> dict[str, Any]:
@@ -87,8 +149,7 @@ class WindowCursor:
             "watermark": self.watermark,
             "watermark_time": iso_ms(self.watermark),
             "floor": self.floor,
-            "seen": {k: [t, counts[k]] if k in counts else t for k, t in self.seen.items()} if (counts := self.counts)
-            else dict(self.seen),
+            "seen": self.seen.to_json(),
             "window": dict(self.window) if self.window is not None else None,
         }
 
@@ -108,23 +169,12 @@ class WindowCursor:
 
     def finish_window(self, end: int, lookback: int) -> None:
         """The window up to ``end`` is read: move the watermark and forget ids out of reach."""
-        keep_from = end - lookback
-        seen = {k: t for k, t in self.seen.items() if t >= keep_from}
-        if len(seen) > MAX_SEEN:
-            cutoff = sorted(seen.values(), reverse=True)[MAX_SEEN]
-            seen = {k: t for k, t in seen.items() if t > cutoff}
-            self.floor = max(self.floor, cutoff + 1)
-        self.seen = seen
-        if self.counts:
-            self.counts = {k: n for k, n in self.counts.items() if k in seen}
+        self.seen.forget_before(end - lookback)
+        complete_from = self.seen.bound()
+        if complete_from is not None:
+            self.floor = max(self.floor, complete_from)
         self.watermark = max(self.watermark, end)
         self.window = None
-
-    def delivered(self, key: str) -> int:
-        """How many occurrences of ``key`` the cursor knows were delivered (0: none it remembers)."""
-        if key not in self.seen:
-            return 0
-        return self.counts.get(key, 1)
 
 
 class WindowTally:
@@ -208,14 +258,12 @@ class EdgeDedup:
             return None
         tally.most[key] = n
         self.met += 1
-        cursor = self.cursor
-        if n <= cursor.delivered(key):
+        seen = self.cursor.seen
+        if n <= seen.delivered(key):
             self.already += 1
             return None
-        if t >= self.keep_from or key in self.seen:
-            self.seen[key] = max(t, self.seen.get(key, t))
-            if n > 1:
-                cursor.counts[key] = n
+        if t >= self.keep_from or key in seen:
+            seen.add(key, t, n)
         return digest if n == 1 else f"{digest}-{n}"
 
 

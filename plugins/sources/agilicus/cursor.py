@@ -15,8 +15,9 @@ cursor records:
     :mod:`siem_forwarder_plugins.sources.windows`), so the lists earlier versions wrote, each hash
     once, load as they are.
     Only the last ``lookback`` seconds before the poll's window end are kept, and never more
-    than ``max_seen`` hashes: past that the oldest groups go and ``floor`` rises, which
-    shortens the late-event window instead of risking a duplicate.
+    than :data:`~siem_forwarder_plugins.sources.windows.MAX_SEEN` hashes: past that the oldest
+    groups go and ``floor`` rises, which shortens the late-event window instead of risking a
+    duplicate.
 ``reported``
     Instants already reported as holding more records than one request can return, so a
     re-read does not raise the same alarm on every poll.
@@ -29,25 +30,26 @@ from __future__ import annotations
 from typing import Any
 
 from forwarder_core.times import iso_us, parse_us
+from siem_forwarder_plugins.sources.windows import KEY_CHARS, SeenSet
 
-HASH_CHARS = 16
-"""Hex digits of the SHA-256 kept per record: 64 bits, so a false match within one lookback
-window (thousands of records) has odds far below one in a billion."""
+HASH_CHARS = KEY_CHARS
 VERSION = 1
 
 
 class WindowCursor:
-    """Mutable while a poll runs; :meth:`dump` takes the JSON snapshot a Page carries."""
+    """Mutable while a poll runs; :meth:`dump` takes the JSON snapshot a Page carries.
 
-    __slots__ = ("end", "floor", "seen", "reported", "size")
+    ``seen`` is the windowed sources' one :class:`~siem_forwarder_plugins.sources.windows.SeenSet`
+    (hash -> time, with occurrence counts); only its JSON form here groups the hashes by time.
+    """
 
-    def __init__(self, end: int, floor: int, seen: dict[int, dict[str, int]] | None = None,
-                 reported: set[int] | None = None):
+    __slots__ = ("end", "floor", "seen", "reported")
+
+    def __init__(self, end: int, floor: int, seen: SeenSet | None = None, reported: set[int] | None = None):
         self.end = end
         self.floor = min(floor, end)
-        self.seen: dict[int, dict[str, int]] = seen or {}  # time -> hash -> occurrences delivered
+        self.seen = seen if seen is not None else SeenSet()
         self.reported: set[int] = reported or set()
-        self.size = sum(sum(v.values()) for v in self.seen.values())
 
     @classmethod
     def begin(cls, start_us: int) -> "WindowCursor":
@@ -58,28 +60,32 @@ class WindowCursor:
         """Read a committed cursor; ValueError says what is wrong with it."""
         if not isinstance(value, dict) or value.get("v") != VERSION:
             raise ValueError(f"not an Agilicus window cursor (version {VERSION}): {str(value)[:80]!r}")
+        groups = value.get("seen", {})
+        if not isinstance(groups, dict) or not all(
+                isinstance(hashes, list) and all(isinstance(h, str) for h in hashes) for hashes in groups.values()):
+            raise ValueError("Agilicus window cursor is damaged (seen must map times to lists of hashes)")
         try:
             end = parse_us(value["end"])
             floor = parse_us(value["floor"])
-            seen: dict[int, dict[str, int]] = {}
-            for t, hashes in value.get("seen", {}).items():
-                bucket = seen[int(t)] = {}
+            seen = SeenSet()
+            for t, hashes in groups.items():
                 for h in hashes:
-                    bucket[h] = bucket.get(h, 0) + 1
+                    seen.add(h, int(t), seen.delivered(h) + 1)
             reported = {int(t) for t in value.get("reported", [])}
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"Agilicus window cursor is damaged ({type(exc).__name__}: {exc})") from None
-        if not all(isinstance(hashes, list) for hashes in value.get("seen", {}).values()) or any(
-                not isinstance(h, str) for hashes in seen.values() for h in hashes):
-            raise ValueError("Agilicus window cursor is damaged (seen must map times to lists of hashes)")
         return cls(end, floor, seen, reported)
 
     def dump(self) -> dict[str, Any]:
+        groups: dict[str, list[str]] = {}
+        counts = self.seen.counts
+        for h, t in self.seen.items():
+            groups.setdefault(str(t), []).extend([h] * counts.get(h, 1))
         return {
             "v": VERSION,
             "end": iso_us(self.end),
             "floor": iso_us(self.floor),
-            "seen": {str(t): [h for h, n in hashes.items() for _ in range(n)] for t, hashes in self.seen.items()},
+            "seen": groups,
             "reported": sorted(self.reported),
         }
 
@@ -88,19 +94,6 @@ class WindowCursor:
     def reread_from(self, lookback_us: int) -> int:
         """Where a poll starts: ``lookback`` before ``end``, but never below what ``seen`` covers."""
         return max(self.floor, self.end - lookback_us)
-
-    def bucket(self, t: int) -> dict[str, int] | None:
-        return self.seen.get(t)
-
-    def remember(self, t: int, key: str, n: int = 1) -> None:
-        """``n`` occurrences of ``key`` at ``t`` are delivered."""
-        bucket = self.seen.get(t)
-        if bucket is None:
-            bucket = self.seen[t] = {}
-        had = bucket.get(key, 0)
-        if n > had:
-            bucket[key] = n
-            self.size += n - had
 
     # ------------------------------------------------------------------ moving on
 
@@ -114,28 +107,19 @@ class WindowCursor:
         floor = min(self.end, max(self.floor, min(keep_from, done_to)))
         if floor > self.floor:
             self.floor = floor
-            stale = [t for t in self.seen if t < floor]
-            for t in stale:
-                self.size -= sum(self.seen.pop(t).values())
+            self.seen.forget_before(floor)
             if self.reported:
                 self.reported = {t for t in self.reported if t >= floor}
 
     def cap(self, max_seen: int) -> int:
-        """Drop the oldest groups until at most ``max_seen`` hashes remain; return how many went.
+        """Keep at most ``max_seen`` hashes (the oldest instants go whole); return how many went.
 
-        ``floor`` rises to the oldest group kept, so a later re-read starts there and cannot
-        deliver a record whose hash was dropped.
+        ``floor`` rises past what went, so a later re-read starts there and cannot deliver a
+        record whose hash was dropped.
         """
-        if self.size <= max_seen:
+        before = len(self.seen)
+        complete_from = self.seen.bound(max_seen)
+        if complete_from is None:
             return 0
-        dropped = 0
-        for t in sorted(self.seen):
-            if self.size <= max_seen:
-                self.floor = min(self.end, max(self.floor, t))
-                break
-            n = sum(self.seen.pop(t).values())
-            self.size -= n
-            dropped += n
-        else:
-            self.floor = self.end
-        return dropped
+        self.floor = min(self.end, max(self.floor, complete_from))
+        return before - len(self.seen)

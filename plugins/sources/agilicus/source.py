@@ -47,14 +47,12 @@ from forwarder_core.plugin_api import (
 from forwarder_core.secrets import register_secret_text, reveal
 from forwarder_core.times import iso_us, parse_us, to_us
 from siem_forwarder_plugins.sources.agilicus.cursor import HASH_CHARS, WindowCursor
+from siem_forwarder_plugins.sources.windows import MAX_SEEN
 
 if TYPE_CHECKING:
     from forwarder_core.http import HttpClient
 
 API_MAX_LIMIT = 500
-MAX_SEEN = 50_000
-"""Most record hashes the cursor keeps for de-duplication (about 1 MB of JSON): 300 s of lookback
-at 160 records/s. Past it the late-record window shrinks; nothing is delivered twice."""
 OVERFLOW_METRIC = "agilicus_window_overflow_total"
 _RFC3339_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
 _STRING = {"type": "string", "minLength": 1}
@@ -268,12 +266,11 @@ class _AgilicusSource(Source):
             except (TypeError, ValueError):  # NaN or Infinity: no canonical JSON, so normalize quarantines it
                 cid, key = None, hashlib.sha256(repr(raw).encode()).hexdigest()[:HASH_CHARS]
             n = met[key] = met.get(key, 0) + 1
-            bucket = state.bucket(t)
-            if bucket is not None and n <= bucket.get(key, 0):
+            if n <= state.seen.delivered(key):
                 already += 1
                 continue
             if t >= keep_from:
-                state.remember(t, key, n)
+                state.seen.add(key, t, n)
             if cid is not None and n > 1:
                 cid = f"{cid}-{n}"
             if t > newest:

@@ -622,3 +622,24 @@ def test_the_fake_runs_standalone(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_cursor_written_before_occurrences_loads_and_repeats_nothing(fake: AgilicusFake) -> None:
+    """The form earlier versions wrote: each delivered hash listed once under its time."""
+    from siem_forwarder_plugins.sources.agilicus.cursor import WindowCursor
+
+    caught_up = datetime.fromtimestamp(fake.newest_us("audits") / 1e6 + 1, tz=timezone.utc)
+    source = make_source(AgilicusAudits, fake, now=caught_up)
+    _, cursor = drain(source)
+    old = {"v": 1, "end": cursor["end"], "floor": cursor["floor"],
+           "seen": {t: sorted(set(hashes)) for t, hashes in cursor["seen"].items()}, "reported": []}
+    assert old["seen"]
+    loaded = WindowCursor.load(old)
+    assert all(loaded.seen.delivered(h) == 1 for hashes in old["seen"].values() for h in hashes)
+    assert {t: sorted(h) for t, h in loaded.dump()["seen"].items()} == old["seen"]
+    set_clock(source, caught_up + timedelta(seconds=30))
+    assert drain(source, old)[0] == []
+    record = next(r for r in fake.all("audits") if us_from_text(r["time"]) >= us_from_text(old["floor"]))
+    fake.add_copies("audits", record, 1)  # a copy of a record delivered before the upgrade
+    again, _ = drain(source, old)
+    assert again == [record]
