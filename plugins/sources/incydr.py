@@ -184,6 +184,12 @@ class IncydrSource(WindowedSource):
 
     # ------------------------------------------------------------------ polling
 
+    def poll(self, cursor: Any | None) -> Iterator[Page]:
+        # A poll resumes from the committed cursor: what this process met on pages after it (a
+        # page fetched ahead, one whose delivery failed) must not count as delivered.
+        self._tally = None
+        return super().poll(cursor)
+
     def open_window(self, start: int, end: int) -> dict[str, Any]:
         first, last, count = self._narrow(start, end)
         return {"start": first, "end": last, "page": 0, "met": 0, "pass": 0, "count": count}
