@@ -7,9 +7,11 @@ event id (vendor-apis.md §1 and Gotchas 1-5). So this source:
   ``settle_delay`` before now and start ``lookback`` early, de-duplicating on a hash of each
   event's canonical JSON, identical events being numbered occurrences (``<digest>-<n>``);
 * holds back a copy of an event that an earlier page of the same pass already showed until it
-  is confirmed (a shifted page shows one event twice, which looks just like a real copy): the
-  window is read again, and the copies are real when a pass holds the same ones as the pass
-  before and meets as many events as the count says (or when the re-reads run out); after a
+  is confirmed (a shifted page shows one event twice, which looks just like a real copy). Pages
+  shift only when events arrive or leave while paging, so the copies are real when the window
+  counts the same before and after the pass and the pass met that many events; otherwise the
+  window is read again, and they are real when a pass holds the same ones as the pass before
+  and meets as many events as the count says (or when the re-reads run out); after a
   restart in the middle of a window it counts that window's earlier pages again, delivering
   none, so copies split across pages keep their numbers;
 * keeps each window small enough to page safely: it asks ``search-results-count`` first and
@@ -241,13 +243,15 @@ class IncydrSource(WindowedSource):
             if len(events) < self.page_size:
                 if win["page"] > 1 and win["pass"] < self.MAX_REREADS and not self._confirmed(win):
                     total = self._count(start, end)
-                    if total is not None and total != win["met"] and not self._confirmed(win, total):
+                    if total is not None and total != win["met"] and not self._stable(win, total) \
+                            and not self._confirmed(win, total):
                         self.log.info("%s: window %s..%s changed while paging (%d events met, %d counted); "
                                       "reading it again", self.name, ms_datetime(start), ms_datetime(end),
                                       win["met"], total)
                         self.metrics.inc("source_window_rereads_total", source=self.name)
                         win["pass"] += 1
                         win["page"] = 0
+                        win["count"] = total
                         tally.new_pass()
                         self._last_held = sorted(cid for _, cid, _ in self._held)
                         self._held = []  # the new pass meets them again, and the recount decides
@@ -266,6 +270,12 @@ class IncydrSource(WindowedSource):
                 return
             yield Page(fresh, state.dump(), newest, ids=ids, already_delivered=dedup.take_already(),
                        held_back=held)
+
+    def _stable(self, win: dict[str, Any], total: int) -> bool:
+        """True when the window's result set did not change while this pass paged it: counted the
+        same before and after, and the pass met exactly that many events. Pages shift only when
+        events arrive or leave, so every held copy of such a pass is a real one."""
+        return bool(self._held) and total == win.get("count") and total == win["met"] + len(self._held)
 
     def _confirmed(self, win: dict[str, Any], total: int | None = -1) -> bool:
         """True when this pass's held copies are real: the previous pass held exactly the same

@@ -64,14 +64,15 @@ def wait_until(predicate: Any, timeout: float, what: str, proc: subprocess.Popen
 class VendorProcess:
     """The Incydr fake in its own process; :meth:`served_ids` reads back, over its API, every event it holds."""
 
-    def __init__(self, workdir: Path, *, events: int, seed: int, span: float = 3600.0):
+    def __init__(self, workdir: Path, *, events: int, seed: int, span: float = 3600.0, identical: int = 0):
         self.workdir = workdir
+        self.identical = identical
         ready = workdir / "incydr.url"
         ready.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.fakes.incydr", "--events", str(events), "--seed", str(seed),
              "--span", str(span), "--port", "0", "--ready-file", str(ready),
-             "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET],
+             "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET, "--identical", str(identical)],
             cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         wait_until(ready.exists, 60, "the Incydr fake to listen")
         self.url = ready.read_text().strip()
@@ -85,18 +86,23 @@ class VendorProcess:
                             "page_size": page_size, "settle_delay": 30, "timeout": 10}}
 
     def served_ids(self) -> set[str]:
-        """The ids (content hashes, as the contract defines them) of every event the vendor holds."""
+        """The ids of every event the vendor holds, as the contract defines them: content hashes,
+        ``<hash>-<n>`` for the n-th identical copy."""
         basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
         token = requests.post(f"{self.url}/v1/oauth", headers={"Authorization": f"Basic {basic}"},
                               timeout=10).json()["access_token"]
         ids: set[str] = set()
+        met: Counter[str] = Counter()
         page = 0
         while True:
             answer = requests.post(f"{self.url}/v1/audit/search-audit-log", timeout=30,
                                    headers={"Authorization": f"Bearer {token}"},
                                    json={"page": page, "pageSize": 10_000}).json()
             events = answer.get("events") or []
-            ids.update(content_id(e) for e in events)
+            for event in events:
+                digest = content_id(event)
+                met[digest] += 1
+                ids.add(digest if met[digest] == 1 else f"{digest}-{met[digest]}")
             if len(events) < 10_000:
                 return ids
             page += 1
@@ -329,7 +335,7 @@ class ElasticSink(Sink):
         self.fake.stop()
 
 
-_CEF_ID = re.compile(r"cs1=([0-9a-f]{64})")
+_CEF_ID = re.compile(r"cs1=([0-9a-f]{64}(?:-[0-9]+)?)")
 
 
 class SyslogSink(Sink):
