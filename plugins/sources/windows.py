@@ -42,7 +42,7 @@ from typing import Any
 
 from forwarder_core.errors import SourceError
 from forwarder_core.plugin_api import Page, Source
-from forwarder_core.times import iso_ms, ms_datetime, now_ms, parse_ms, to_ms
+from forwarder_core.times import iso_ms, now_ms, to_ms
 
 MAX_SEEN = 20_000
 """The most event ids a cursor keeps for de-duplication at window edges, for every windowed source:
