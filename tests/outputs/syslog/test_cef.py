@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from forwarder_core import __version__
-from siem_forwarder_plugins.outputs.syslog import cef
 from forwarder_core.plugin_api import traits_of
+from siem_forwarder_plugins.outputs.syslog import cef
 from siem_forwarder_plugins.outputs.syslog.cef import CEFError, format_event, format_parts, parse_cef, truncate
 from tests.outputs.builtin import source_block
 
