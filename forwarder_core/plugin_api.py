@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from forwarder_core.encoded import Encoded
 from forwarder_core.jsoncodec import canonical_json, canonical_json_bytes, compact_json, content_id
 from forwarder_core.option_schemas import TLS_OPTIONS, apply_defaults, http_output_options_schema, source_options_schema
 from forwarder_core.source_traits import (
@@ -154,6 +155,11 @@ class _Component:
     declared_metrics: ClassVar[dict[str, tuple[str, str]]] = {}
     """The plugin's own metrics: ``{name: (type, help)}``, type ``counter`` (name ends in
     ``_total``) or ``gauge``; ``/metrics`` shows them with that type and help."""
+    process_safe: ClassVar[bool] = True
+    """Whether a worker process may build its own instance from the same config and run its
+    per-event work there (a source's ``raw_event``/``normalize_as``, an output's ``encode_batch``).
+    False for a plugin whose instances must be the one in the main process (shared state in
+    memory, a resource it opens at construction): its pages are then prepared in-process."""
 
     def __init__(self, config: ComponentConfig, context: Context):
         self.config = config
@@ -364,8 +370,25 @@ class Output(_Component):
         """
         raise NotImplementedError
 
+    def encode_batch(self, events: list[dict[str, Any]]) -> Encoded | None:
+        """Optional: ``events`` as the bytes :meth:`send_encoded` will send, one part per event.
+
+        Runs in a worker process (on an instance built there from the same config) when
+        ``workers`` is on, so it must be pure CPU work that touches no connection or file. An
+        event that cannot be encoded is named in ``Encoded.rejected``. The default, None, means
+        the output encodes inside :meth:`send`, and the normalized events cross back instead.
+        """
+        return None
+
+    def send_encoded(self, batch: Encoded) -> SendResult:
+        """Send a batch :meth:`encode_batch` made, with the verdicts :meth:`send` would give.
+
+        Called with a sub-batch (:meth:`Encoded.take`) when the core retries part of a batch.
+        """
+        raise NotImplementedError
+
 __all__ = [
-    "TLS_OPTIONS", "ComponentConfig", "Context", "Output", "Page", "SendResult", "Source", "SourceTraits",
+    "TLS_OPTIONS", "ComponentConfig", "Context", "Encoded", "Output", "Page", "SendResult", "Source", "SourceTraits",
     "apply_defaults", "canonical_json", "canonical_json_bytes", "compact_json", "content_id", "format_time",
     "http_output_options_schema", "parse_time", "source_options_schema", "targets_of", "traits_of",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 from forwarder_core import hookimpl
 from forwarder_core.durable import LineAppender
 from forwarder_core.errors import OutputError
-from forwarder_core.plugin_api import ComponentConfig, Context, Output, SendResult, compact_json
+from forwarder_core.plugin_api import ComponentConfig, Context, Encoded, Output, SendResult, compact_json
 
 
 def encode_lines(events: list[dict[str, Any]]) -> bytes:
@@ -38,7 +38,15 @@ class FileOutput(Output):
         self._file = LineAppender(self.path, mode=0o640, fsync=self.options.get("fsync", True))
 
     def send(self, events: list[dict[str, Any]]) -> SendResult:
-        data = encode_lines(events)
+        return self._append(encode_lines(events))
+
+    def encode_batch(self, events: list[dict[str, Any]]) -> Encoded:
+        return Encoded([line + b"\n" for line in map(compact_json, events)])
+
+    def send_encoded(self, batch: Encoded) -> SendResult:
+        return self._append(b"".join(batch.parts)) if batch.parts else SendResult()
+
+    def _append(self, data: bytes) -> SendResult:
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             self._file.append(data)

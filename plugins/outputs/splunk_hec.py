@@ -36,6 +36,7 @@ from forwarder_core.http import BearerAuth, HttpClient, parse_retry_after, snipp
 from forwarder_core.plugin_api import (
     ComponentConfig,
     Context,
+    Encoded,
     Output,
     SendResult,
     compact_json,
@@ -184,23 +185,29 @@ class SplunkHec(Output):
         Raises :class:`OutputError` when nothing of the batch got through (``pause=True`` for
         token and configuration errors).
         """
-        result = SendResult()
+        return self.send_encoded(self.encode_batch(events))
+
+    def encode_batch(self, events: list[dict[str, Any]]) -> Encoded:
+        """Each event's HEC envelope; those that have no JSON form or exceed ``batch_max_bytes`` rejected."""
         payloads: list[bytes] = []
-        todo: list[int] = []
+        rejected: dict[int, str] = {}
         for i, ev in enumerate(events):
             try:
                 data = self.encode(ev)
             except (ValueError, TypeError) as exc:  # NaN/Infinity, or a value JSON has no form for
                 payloads.append(b"")
-                result.rejected[i] = f"event cannot be encoded as HEC JSON: {exc}"
+                rejected[i] = f"event cannot be encoded as HEC JSON: {exc}"
                 continue
             payloads.append(data)
             if len(data) > self.limits.max_bytes:
-                result.rejected[i] = (
+                rejected[i] = (
                     f"event is {len(data)} bytes as HEC JSON, over batch_max_bytes ({self.limits.max_bytes})")
-            else:
-                todo.append(i)
+        return Encoded(payloads, rejected)
 
+    def send_encoded(self, batch: Encoded) -> SendResult:
+        payloads = batch.parts
+        result = SendResult(rejected=dict(batch.rejected))
+        todo = [i for i in range(len(payloads)) if i not in result.rejected]
         sizes = [len(p) + len(_SEP) for p in payloads]
         return send_in_rounds(todo, result, lambda indexes: self._round(indexes, sizes, payloads, result),
                               rounds=_MAX_ACK_ROUNDS - 1, stop=self.context.stop)

@@ -37,6 +37,7 @@ from forwarder_core import hookimpl
 from forwarder_core.errors import HttpError, OutputError
 from forwarder_core.http import parse_retry_after, snippet
 from forwarder_core.plugin_api import (
+    Encoded,
     Output,
     SendResult,
     SourceTraits,
@@ -169,23 +170,30 @@ class ElasticBulk(Output):
     # ------------------------------------------------------------------ send
 
     def send(self, events: list[dict[str, Any]]) -> SendResult:
-        result = SendResult()
+        return self.send_encoded(self.encode_batch(events))
+
+    def encode_batch(self, events: list[dict[str, Any]]) -> Encoded:
+        """Each event's action and document lines; ``_id`` is in the action line, so a resend never duplicates."""
         ingested = format_time(datetime.now(timezone.utc))
         lines: list[bytes] = []
-        todo: list[int] = []
+        rejected: dict[int, str] = {}
         for i, ev in enumerate(events):
             try:
                 lines.append(self.encode(ev, ingested))
-                todo.append(i)
             except (ValueError, TypeError, KeyError) as exc:  # NaN, a value JSON cannot hold, a broken event
                 lines.append(b"")
-                result.rejected[i] = f"event cannot be encoded as an Elasticsearch document: {exc!r}"
+                rejected[i] = f"event cannot be encoded as an Elasticsearch document: {exc!r}"
+        return Encoded(lines, rejected)
 
+    def send_encoded(self, batch: Encoded) -> SendResult:
+        lines = batch.parts
+        result = SendResult(rejected=dict(batch.rejected))
+        todo = [i for i in range(len(lines)) if i not in result.rejected]
         sizes = [len(line) for line in lines]
 
         def give_up(todo: list[int]) -> None:
             self.log.warning("%s: Elasticsearch still refuses %d of %d documents (429/5xx); they will be "
-                             "sent again later", self.name, len(todo), len(events))
+                             "sent again later", self.name, len(todo), len(lines))
 
         return send_in_rounds(todo, result, lambda indexes: self._round(indexes, sizes, lines, result),
                               rounds=self.item_retry_rounds, stop=self.context.stop, wait=ITEM_RETRY_BASE,

@@ -19,7 +19,7 @@ from typing import Any
 
 from forwarder_core import __version__, hookimpl
 from forwarder_core.errors import ConfigError, OutputError
-from forwarder_core.plugin_api import ComponentConfig, Context, Output, SendResult
+from forwarder_core.plugin_api import ComponentConfig, Context, Encoded, Output, SendResult
 from siem_forwarder_plugins.outputs.syslog import cef
 from siem_forwarder_plugins.outputs.syslog.transport import DatagramConnection, Endpoint, StreamConnection, tls_context
 
@@ -216,11 +216,23 @@ class SyslogCEF(Output):
 
     # ------------------------------------------------------------------ delivery
 
+    def encode_batch(self, events: list[dict[str, Any]]) -> Encoded:
+        """The frames of :meth:`encode`, one part per event (``b""`` where it cannot be formatted)."""
+        frames, rejected, truncated = self.encode(events)
+        given = iter(frames)
+        parts = [b"" if i in rejected else next(given) for i in range(len(events))]
+        return Encoded(parts, rejected, {"truncated": truncated} if truncated else {})
+
     def send(self, events: list[dict[str, Any]]) -> SendResult:
-        if not events:
+        return self.send_encoded(self.encode_batch(events))
+
+    def send_encoded(self, batch: Encoded) -> SendResult:
+        if not batch.parts:
             return SendResult()
         self._ensure_connected()
-        frames, rejected, truncated = self.encode(events)
+        rejected = batch.rejected
+        frames = [p for i, p in enumerate(batch.parts) if i not in rejected] if rejected else batch.parts
+        truncated = batch.counts.get("truncated", 0)
         if truncated:
             self.metrics.inc("cef_truncated_total", truncated, output=self.name)
         if frames:
@@ -236,7 +248,7 @@ class SyslogCEF(Output):
             first = next(iter(rejected.values()))
             self.log.warning("output %s: %d event(s) of the batch cannot be sent as CEF (to the dead-letter file); "
                              "first: %s", self.name, len(rejected), first)
-        return SendResult(rejected=rejected)
+        return SendResult(rejected=dict(rejected))
 
     def _ensure_connected(self) -> None:
         """Reuse the connection unless the receiver closed it; otherwise connect (after the backoff)."""
