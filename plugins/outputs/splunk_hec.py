@@ -359,9 +359,6 @@ class SplunkHec(Output):
             detail = "; indexer acknowledgement available"
         return f"HEC healthy at {self.http.base_url}; token accepted{detail}"
 
-    def close(self) -> None:
-        self.http.close()
-
 
 def _status_hint(status: int) -> str:
     if status in (401, 403):
