@@ -1,7 +1,18 @@
-"""Time parsing and formatting shared by the core and every plugin: one set of helpers."""
+"""Time parsing and formatting shared by the core and every plugin: one set of helpers.
+
+Cursors and windows count in integers (epoch milliseconds for Incydr and Asana, microseconds for
+Agilicus and Pangea, whose APIs cut windows that finely): exact, comparable and JSON-friendly.
+"""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import time
+from datetime import datetime, timedelta, timezone
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = timedelta(milliseconds=1)
+_US = timedelta(microseconds=1)
+_SECOND = timedelta(seconds=1)
+
 
 def parse_time(value: str | float | int) -> datetime:
     """An RFC 3339 string or epoch seconds, as an aware UTC datetime."""
@@ -20,3 +31,77 @@ def format_time(dt: datetime) -> str:
     """RFC 3339 UTC with milliseconds and ``Z``: the normalized event's ``timestamp`` format."""
     dt = dt.astimezone(timezone.utc)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+# --------------------------------------------------------------------------- milliseconds
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def to_ms(value: datetime) -> int:
+    """An aware datetime as integer epoch milliseconds (truncated, never rounded up)."""
+    return (value - EPOCH) // _MS
+
+
+_SECONDS: dict[str, int] = {}
+
+
+def parse_ms(text: str) -> int:
+    """An ISO 8601 / RFC 3339 time string as epoch milliseconds (naive means UTC).
+
+    Runs once per event, so the common ``YYYY-MM-DDTHH:MM:SS[.fff...]Z`` form takes a short
+    path: the seconds part is parsed once per distinct second and the fraction read directly.
+    """
+    if len(text) >= 20 and text[-1] == "Z" and text[10] == "T" and (text[19] == "." or len(text) == 20):
+        head = text[:19]
+        seconds = _SECONDS.get(head)
+        if seconds is None:
+            if len(_SECONDS) > 100_000:
+                _SECONDS.clear()
+            seconds = _SECONDS[head] = (datetime.fromisoformat(head).replace(tzinfo=timezone.utc) - EPOCH) // _SECOND
+        frac = text[20:-1]
+        if not frac:
+            return seconds * 1000
+        if frac.isdigit():
+            return seconds * 1000 + int((frac + "00")[:3])
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return (dt - EPOCH) // _MS
+
+
+def iso_ms(ms: int) -> str:
+    """Epoch milliseconds as ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+    dt = EPOCH + timedelta(milliseconds=ms)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def ms_datetime(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+# --------------------------------------------------------------------------- microseconds
+
+
+def to_us(dt: datetime) -> int:
+    """An aware datetime as integer epoch microseconds."""
+    return (dt - EPOCH) // _US
+
+
+def from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def parse_us(text: str) -> int:
+    """Epoch microseconds of an RFC 3339 time (``Z`` or offset; a naive time is UTC)."""
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return (dt - EPOCH) // _US
+
+
+def iso_us(us: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ``: RFC 3339 at the microsecond windows are cut at."""
+    return (EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
