@@ -28,7 +28,7 @@ from forwarder_core.jsoncodec import canonical_json, canonical_json_bytes, compa
 from forwarder_core.option_schemas import TLS_OPTIONS, apply_defaults, http_output_options_schema, source_options_schema
 from forwarder_core.source_traits import (DEFAULT_SEVERITY, TRAITS, SourceTraits, declared, remember, targets_of,
                                          traits_of)
-from forwarder_core.times import format_time, parse_time
+from forwarder_core.times import epoch_ms, format_time, parse_time
 
 if TYPE_CHECKING:
     from forwarder_core.auth import Auth
@@ -322,6 +322,6 @@ class Output(_Component):
 
 __all__ = [
     "TLS_OPTIONS", "ComponentConfig", "Context", "Output", "Page", "SendResult", "Source", "SourceTraits",
-    "apply_defaults", "canonical_json", "canonical_json_bytes", "compact_json", "content_id", "format_time",
-    "http_output_options_schema", "parse_time", "source_options_schema", "targets_of", "traits_of",
+    "apply_defaults", "canonical_json", "canonical_json_bytes", "compact_json", "content_id", "epoch_ms",
+    "format_time", "http_output_options_schema", "parse_time", "source_options_schema", "targets_of", "traits_of",
 ]

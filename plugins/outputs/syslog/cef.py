@@ -29,13 +29,12 @@ from __future__ import annotations
 import ipaddress
 import re
 import sys
-from datetime import date
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
 from forwarder_core import __version__
-from forwarder_core.plugin_api import parse_time, targets_of, traits_of
+from forwarder_core.plugin_api import epoch_ms, targets_of, traits_of
 
 from forwarder_core.cef_parser import FORBIDDEN_CODEPOINTS, CEFError, main, parse_cef, strip_syslog_header
 
@@ -138,50 +137,6 @@ escape_value = _escaper(_VALUE_TABLE, "\\=")
 
 escape_header = _escaper(_HEADER_TABLE, "\\|")
 """Escape a header field: ``\\`` and ``|``; line breaks become spaces (the header cannot hold them)."""
-
-
-# --------------------------------------------------------------------------- time
-
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-_SECONDS: dict[str, int] = {}
-_SECONDS_MAX = 65536
-
-
-def _epoch_seconds(prefix: str) -> int:
-    """Epoch seconds of ``YYYY-MM-DDTHH:MM:SS`` (UTC); ValueError when it is not a real time."""
-    hour, minute, second = int(prefix[11:13]), int(prefix[14:16]), int(prefix[17:19])
-    if not (prefix[13] == prefix[16] == ":" and prefix[11:19].replace(":", "").isdigit()
-            and hour < 24 and minute < 60 and second < 60):
-        raise ValueError(f"not a time: {prefix!r}")
-    day = date.fromisoformat(prefix[:10]).toordinal() - _EPOCH_ORDINAL
-    return day * 86400 + hour * 3600 + minute * 60 + second
-
-
-def epoch_ms(timestamp: str) -> int:
-    """Milliseconds since the epoch of an RFC 3339 UTC timestamp (the normalized ``timestamp``).
-
-    Well-formed ``YYYY-MM-DDTHH:MM:SS[.fff...]Z`` strings are converted with integer arithmetic
-    and a cache per second (events of a busy log share their seconds); anything else goes
-    through :func:`parse_time`, which raises ValueError on what is not a time at all.
-    """
-    if len(timestamp) >= 20 and timestamp[10] == "T" and timestamp[-1] == "Z":
-        prefix = timestamp[:19]
-        seconds = _SECONDS.get(prefix)
-        try:
-            if seconds is None:
-                seconds = _epoch_seconds(prefix)
-                if len(_SECONDS) >= _SECONDS_MAX:
-                    _SECONDS.clear()
-                _SECONDS[prefix] = seconds
-            if len(timestamp) == 20:
-                return seconds * 1000
-            digits = timestamp[20:-1]
-            if timestamp[19] == "." and digits.isdigit() and digits.isascii():
-                return seconds * 1000 + int((digits + "00")[:3])
-        except ValueError:
-            pass
-    dt = parse_time(timestamp)
-    return int(dt.timestamp()) * 1000 + dt.microsecond // 1000
 
 
 # --------------------------------------------------------------------------- formatting
