@@ -28,7 +28,7 @@ from siem_forwarder_plugins.outputs.file import encode_lines
 from siem_forwarder_plugins.sources.incydr import IncydrSource
 from siem_forwarder_plugins.outputs.splunk_hec import SplunkHec
 from siem_forwarder_plugins.outputs.syslog.output import SyslogCEF
-from siem_forwarder_plugins.sources.windows import parse_ms
+from forwarder_core.times import parse_ms
 from tests.fakes.incydr import IncydrFake
 
 

@@ -3,7 +3,10 @@
 A row holds the source's opaque JSON cursor, when it was last committed, the time the cursor
 stands at (its watermark, where the source can tell), and the newest event time delivered and
 when. A second table holds each source's last poll and its outcome, so ``state`` can say
-"caught up a minute ago" or "failing since" without the daemon running. A commit is one SQLite transaction, so a crash (even mid-write) leaves either
+"caught up a minute ago" or "failing since" without the daemon running; the ``ledger`` table
+adds up each source's ledger (:mod:`forwarder_core.ledger`) since the state directory was
+created, in the same transaction as the cursor, so the totals are exact across crashes and
+survive ``state reset``. A commit is one SQLite transaction, so a crash (even mid-write) leaves either
 the old row or the new one. A store that SQLite cannot read is refused with a clear error and
 never reset silently: resetting would re-send or skip a tenant's whole history.
 """
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from forwarder_core.errors import StateError
+from forwarder_core.ledger import Ledger
 from forwarder_core.statedir import secure_file
 
 FILENAME = "checkpoints.sqlite"
@@ -69,6 +73,8 @@ class CheckpointStore:
                     self._db.execute(f"ALTER TABLE checkpoints ADD COLUMN {name} {kind}")
             self._db.execute("CREATE TABLE IF NOT EXISTS polls (source TEXT PRIMARY KEY, time REAL NOT NULL, "
                              "ok INTEGER NOT NULL, outcome TEXT NOT NULL)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS ledger (source TEXT NOT NULL, term TEXT NOT NULL, "
+                             "output TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (source, term, output))")
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
@@ -104,9 +110,16 @@ class CheckpointStore:
             rows = self._db.execute("SELECT source FROM checkpoints ORDER BY source").fetchall()
         return [cp for (name,) in rows if (cp := self.get(name)) is not None]
 
+    def ledger(self, source: str) -> Ledger:
+        """The source's ledger totals since the state directory was created."""
+        with self._lock:
+            rows = self._db.execute("SELECT term, output, count FROM ledger WHERE source = ?", (source,)).fetchall()
+        return Ledger.from_rows(rows)
+
     def commit(self, source: str, cursor: Any, newest_event: str | None, delivered: int,
-               watermark: str | None = None) -> None:
-        """Store the cursor atomically (one transaction, fsynced by SQLite before it returns)."""
+               watermark: str | None = None, ledger: Ledger | None = None) -> None:
+        """Store the cursor, and add the page's ``ledger``, atomically (one transaction, fsynced
+        by SQLite before it returns)."""
         text = json.dumps(cursor, separators=(",", ":"), sort_keys=True)
         now = time.time()
         with self._lock:
@@ -122,6 +135,11 @@ class CheckpointStore:
                     "delivered_at = COALESCE(excluded.delivered_at, checkpoints.delivered_at)",
                     (source, text, now, newest_event, delivered, watermark, now if delivered else None),
                 )
+                if ledger is not None:
+                    self._db.executemany(
+                        "INSERT INTO ledger (source, term, output, count) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT(source, term, output) DO UPDATE SET count = ledger.count + excluded.count",
+                        [(source, term, output, n) for term, output, n in ledger.rows() if n])
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

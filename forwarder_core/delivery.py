@@ -67,8 +67,12 @@ class OutputRunner:
 
     # ------------------------------------------------------------------ delivery
 
-    def deliver(self, events: list[dict[str, Any]], source_name: str, give_up_at: float | None = None) -> bool:
-        """Send until every event is accepted or dead-lettered; False if stopped or given up."""
+    def deliver(self, events: list[dict[str, Any]], source_name: str, give_up_at: float | None = None,
+                tally: dict[str, int] | None = None) -> bool:
+        """Send until every event is accepted or dead-lettered; False if stopped or given up.
+
+        ``tally`` (for the source's ledger) gets ``accepted`` and ``dead_lettered`` added.
+        """
         pending = list(range(len(events)))
         waits = backoff.expo(base=2, factor=0.5, max_value=self.max_backoff)
         next(waits)
@@ -90,7 +94,7 @@ class OutputRunner:
                 if self.state == "failing" and time.monotonic() - self._state_since < 1:
                     self.log.debug("output %s: send raised", self.name, exc_info=True)
             else:
-                pending = self._apply(result, events, pending, source_name)
+                pending = self._apply(result, events, pending, source_name, tally)
                 if not pending:
                     break
                 self._set_state("ok", "")
@@ -105,10 +109,17 @@ class OutputRunner:
         self._set_state("ok", "")
         return True
 
-    def _apply(self, result: SendResult, events: list[dict[str, Any]], pending: list[int], source_name: str) -> list[int]:
-        """Record a verdict: dead-letter the rejects, count the accepted, return what to retry."""
-        retry = [pending[i] for i in result.retry if 0 <= i < len(pending)]
-        rejected = {pending[i]: reason for i, reason in result.rejected.items() if 0 <= i < len(pending)}
+    def _apply(self, result: SendResult, events: list[dict[str, Any]], pending: list[int], source_name: str,
+               tally: dict[str, int] | None = None) -> list[int]:
+        """Record a verdict: dead-letter the rejects, count the accepted, return what to retry.
+
+        An index named twice, or both to retry and rejected, is retried only: each event ends in
+        exactly one of accepted, dead-lettered or retried, as the source's ledger counts it.
+        """
+        retry = sorted({pending[i] for i in result.retry if 0 <= i < len(pending)})
+        retried = set(retry)
+        rejected = {pending[i]: reason for i, reason in result.rejected.items()
+                    if 0 <= i < len(pending) and pending[i] not in retried}
         if rejected:
             records = [SetAside.record(source_name, redact(reason), events[i].get("id"), events[i].get("raw"),
                                        output=self.name) for i, reason in rejected.items()]
@@ -117,7 +128,10 @@ class OutputRunner:
             first = next(iter(rejected.values()))
             self.log.warning("output %s: %d event(s) of %s refused for good, written to %s (first reason: %s)",
                              self.name, len(records), source_name, self.dead_letter.path(self.name), redact(first)[:300])
-        accepted = len(pending) - len(retry) - len(set(rejected) - set(retry))
+        accepted = len(pending) - len(retry) - len(rejected)
+        if tally is not None:
+            tally["accepted"] = tally.get("accepted", 0) + accepted
+            tally["dead_lettered"] = tally.get("dead_lettered", 0) + len(rejected)
         if accepted:
             self.metrics.inc("events_delivered_total", accepted, output=self.name, source=source_name)
         if retry:

@@ -142,8 +142,13 @@ class BufferedOutputRunner:
             self._thread = threading.Thread(target=self._drain_forever, name=f"drain-{self.name}", daemon=True)
             self._thread.start()
 
-    def deliver(self, events: list[dict[str, Any]], source_name: str, give_up_at: float | None = None) -> bool:
-        """Queue the events durably; wait while the buffer is full (back-pressure, never a drop)."""
+    def deliver(self, events: list[dict[str, Any]], source_name: str, give_up_at: float | None = None,
+                tally: dict[str, int] | None = None) -> bool:
+        """Queue the events durably; wait while the buffer is full (back-pressure, never a drop).
+
+        Queued counts as accepted in the source's ledger (``tally``): the buffer is durable, and
+        what its drain later dead-letters is counted by the output's dead-letter metrics.
+        """
         self.start()
         warned = False
         with self.buffer.changed:
@@ -159,6 +164,8 @@ class BufferedOutputRunner:
             log.info("output %s: a page of %d event(s) from %s was already queued before a restart; "
                      "not queued twice", self.name, len(events), source_name)
         self.metrics.set("buffer_bytes", self.buffer.bytes, output=self.name)
+        if tally is not None:
+            tally["accepted"] = tally.get("accepted", 0) + len(events)
         return True
 
     def drain_once(self, give_up_at: float | None = None) -> bool:

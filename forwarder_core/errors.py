@@ -66,7 +66,9 @@ class QuarantineEvent(ForwarderError):
     tamper-evidence check).
     """
 
-    def __init__(self, reason: str, event_id: str | None = None):
+    def __init__(self, reason: str, event_id: str | None = None, integrity: dict[str, str] | None = None):
         super().__init__(reason)
         self.reason = reason
         self.event_id = event_id
+        self.integrity = integrity
+        """The event's verification verdicts, where the source checks any: kept in the record."""

@@ -41,6 +41,9 @@ CORE_METRICS: dict[str, tuple[str, str]] = {
     "siem_forwarder_last_poll_timestamp_seconds": ("gauge", "Unix time of the last successful poll, per source."),
     "siem_forwarder_output_paused": ("gauge", "1 while an output is paused on an auth or config error."),
     "siem_forwarder_buffer_bytes": ("gauge", "Bytes held in an output's disk buffer."),
+    "siem_forwarder_ledger_events_total": ("counter", "A source's ledger by term (read, delivered, quarantined, "
+                                           "dead_lettered, filtered, already_delivered, held_back), per output where it applies."),
+    "siem_forwarder_ledger_unbalanced_total": ("counter", "Pages whose ledger did not balance: a bug, logged at ERROR."),
 }
 
 

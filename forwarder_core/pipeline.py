@@ -12,12 +12,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from forwarder_core.checkpoint import CheckpointStore
 from forwarder_core.delivery import OutputRunner
+from forwarder_core.ledger import NO_OUTPUT, Ledger, LedgerError, strict
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import Page, Source, parse_time
 from forwarder_core.prepare import Preparer, TransformEvents
@@ -61,6 +62,8 @@ class SourceResult:
     done: bool = False
     progress: float | None = None
     """How far through its backlog the source is (0..1), where its cursor tells the time."""
+    ledger: Ledger = field(default_factory=Ledger)
+    """The committed pages' ledger for this run."""
 
     @property
     def ok(self) -> bool:
@@ -163,6 +166,8 @@ class SourceRunner:
                 result.done = True
                 self.last_success = time.time()
                 self.metrics.set("last_poll_timestamp_seconds", self.last_success, source=self.name)
+        except LedgerError:
+            raise
         except Exception as exc:
             result.error = redact(f"poll failed: {exc}") if str(exc) else f"poll failed: {type(exc).__name__}"
             self.metrics.inc("poll_errors_total", source=self.name)
@@ -220,40 +225,52 @@ class SourceRunner:
 
     # ------------------------------------------------------------------ one page
 
-    def _prepare(self, page: Page, result: SourceResult) -> list[dict[str, Any]]:
-        prepared = self.preparer.prepare(page.events)
+    def _prepare(self, page: Page, ledger: Ledger) -> list[dict[str, Any]]:
+        prepared = self.preparer.prepare(page.events, page.ids)
         if prepared.filtered:
-            result.filtered += prepared.filtered
+            ledger.filtered += prepared.filtered
             self.metrics.inc("events_filtered_total", prepared.filtered, source=self.name)
         if prepared.rejected:
-            bad = [SetAside.record(self.name, r.reason, r.event_id, r.raw) for r in prepared.rejected]
+            bad = [SetAside.record(self.name, r.reason, r.event_id, r.raw, integrity=r.integrity)
+                   for r in prepared.rejected]
             self.quarantine.write(self.name, bad)
-            result.quarantined += len(bad)
+            ledger.quarantined += len(bad)
             self.metrics.inc("events_quarantined_total", len(bad), source=self.name)
             self.log.warning("source %s: %d event(s) set aside in %s (first: %s)", self.name, len(bad),
                              self.quarantine.path(self.name), redact(bad[0]["reason"])[:300])
         return prepared.events
 
     def _ship(self, page: Page, result: SourceResult, give_up_after: float | None) -> bool:
-        result.polled += len(page.events)
-        self.metrics.inc("events_polled_total", len(page.events), source=self.name)
-        events = self._prepare(page, result)
+        read = len(page.events) + page.already_delivered + page.held_back
+        result.polled += read
+        self.metrics.inc("events_polled_total", read, source=self.name)
+        ledger = Ledger(read=read, already_delivered=page.already_delivered, held_back=page.held_back)
+        events = self._prepare(page, ledger)
         give_up_at = time.monotonic() + give_up_after if give_up_after is not None else None
-        if events:
-            for runner in self.routes:
-                if not runner.deliver(events, self.name, give_up_at):
-                    why = "stopped" if self.stop.is_set() else f"output {runner.name} kept failing: {runner.reason}"
-                    if not self.stop.is_set():
-                        result.error = why
-                    self.log.warning("source %s: page of %d event(s) not committed (%s); it will be sent again",
-                                     self.name, len(events), why)
-                    return False
+        if not self.routes:
+            ledger.delivered[NO_OUTPUT] = len(events)
+        for runner in self.routes:
+            tally: dict[str, int] = {}
+            if events and not runner.deliver(events, self.name, give_up_at, tally=tally):
+                why = "stopped" if self.stop.is_set() else f"output {runner.name} kept failing: {runner.reason}"
+                if not self.stop.is_set():
+                    result.error = why
+                self.log.warning("source %s: page of %d event(s) not committed (%s); it will be sent again",
+                                 self.name, len(events), why)
+                return False
+            ledger.delivered[runner.name] = tally.get("accepted", 0)
+            ledger.dead_lettered[runner.name] = tally.get("dead_lettered", 0)
         newest = page.newest
         if newest is None and events:
             newest = parse_time(max(e["timestamp"] for e in events))
-        self.store.commit(self.name, page.cursor, _iso(newest), len(events), self._watermark(page.cursor))
+        self._check_ledger(ledger, "page")
+        self.store.commit(self.name, page.cursor, _iso(newest), len(events), self._watermark(page.cursor), ledger)
         result.pages += 1
         result.delivered += len(events)
+        result.quarantined += ledger.quarantined
+        result.filtered += ledger.filtered
+        result.ledger.add(ledger)
+        self._count_ledger(ledger)
         self.metrics.inc("pages_committed_total", source=self.name)
         if events:
             self.last_event = time.time()
@@ -262,6 +279,25 @@ class SourceRunner:
         if self.page_delivered is not None:
             self.page_delivered(source_name=self.name, count=len(events), cursor=page.cursor)
         return True
+
+    def _check_ledger(self, ledger: Ledger, what: str) -> None:
+        """An unbalanced ledger is a bug: ERROR with the counts, and an exception under tests."""
+        if ledger.balanced:
+            return
+        self.metrics.inc("ledger_unbalanced_total", source=self.name)
+        self.log.error("source %s: the %s's ledger does not balance, an event left the path uncounted: %s",
+                       self.name, what, ledger.line())
+        if strict():
+            raise LedgerError(f"source {self.name}: unbalanced ledger: {ledger.line()}")
+
+    def _count_ledger(self, ledger: Ledger) -> None:
+        inc = self.metrics.inc
+        for term, output, n in ledger.rows():
+            if n:
+                if output:
+                    inc("ledger_events_total", n, source=self.name, term=term, output=output)
+                else:
+                    inc("ledger_events_total", n, source=self.name, term=term)
 
 
 def _iso(dt: datetime | None) -> str | None:

@@ -28,7 +28,7 @@ from forwarder_core.jsoncodec import canonical_json, canonical_json_bytes, compa
 from forwarder_core.option_schemas import TLS_OPTIONS, apply_defaults, http_output_options_schema, source_options_schema
 from forwarder_core.source_traits import (DEFAULT_SEVERITY, TRAITS, SourceTraits, declared, remember, targets_of,
                                          traits_of)
-from forwarder_core.times import epoch_ms, format_time, parse_time
+from forwarder_core.times import format_time, parse_time
 
 if TYPE_CHECKING:
     from forwarder_core.auth import Auth
@@ -100,11 +100,23 @@ class Page:
     ``events`` may be empty (a page that only moves the cursor, e.g. a time window with nothing
     in it). ``cursor`` must be JSON-serializable; only the source that made it reads it.
     ``newest`` is the time of the newest event of the page, if known (for lag metrics).
+
+    ``ids``, when given, runs parallel to ``events``: the id each event gets, worked out in
+    :meth:`Source.poll` (the occurrence ids of :class:`~siem_forwarder_plugins.sources.windows.EdgeDedup`,
+    say), so the hash is computed once and travels with its event. The core hands it to
+    :meth:`Source.make_event` (``id`` left out) and puts it in the event.
+
+    ``already_delivered`` and ``held_back`` count, for the source's ledger, the events the vendor
+    served that are *not* in ``events``: recognised as delivered by an earlier page (a re-read of
+    the lookback), or kept for a later poll.
     """
 
     events: list[Any]
     cursor: Any
     newest: datetime | None = None
+    ids: list[str | None] | None = None
+    already_delivered: int = 0
+    held_back: int = 0
 
 
 @dataclass
@@ -266,14 +278,39 @@ class Source(_Component):
         except (TypeError, ValueError, RecursionError):
             return None
 
-    def make_event(self, raw: Any, *, id: str, timestamp: str | datetime, **fields: Any) -> dict[str, Any]:
+    page_id: str | None = None
+    """The id the current page gave the event being normalized (``Page.ids``); set by the core
+    around each :meth:`normalize` call (one thread per source, so it needs no lock)."""
+
+    def normalize_as(self, raw: Any, page_id: str | None) -> dict[str, Any]:
+        """:meth:`normalize` with the id ``Page.ids`` (or a quarantine record) gave the event.
+
+        What the core calls. An event whose normalize set the bare digest itself still gets its
+        occurrence id (``<digest>-<n>``), so a source that passes ``id=content_id(raw)`` loses nothing.
+        """
+        if page_id is None:
+            return self.normalize(raw)
+        self.page_id = page_id
+        try:
+            event = self.normalize(raw)
+        finally:
+            self.page_id = None
+        if isinstance(event, dict) and event.get("id") != page_id and page_id.startswith(f"{event.get('id')}-"):
+            event["id"] = page_id
+        return event
+
+    def make_event(self, raw: Any, *, id: str | None = None, timestamp: str | datetime, **fields: Any) -> dict[str, Any]:
         """Build a normalized event: ``id``, ``timestamp``, ``source`` and ``raw`` plus ``fields``.
 
+        ``id`` is the vendor's event id. Left out (None), the event gets the id the page gave it
+        (``Page.ids``: an occurrence id) or else the core's content id, the digest of ``raw``.
         ``fields`` takes the optional normalized fields (``action``, ``name``, ``severity``,
         ``category``, ``outcome``, ``actor``, ``target`` (one object or a list), ``message``,
         ``integrity``, ...); None values are left out. ``source`` carries the class's declared
         traits, so every output maps the event the way this class says.
         """
+        if id is None:
+            id = self.page_id or content_id(raw)
         if isinstance(timestamp, datetime):
             timestamp = format_time(timestamp)
         event: dict[str, Any] = {
@@ -322,6 +359,6 @@ class Output(_Component):
 
 __all__ = [
     "TLS_OPTIONS", "ComponentConfig", "Context", "Output", "Page", "SendResult", "Source", "SourceTraits",
-    "apply_defaults", "canonical_json", "canonical_json_bytes", "compact_json", "content_id", "epoch_ms",
-    "format_time", "http_output_options_schema", "parse_time", "source_options_schema", "targets_of", "traits_of",
+    "apply_defaults", "canonical_json", "canonical_json_bytes", "compact_json", "content_id", "format_time",
+    "http_output_options_schema", "parse_time", "source_options_schema", "targets_of", "traits_of",
 ]

@@ -27,6 +27,8 @@ class Rejected:
     reason: str
     event_id: str | None
     raw: Any
+    integrity: Any = None
+    """The source's verification verdicts, where it has them (Pangea), for the quarantine record."""
 
 
 @dataclass
@@ -50,33 +52,43 @@ class Preparer:
         # Most sources keep the page item as the raw event: skip a call per event for them.
         self._raw_of = None if type(source).raw_event is Source.raw_event else source.raw_event
 
-    def prepare(self, items: Sequence[Any]) -> Prepared:
-        """Each item checked against the raw schema, normalized, checked against the event schema."""
+    def prepare(self, items: Sequence[Any], ids: Sequence[str | None] | None = None) -> Prepared:
+        """Each item checked against the raw schema, normalized, checked against the event schema.
+
+        ``ids`` is the page's ``Page.ids`` (the id the source gave each item while paging, an
+        occurrence id for identical events), handed to :meth:`Source.normalize_as`; ignored
+        unless it has one entry per item.
+        """
         out = Prepared()
-        normalize = self.source.normalize
+        normalize = self.source.normalize_as
         raw_of = self._raw_of
         raw_ok = self.validator.check_raw
         event_ok = self.validator.check_event
         events, origins, rejected = out.events, out.origins, out.rejected
+        if ids is not None and len(ids) != len(items):
+            ids = None
         for index, item in enumerate(items):
+            pid = ids[index] if ids is not None else None
             if raw_ok is not None:
                 raw = item if raw_of is None else raw_of(item)
                 if not raw_ok(raw):
-                    rejected.append(Rejected(index, self.validator.explain_raw(raw), self.source.raw_event_id(item), item))
+                    rejected.append(Rejected(index, self.validator.explain_raw(raw),
+                                             pid or self.source.raw_event_id(item), item))
                     continue
             try:
-                event = normalize(item)
+                event = normalize(item, pid)
             except QuarantineEvent as exc:
-                rejected.append(Rejected(index, exc.reason, exc.event_id, item))
+                rejected.append(Rejected(index, exc.reason, exc.event_id or pid, item, exc.integrity))
                 continue
             except Exception as exc:
-                rejected.append(Rejected(index, f"normalize failed: {type(exc).__name__}: {exc}", None, item))
+                rejected.append(Rejected(index, f"normalize failed: {type(exc).__name__}: {exc}", pid, item))
                 continue
             if event_ok(event):
                 events.append(event)
                 origins.append(index)
             else:
-                rejected.append(Rejected(index, self.validator.explain(event), event.get("id"), event.get("raw", item)))
+                rejected.append(Rejected(index, self.validator.explain(event), event.get("id"), event.get("raw", item),
+                                         event.get("integrity")))
         if self.transform is not None and events:
             self._transform(out, self.transform)
         return out
@@ -98,4 +110,5 @@ class Preparer:
                 out.origins.append(origin_of[id(event)])
             else:
                 out.rejected.append(Rejected(origin_of[id(event)], "after a plugin's forwarder_transform_events: "
-                                             + self.validator.explain(event), event.get("id"), event.get("raw")))
+                                             + self.validator.explain(event), event.get("id"), event.get("raw"),
+                                             event.get("integrity")))

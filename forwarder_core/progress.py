@@ -16,6 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from forwarder_core.metrics import Metrics
+    from forwarder_core.ledger import Ledger
     from forwarder_core.pipeline import SourceResult
 
 CLEAR = "\r\x1b[K"  # carriage return, erase to the end of the line
@@ -147,4 +148,11 @@ def print_summary(results: list["SourceResult"], metrics: "Metrics", stream: IO[
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         stream.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
+    print_ledgers([(r.name, r.ledger) for r in results], stream)
     stream.flush()
+
+
+def print_ledgers(ledgers: list[tuple[str, "Ledger"]], stream: IO[str], since: str = "") -> None:
+    """One line per source: ``ledger NAME: read N = delivered N + ...``, marked when unbalanced."""
+    for name, ledger in ledgers:
+        stream.write(f"ledger {name}{since}: {ledger.line()}\n")

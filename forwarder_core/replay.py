@@ -150,7 +150,10 @@ class Replayer:
             kept.extend(_with_reason(rec, reason) for rec in recs)
             why[group_reason(reason)] += len(recs)
             return [], 0
-        prepared = preparer.prepare([rec.data.get("raw") if rec.data is not None else None for rec in recs])
+        datas = [rec.data or {} for rec in recs]
+        # The recorded id is the occurrence id the event was set aside under: replay keeps it.
+        prepared = preparer.prepare([d.get("raw") for d in datas],
+                                    [d.get("id") if isinstance(d.get("id"), str) else None for d in datas])
         for rejected in prepared.rejected:
             kept.append(_with_reason(recs[rejected.index], rejected.reason))
             why[group_reason(rejected.reason)] += 1

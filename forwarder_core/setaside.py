@@ -2,8 +2,9 @@
 
 ``state_dir/quarantine/<source>.jsonl`` holds events that failed validation (or a source's own
 checks); ``state_dir/dead-letter/<output>.jsonl`` holds events an output refused for good. Each
-line is ``{"time", "source", "output"?, "reason", "id", "raw"}``. A batch of records is written
-with one ``write`` and one ``fsync`` before the cursor moves past them.
+line is ``{"time", "source", "output"?, "reason", "id", "integrity"?, "raw"}``. A batch of records
+is written with one ``write`` and one ``fsync`` before the cursor moves past them, through
+:class:`~forwarder_core.durable.LineAppender`, which first cuts a line a crash left half written.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from forwarder_core.durable import LineAppender
 from forwarder_core.statedir import ensure_subdir, secure_file
 
 QUARANTINE = "quarantine"
@@ -31,6 +33,7 @@ class SetAside:
         self.dir = ensure_subdir(state_dir, kind)
         self.kind = kind
         self._lock = threading.Lock()
+        self._files: dict[str, LineAppender] = {}
 
     def path(self, name: str) -> str:
         return os.path.join(self.dir, _safe_name(name) + ".jsonl")
@@ -41,22 +44,27 @@ class SetAside:
             return 0
         path = self.path(name)
         with self._lock:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, "".join(lines).encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            appender = self._files.get(path)
+            if appender is None:
+                appender = self._files[path] = LineAppender(path)
+        try:
+            appender.append("".join(lines).encode("utf-8"))
+        finally:
+            appender.close()  # replay rewrites these files by rename: never keep one open
         secure_file(path)
         return len(lines)
 
     @staticmethod
-    def record(source: str, reason: str, event_id: str | None, raw: Any, output: str | None = None) -> dict[str, Any]:
+    def record(source: str, reason: str, event_id: str | None, raw: Any, output: str | None = None,
+               integrity: Any = None) -> dict[str, Any]:
+        """One line of the file; ``integrity`` (a source's verification verdicts) is kept where known."""
         rec: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "source": source}
         if output is not None:
             rec["output"] = output
         rec["reason"] = reason
         rec["id"] = event_id
+        if integrity:
+            rec["integrity"] = integrity
         rec["raw"] = raw
         return rec
 

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 from forwarder_core.checkpoint import Checkpoint, CheckpointStore, PollOutcome
 from forwarder_core.config import Config
 from forwarder_core.errors import StateError
 from forwarder_core.plugin_api import parse_time
+from forwarder_core.progress import print_ledgers
 from forwarder_core.statedir import StateLock, ensure_state_dir
 
 
@@ -37,6 +39,8 @@ def state_command(config: Config, action: str, name: str | None) -> int:
             return 0
         configured = {s.name for s in config.sources}
         print_table(store.all(), store.polls(), configured, time.time())
+        names = sorted({cp.source for cp in store.all()} | configured)
+        print_ledgers([(n, store.ledger(n)) for n in names], sys.stdout, since=" (since the state dir was created)")
         return 0
     finally:
         store.close()

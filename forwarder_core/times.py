@@ -1,7 +1,17 @@
-"""Time parsing and formatting shared by the core and every plugin: one set of helpers."""
+"""Time parsing and formatting shared by the core and every plugin: one set of helpers.
+
+Cursors and windows count in integers (epoch milliseconds for Incydr and Asana, microseconds for
+Agilicus and Pangea, whose APIs cut windows that finely): exact, comparable and JSON-friendly.
+"""
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = timedelta(milliseconds=1)
+_US = timedelta(microseconds=1)
+_SECOND = timedelta(seconds=1)
 
 
 def parse_time(value: str | float | int) -> datetime:
@@ -23,24 +33,67 @@ def format_time(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MS = timedelta(milliseconds=1)
+# --------------------------------------------------------------------------- milliseconds
 
 
-def epoch_ms(timestamp: str) -> int:
-    """Milliseconds since the epoch (truncated, never rounded up) of an RFC 3339 timestamp.
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
-    Every output that sends the event's time as a number (CEF ``rt``, HEC ``time``) needs it
-    once per event. ``datetime.fromisoformat`` and one subtraction are C: 0.28 us an event,
-    where integer arithmetic on the string with a cache per second, in Python, took 0.53 us
-    (timeit, 10,000 distinct normalized timestamps). Naive times are UTC; what
+
+def to_ms(value: datetime) -> int:
+    """An aware datetime as integer epoch milliseconds (truncated, never rounded up)."""
+    return (value - EPOCH) // _MS
+
+
+def parse_ms(text: str) -> int:
+    """Epoch milliseconds (truncated, never rounded up) of an RFC 3339 time; naive means UTC.
+
+    Runs once per event in the sources (the event's time) and in the outputs that send it as
+    a number (CEF ``rt``, HEC ``time``). ``datetime.fromisoformat`` and one subtraction are C:
+    0.28 us an event, where integer arithmetic on the string with a cache per second, in
+    Python, took 0.53-0.8 us (timeit and bench/stages.py, 10,000 distinct timestamps). What
     ``fromisoformat`` refuses goes through :func:`parse_time` (spaces, a lower-case ``z``),
     which raises ValueError on what is not a time at all (``24:00``, ``02-30``).
     """
     try:
-        dt = datetime.fromisoformat(timestamp)
+        dt = datetime.fromisoformat(text)
     except ValueError:
-        dt = parse_time(timestamp)
+        dt = parse_time(text)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return (dt - _EPOCH) // _MS
+    return (dt - EPOCH) // _MS
+
+
+def iso_ms(ms: int) -> str:
+    """Epoch milliseconds as ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+    dt = EPOCH + timedelta(milliseconds=ms)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def ms_datetime(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+# --------------------------------------------------------------------------- microseconds
+
+
+def to_us(dt: datetime) -> int:
+    """An aware datetime as integer epoch microseconds."""
+    return (dt - EPOCH) // _US
+
+
+def from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def parse_us(text: str) -> int:
+    """Epoch microseconds of an RFC 3339 time (``Z`` or offset; a naive time is UTC)."""
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return (dt - EPOCH) // _US
+
+
+def iso_us(us: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ``: RFC 3339 at the microsecond windows are cut at."""
+    return (EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

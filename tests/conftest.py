@@ -1,6 +1,7 @@
 """Fixtures shared by the whole suite."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +36,18 @@ def counter_config(tmp_path: Path, testkit_path: str):
             "outputs": [{"name": "out", "type": "file", "options": {"path": str(tmp_path / "out.jsonl")}}],
         }
     return make
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _strict_ledger():
+    """Every pipeline run of the suite, in process or in a child ``siem-forwarder``, raises on a
+    ledger that does not balance, so no test passes while an event leaves the path uncounted."""
+    from forwarder_core.ledger import STRICT_ENV
+
+    old = os.environ.get(STRICT_ENV)
+    os.environ[STRICT_ENV] = "1"
+    yield
+    if old is None:
+        os.environ.pop(STRICT_ENV, None)
+    else:
+        os.environ[STRICT_ENV] = old

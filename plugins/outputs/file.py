@@ -1,10 +1,15 @@
-"""The ``file`` output: one normalized event as JSON per line, appended, fsynced before success."""
+"""The ``file`` output: one normalized event as JSON per line, appended, fsynced before success.
+
+A partial last line left by a crash is cut off before the first append (:mod:`forwarder_core.durable`),
+so the file holds only whole JSON lines.
+"""
 from __future__ import annotations
 
 import os
 from typing import Any
 
 from forwarder_core import hookimpl
+from forwarder_core.durable import LineAppender
 from forwarder_core.errors import OutputError
 from forwarder_core.plugin_api import ComponentConfig, Context, Output, SendResult, compact_json
 
@@ -30,26 +35,14 @@ class FileOutput(Output):
     def __init__(self, config: ComponentConfig, context: Context):
         super().__init__(config, context)
         self.path = os.path.abspath(self.options["path"])
-        self._fd: int | None = None
-
-    def _open(self) -> int:
-        if self._fd is None:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        return self._fd
+        self._file = LineAppender(self.path, mode=0o640, fsync=self.options.get("fsync", True))
 
     def send(self, events: list[dict[str, Any]]) -> SendResult:
         data = encode_lines(events)
         try:
-            fd = self._open()
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            if self.options.get("fsync", True):
-                os.fsync(fd)
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self._file.append(data)
         except OSError as exc:
-            self.close()
             raise OutputError(f"cannot append to {self.path}: {exc.strerror or exc}") from None
         return SendResult()
 
@@ -60,9 +53,7 @@ class FileOutput(Output):
         return f"can append to {self.path}"
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._file.close()
 
 
 @hookimpl

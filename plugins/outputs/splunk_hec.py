@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any
 from forwarder_core import hookimpl
 from forwarder_core.errors import HttpError, OutputError
 from forwarder_core.http import BearerAuth, HttpClient, parse_retry_after, snippet
-from forwarder_core.plugin_api import (ComponentConfig, Context, Output, SendResult, compact_json, epoch_ms,
+from forwarder_core.plugin_api import (ComponentConfig, Context, Output, SendResult, compact_json,
                                        http_output_options_schema, traits_of)
+from forwarder_core.times import parse_ms
 from siem_forwarder_plugins.outputs.batching import Limits, Retryable, Round, post_round, send_in_rounds, split
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ class SplunkHec(Output):
         if labels:
             for key, value in labels.items():
                 fields["label_" + key] = value
-        seconds = epoch_ms(ev["timestamp"]) / 1000
+        seconds = parse_ms(ev["timestamp"]) / 1000
         envelope: dict[str, Any] = {
             "host": self.host,
             "source": self.source or src["name"],

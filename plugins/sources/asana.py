@@ -23,8 +23,8 @@ from forwarder_core import hookimpl
 from forwarder_core.errors import AuthError, ForwarderError, HttpError, SourceError
 from forwarder_core.http import BearerAuth, HttpClient
 from forwarder_core.plugin_api import Page, content_id, format_time, parse_time, source_options_schema
-from siem_forwarder_plugins.sources.windows import (EdgeDedup, WindowCursor, WindowedSource, iso_ms, ms_datetime, now_ms,
-                                                 parse_ms)
+from forwarder_core.times import iso_ms, ms_datetime, now_ms, parse_ms
+from siem_forwarder_plugins.sources.windows import EdgeDedup, WindowCursor, WindowedSource
 
 if TYPE_CHECKING:
     from requests import Response
@@ -175,7 +175,7 @@ class AsanaSource(WindowedSource):
                 # No next page, or a restart at the last instant found nothing after it: were the
                 # offset followed, it would only lead to the empty page (and offsets keep failing).
                 state.finish_window(end, self.lookback)
-            yield Page(fresh, state.dump(), newest)
+            yield Page(fresh, state.dump(), newest, already_delivered=dedup.take_already())
             if state.window is None:
                 return
 
@@ -201,6 +201,7 @@ class AsanaSource(WindowedSource):
                 continue
             gid = str(gid)
             if t == pos and gid in pos_ids:
+                dedup.already += 1
                 continue
             if pos is None or t > pos:
                 pos, pos_ids = t, {gid}

@@ -5,7 +5,15 @@ event id (vendor-apis.md §1 and Gotchas 1-5). So this source:
 
 * reads closed ``dateRange`` windows (:mod:`siem_forwarder_plugins.sources.windows`) that end
   ``settle_delay`` before now and start ``lookback`` early, de-duplicating on a hash of each
-  event's canonical JSON;
+  event's canonical JSON, identical events being numbered occurrences (``<digest>-<n>``);
+* holds back a copy of an event that an earlier page of the same pass already showed until it
+  is confirmed (a shifted page shows one event twice, which looks just like a real copy). Pages
+  shift only when events arrive or leave while paging, so the copies are real when the window
+  counts the same before and after the pass and the pass met that many events; otherwise the
+  window is read again, and they are real when a pass holds the same ones as the pass before
+  and meets as many events as the count says (or when the re-reads run out); after a
+  restart in the middle of a window it counts that window's earlier pages again, delivering
+  none, so copies split across pages keep their numbers;
 * keeps each window small enough to page safely: it asks ``search-results-count`` first and
   narrows a window that holds more than :attr:`IncydrSource.WINDOW_PAGES` pages;
 * after a window read over several requests, counts again: if the count differs from the
@@ -28,7 +36,8 @@ from forwarder_core.errors import AuthError, ForwarderError, HttpError, SourceEr
 from forwarder_core.http import Auth
 from forwarder_core.plugin_api import Page, content_id, format_time, parse_time, source_options_schema
 from forwarder_core.secrets import register_secret_text, reveal
-from siem_forwarder_plugins.sources.windows import EdgeDedup, WindowCursor, WindowedSource, ms_datetime, now_ms, parse_ms
+from forwarder_core.times import ms_datetime, now_ms, parse_ms
+from siem_forwarder_plugins.sources.windows import KEY_CHARS, EdgeDedup, WindowCursor, WindowedSource, WindowTally
 
 if TYPE_CHECKING:
     from requests import Response
@@ -48,7 +57,7 @@ FILTERS = {  # option -> request field
     "resource_ids": "resourceIds",
     "user_types": "userTypes",
 }
-_SEEN_KEY_CHARS = 16  # 64 bits of the SHA-256: plenty to tell apart the events of one lookback
+Held = tuple[Any, str, int]  # a raw event, its digest, its time (ms)
 
 
 def _string_list(description: str, items: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -180,11 +189,18 @@ class IncydrSource(WindowedSource):
                                          for opt, field in FILTERS.items()}
         self._span: int | None = None
         self._count_works = True
-        self._window_ids: tuple[int, int, set[str]] | None = None
-        self._ids: dict[int, tuple[Any, str]] = {}
+        self._tally: tuple[tuple[int, int], WindowTally] | None = None
+        self._held: list[Held] = []
+        self._last_held: list[str] = []  # the digests the previous pass of the open window held
         self._kinds: dict[str, Kind] = {}
 
     # ------------------------------------------------------------------ polling
+
+    def poll(self, cursor: Any | None) -> Iterator[Page]:
+        # A poll resumes from the committed cursor: what this process met on pages after it (a
+        # page fetched ahead, one whose delivery failed) must not count as delivered.
+        self._tally = None
+        return super().poll(cursor)
 
     def open_window(self, start: int, end: int) -> dict[str, Any]:
         first, last, count = self._narrow(start, end)
@@ -213,67 +229,158 @@ class IncydrSource(WindowedSource):
         win = state.window
         assert win is not None
         start, end = win["start"], win["end"]
-        if self._window_ids is None or self._window_ids[:2] != (start, end):
-            self._window_ids = (start, end, set())
-        dedup = EdgeDedup(state, end, self.lookback, window_ids=self._window_ids[2])
         base = {**self._filters, "dateRange": {"startTime": start / 1000, "endTime": end / 1000},
                 "pageSize": self.page_size}
+        if self._tally is None or self._tally[0] != (start, end):
+            self._tally = ((start, end), WindowTally())
+            self._held, self._last_held = [], []
+            if win["page"]:
+                self._recount_pages(base, win["page"], end)
+        tally = self._tally[1]
+        dedup = EdgeDedup(state, end, self.lookback, tally=tally)
         while not self.context.stop.is_set():
             answer = self._post(SEARCH, {**base, "page": win["page"]})
-            events = answer.get("events")
-            if events is None:
-                events = []
-            elif not isinstance(events, list):
-                raise SourceError(f"{self.name}: {SEARCH}: 'events' is a {type(events).__name__}, not a list")
-            fresh, newest = self._admit(events, dedup, end)
-            win["met"] += dedup.met
-            dedup.met = 0
+            events = self._events(answer)
+            held_before = len(self._held)
+            fresh, ids, newest = self._admit(events, dedup, end)
+            held = len(self._held) - held_before
+            win["met"] = sum(tally.met.values()) - len(self._held)
             win["page"] += 1
             counted = win.get("count")
             if counted is not None and win["page"] > counted // self.page_size + self.WINDOW_PAGES + 1:
                 raise SourceError(f"{self.name}: Incydr served {win['page']} full pages for a window of {counted} "
                                   f"events ({ms_datetime(start)}..{ms_datetime(end)}); giving up on this poll")
             if len(events) < self.page_size:
-                if win["page"] > 1 and win["pass"] < self.MAX_REREADS:
+                if win["page"] > 1 and win["pass"] < self.MAX_REREADS and not self._confirmed(win):
                     total = self._count(start, end)
-                    if total is not None and total != win["met"]:
+                    if total is not None and total != win["met"] and not self._stable(win, total) \
+                            and not self._confirmed(win, total):
                         self.log.info("%s: window %s..%s changed while paging (%d events met, %d counted); "
                                       "reading it again", self.name, ms_datetime(start), ms_datetime(end),
                                       win["met"], total)
                         self.metrics.inc("source_window_rereads_total", source=self.name)
                         win["pass"] += 1
                         win["page"] = 0
-                        yield Page(fresh, state.dump(), newest)
+                        win["count"] = total
+                        tally.new_pass()
+                        self._last_held = sorted(cid for _, cid, _ in self._held)
+                        self._held = []  # the new pass meets them again, and the recount decides
+                        yield Page(fresh, state.dump(), newest, ids=ids,
+                                   already_delivered=dedup.take_already(), held_back=held)
                         continue
+                released = len(self._held)
+                newest = self._release_held(dedup, fresh, ids, newest)
                 state.finish_window(end, self.lookback)
-                self._window_ids = None
-                yield Page(fresh, state.dump(), newest)
+                self._tally = None
+                self._last_held = []
+                # held_back is what this page kept minus what it now releases, so the ledger of
+                # every page balances and the window's held copies net out once delivered
+                yield Page(fresh, state.dump(), newest, ids=ids, already_delivered=dedup.take_already(),
+                           held_back=held - released)
                 return
-            yield Page(fresh, state.dump(), newest)
+            yield Page(fresh, state.dump(), newest, ids=ids, already_delivered=dedup.take_already(),
+                       held_back=held)
 
-    def _admit(self, events: list[Any], dedup: EdgeDedup, end: int) -> tuple[list[Any], datetime | None]:
+    def _stable(self, win: dict[str, Any], total: int) -> bool:
+        """True when the window's result set did not change while this pass paged it: counted the
+        same before and after, and the pass met exactly that many events. Pages shift only when
+        events arrive or leave, so every held copy of such a pass is a real one."""
+        return bool(self._held) and total == win.get("count") and total == win["met"] + len(self._held)
+
+    def _confirmed(self, win: dict[str, Any], total: int | None = -1) -> bool:
+        """True when this pass's held copies are real: the previous pass held exactly the same
+        ones and this pass met every event the count holds (a shifted page does not repeat itself)."""
+        if not self._held or sorted(cid for _, cid, _ in self._held) != self._last_held:
+            return False
+        return total == -1 or total == win["met"] + len(self._held)
+
+    def _events(self, answer: dict[str, Any]) -> list[Any]:
+        events = answer.get("events")
+        if events is None:
+            return []
+        if not isinstance(events, list):
+            raise SourceError(f"{self.name}: {SEARCH}: 'events' is a {type(events).__name__}, not a list")
+        return events
+
+    def _recount_pages(self, base: dict[str, Any], pages: int, end: int) -> None:
+        """After a restart inside a window: count its first ``pages`` pages again, delivering none.
+
+        Their events were delivered before the restart (their pages' cursors were committed), but
+        how many copies of each were met lives only in memory; a copy on a later page needs it
+        to get its number. Copies that were still held back are held again.
+        """
+        tally = self._tally[1] if self._tally is not None else WindowTally()
+        for page in range(pages):
+            events = self._events(self._post(SEARCH, {**base, "page": page}))
+            on_page: set[str] = set()
+            for raw in events:
+                try:
+                    cid = content_id(raw)
+                except (TypeError, ValueError):
+                    continue
+                key = cid[:KEY_CHARS]
+                n = tally.met.get(key, 0) + 1
+                tally.met[key] = n
+                if n > 1 and key not in on_page:
+                    self._held.append((raw, cid, self._time(raw, end)))
+                    continue
+                on_page.add(key)
+                tally.most[key] = max(tally.most.get(key, 0), n)
+
+    @staticmethod
+    def _time(raw: Any, end: int) -> int:
+        stamp = raw.get("timestamp") if isinstance(raw, dict) else None
+        try:
+            return parse_ms(stamp) if isinstance(stamp, str) else end
+        except ValueError:
+            return end
+
+    def _admit(self, events: list[Any], dedup: EdgeDedup, end: int) -> tuple[list[Any], list[str | None], datetime | None]:
+        """The page's new events and their occurrence ids; copies first met on an earlier page are held."""
         fresh: list[Any] = []
+        ids: list[str | None] = []
         newest = -1
-        cache = self._ids
-        if len(cache) > 8 * self.page_size + 10_000:
-            cache.clear()  # events that were never normalized; normalize recomputes on a miss
+        tally = dedup.tally
+        on_page: set[str] = set()
         for raw in events:
             try:
                 cid = content_id(raw)
             except (TypeError, ValueError):
                 fresh.append(raw)  # unhashable (NaN...): let normalize fail and the core quarantine it
+                ids.append(None)
                 continue
-            stamp = raw.get("timestamp") if isinstance(raw, dict) else None
-            try:
-                t = parse_ms(stamp) if isinstance(stamp, str) else end
-            except ValueError:
-                t = end
-            if dedup.admit(cid[:_SEEN_KEY_CHARS], t):
+            t = self._time(raw, end)
+            key = cid[:KEY_CHARS]
+            if key not in on_page and tally.met.get(key, 0) and tally.met[key] >= tally.most.get(key, 0):
+                tally.met[key] += 1  # a copy of an event an earlier page showed: wait for the recount
+                self._held.append((raw, cid, t))
+                continue
+            on_page.add(key)
+            oid = dedup.occurrence(cid, t)
+            if oid is not None:
                 fresh.append(raw)
-                cache[id(raw)] = (raw, cid)
+                ids.append(oid)
                 if t > newest:
                     newest = t
-        return fresh, (ms_datetime(newest) if newest >= 0 else None)
+        return fresh, ids, (ms_datetime(newest) if newest >= 0 else None)
+
+    def _release_held(self, dedup: EdgeDedup, fresh: list[Any], ids: list[str | None],
+                      newest: datetime | None) -> datetime | None:
+        """The window's pass is confirmed: the held copies are real; number them and deliver the new."""
+        held, self._held = self._held, []
+        tally = dedup.tally
+        for raw, cid, _ in held:
+            tally.met[cid[:KEY_CHARS]] -= 1  # occurrence() counts it again
+        latest = -1
+        for raw, cid, t in held:
+            oid = dedup.occurrence(cid, t)
+            if oid is not None:
+                fresh.append(raw)
+                ids.append(oid)
+                latest = max(latest, t)
+        if latest >= 0 and (newest is None or ms_datetime(latest) > newest):
+            return ms_datetime(latest)
+        return newest
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -308,8 +415,6 @@ class IncydrSource(WindowedSource):
     # ------------------------------------------------------------------ events
 
     def normalize(self, raw: Any) -> dict[str, Any]:
-        entry = self._ids.pop(id(raw), None)
-        event_id = entry[1] if entry is not None and entry[0] is raw else content_id(raw)
         stamp = raw["timestamp"]
         if not isinstance(stamp, str):
             raise TypeError("timestamp is not a string")
@@ -337,7 +442,6 @@ class IncydrSource(WindowedSource):
             message += f" on {target.get('name') or target.get('id')}"
         return self.make_event(
             raw,
-            id=event_id,
             timestamp=timestamp,
             action=event_type,
             category=category[:],  # copies: the cached lists must not be shared by events a plugin may edit

@@ -49,3 +49,17 @@ def test_summary_table() -> None:
     assert rows[0] == ["SOURCE", "POLLED", "DELIVERED", "QUARANTINED", "DEAD-LETTERED", "PAGES", "STATUS"]
     assert rows[1] == ["a", "5", "3", "0", "2", "1", "ok"]
     assert rows[2][-1] == "output hec kept failing: 503"
+
+
+def test_the_summary_prints_each_sources_ledger_and_marks_one_that_does_not_balance() -> None:
+    from forwarder_core.ledger import Ledger
+
+    good = SourceResult("a", polled=7, delivered=4, done=True,
+                        ledger=Ledger(read=7, quarantined=1, already_delivered=2, delivered={"out": 4}))
+    bad = SourceResult("b", done=True, ledger=Ledger(read=3, delivered={"out": 2}))
+    out = io.StringIO()
+    print_summary([good, bad], Metrics(), out)
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("ledger ")]
+    assert lines[0] == ("ledger a: read 7 = delivered 4 + quarantined 1 + dead-lettered 0 + filtered 0"
+                        " + already delivered 2 + held back 0")
+    assert lines[1].startswith("ledger b: read 3 = delivered 2 ") and "!! UNBALANCED for out" in lines[1]

@@ -89,7 +89,7 @@ def test_log_records_go_around_the_live_line_which_fits_the_terminal(tmp_path: P
         if not line or (len(screen.display[lines.index(before)].rstrip()) == COLS if before else False):
             continue  # empty, or the wrapped rest of a full-width row
         # A log record that started mid-line, or a wrapped progress line, would start otherwise.
-        assert LOG_LINE.match(line) or line.startswith(("[", "SOURCE", "asana-main ", "counter-with-a-long-name ",
+        assert LOG_LINE.match(line) or line.startswith(("[", "SOURCE", "asana-main ", "counter-with-a-long-name ", "ledger ",
                                                         "  ")), f"broken line on the screen: {line!r}\n" + "\n".join(shown)
         assert not re.search(r".\[\s*\d+s\] ", line), f"a progress fragment inside a line: {line!r}"
     frames = [f for f in raw.decode("utf-8", "replace").replace("\x1b[K", "").split("\r") if f.startswith("[")]

@@ -75,6 +75,10 @@ def iso_us(us: int) -> str:
     return from_us(us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def parse_time_us(text: str) -> int:
+    return to_us(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
 def iso_s(us: int) -> str:
     """``2024-01-01T00:00:00Z``: how the vendor's example writes an auth audit's ``time``."""
     return from_us(us).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -252,6 +256,15 @@ class AgilicusFake(FakeServer):
         us = at if isinstance(at, int) else to_us(at)
         with self._data_lock:
             self.streams[key].insert(us, record)
+            self._cache.clear()
+
+    def add_copies(self, key: str, record: dict[str, Any], copies: int) -> None:
+        """Insert ``copies`` more records equal in every byte to ``record`` (at its own ``time``), as
+        the API serves when one actor does the same thing twice in one instant."""
+        us = parse_time_us(record["time"])
+        with self._data_lock:
+            for _ in range(copies):
+                self.streams[key].insert(us, dict(record))
             self._cache.clear()
 
     def all(self, key: str) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ import argparse
 import base64
 import bisect
 import json
+import random
 import secrets
 import threading
 import time
@@ -151,6 +152,12 @@ class IncydrFake(FakeServer):
             rows.append((ts, _mix(self.seed ^ len(self._custom) << 20) >> 2, spec))
         self._insert(rows)
 
+    def add_copies(self, event: dict[str, Any], copies: int) -> None:
+        """Add ``copies`` more events equal in every byte to ``event`` (same ``timestamp``): a
+        SYSTEM ``logged_in`` twice in one millisecond. Each is served at its own place in the
+        API's order, so copies can fall on different pages."""
+        self.add_events([dict(event) for _ in range(copies)])
+
     def make_event(self, at: datetime, **overrides: Any) -> dict[str, Any]:
         """A realistic event at ``at`` (not yet added), for tests that add events later."""
         self._made += 1
@@ -185,6 +192,10 @@ class IncydrFake(FakeServer):
     def events(self) -> list[dict[str, Any]]:
         """Every event the fake holds, in time order."""
         return [self._event(i) for i in range(len(self._ts))]
+
+    def events_at(self, positions: list[int]) -> list[dict[str, Any]]:
+        """The events at these positions of the time order."""
+        return [self._event(i) for i in positions]
 
     def _event(self, i: int) -> dict[str, Any]:
         spec = self._spec[i]
@@ -433,11 +444,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--client-secret", default="secret-1")
     parser.add_argument("--empty-events-past-end", action="store_true",
                         help='answer "events": [] past the end instead of leaving the key out (the official CLIs need it)')
+    parser.add_argument("--identical", type=int, default=0,
+                        help="give this many of the events 1-3 copies equal in every byte (seeded)")
     parser.add_argument("--ready-file")
     args = parser.parse_args(argv)
     fake = IncydrFake(events=args.events, seed=args.seed, span=args.span, client_id=args.client_id,
                       client_secret=args.client_secret, omit_events_past_end=not args.empty_events_past_end,
                       port=args.port)
+    if args.identical:
+        picker = random.Random(args.seed)
+        for n, i in enumerate(sorted(picker.sample(range(len(fake)), min(args.identical, len(fake))))):
+            fake.add_copies(fake.events_at([i])[0], 1 + n % 3)
     serve_forever_cli(fake, args.ready_file)
 
 

@@ -155,6 +155,7 @@ class PangeaFake(FakeServer):
         self.step = step
         self.next_time = start or (datetime.now(timezone.utc) - timedelta(hours=1))
         self.records: list[Record] = []
+        self.served_hashes: dict[int, str | None] = {}
         self._times: list[int] = []
         self.cold = Tree()
         self._hot: list[Tree] = []
@@ -247,6 +248,10 @@ class PangeaFake(FakeServer):
         with self._data_lock:
             event = self.records[index].envelope["event"]
             event.update(changes or {"message": event.get("message", "") + " (edited)"})
+
+    def serve_hash(self, index: int, value: str | None) -> None:
+        """Serve this event with ``hash`` set to ``value`` (``""``, say), or without one (None)."""
+        self.served_hashes[index] = value
 
     def corrupt_proof(self, index: int) -> None:
         """Serve a membership proof with one sibling flipped for this event."""
@@ -438,6 +443,12 @@ class PangeaFake(FakeServer):
         for i in indexes:
             record = self.records[i]
             item: dict[str, Any] = {"envelope": record.envelope, "hash": record.hash}
+            if i in self.served_hashes:
+                served = self.served_hashes[i]
+                if served is None:
+                    del item["hash"]
+                else:
+                    item["hash"] = served
             if verbose:
                 buffer, pos = divmod(i, self.buffer_size)
                 is_published = buffer < published

@@ -32,6 +32,7 @@ from typing import Any
 
 import requests
 
+from forwarder_core.checkpoint import CheckpointStore
 from forwarder_core.plugin_api import content_id
 from tests.fakes.elastic import FakeElasticsearch
 from tests.fakes.splunk_hec import DEFAULT_TOKEN, SplunkHecFake
@@ -63,14 +64,15 @@ def wait_until(predicate: Any, timeout: float, what: str, proc: subprocess.Popen
 class VendorProcess:
     """The Incydr fake in its own process; :meth:`served_ids` reads back, over its API, every event it holds."""
 
-    def __init__(self, workdir: Path, *, events: int, seed: int, span: float = 3600.0):
+    def __init__(self, workdir: Path, *, events: int, seed: int, span: float = 3600.0, identical: int = 0):
         self.workdir = workdir
+        self.identical = identical
         ready = workdir / "incydr.url"
         ready.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.fakes.incydr", "--events", str(events), "--seed", str(seed),
              "--span", str(span), "--port", "0", "--ready-file", str(ready),
-             "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET],
+             "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET, "--identical", str(identical)],
             cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         wait_until(ready.exists, 60, "the Incydr fake to listen")
         self.url = ready.read_text().strip()
@@ -84,18 +86,23 @@ class VendorProcess:
                             "page_size": page_size, "settle_delay": 30, "timeout": 10}}
 
     def served_ids(self) -> set[str]:
-        """The ids (content hashes, as the contract defines them) of every event the vendor holds."""
+        """The ids of every event the vendor holds, as the contract defines them: content hashes,
+        ``<hash>-<n>`` for the n-th identical copy."""
         basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
         token = requests.post(f"{self.url}/v1/oauth", headers={"Authorization": f"Basic {basic}"},
                               timeout=10).json()["access_token"]
         ids: set[str] = set()
+        met: Counter[str] = Counter()
         page = 0
         while True:
             answer = requests.post(f"{self.url}/v1/audit/search-audit-log", timeout=30,
                                    headers={"Authorization": f"Bearer {token}"},
                                    json={"page": page, "pageSize": 10_000}).json()
             events = answer.get("events") or []
-            ids.update(content_id(e) for e in events)
+            for event in events:
+                digest = content_id(event)
+                met[digest] += 1
+                ids.add(digest if met[digest] == 1 else f"{digest}-{met[digest]}")
             if len(events) < 10_000:
                 return ids
             page += 1
@@ -328,7 +335,7 @@ class ElasticSink(Sink):
         self.fake.stop()
 
 
-_CEF_ID = re.compile(r"cs1=([0-9a-f]{64})")
+_CEF_ID = re.compile(r"cs1=([0-9a-f]{64}(?:-[0-9]+)?)")
 
 
 class SyslogSink(Sink):
@@ -403,6 +410,10 @@ class Outcome:
     """The most duplicates one round (one kill, and the outage in it) added."""
     rounds_over_bound: int = 0
     """Rounds that added more duplicates than one page per disruption in them."""
+    ledger: str = ""
+    """The source's ledger since the state dir was created, as ``state`` prints it."""
+    ledger_balanced: bool = False
+    """The ledger balances, and no run logged an unbalanced page."""
 
     @property
     def disruptions(self) -> int:
@@ -418,7 +429,7 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return (self.missing == 0 and self.unexpected == 0 and self.duplicates <= self.duplicate_bound
-                and self.rounds_over_bound == 0)
+                and self.rounds_over_bound == 0 and self.ledger_balanced)
 
     def row(self) -> str:
         outages = ", ".join(f"{n} {k}" for k, n in sorted(self.outages.items())) or "none"
@@ -428,7 +439,7 @@ class Outcome:
                 f"events {self.expected:>6}  received {self.received:>6}  missing {self.missing}  "
                 f"duplicates {self.duplicates} (bound {self.duplicate_bound}, max copies {self.max_copies}, "
                 f"worst round {self.worst_round}, rounds over the bound {self.rounds_over_bound})"
-                f"{extra}  {self.seconds:.0f}s")
+                f"{extra}  {self.seconds:.0f}s\n    ledger: {self.ledger}")
 
 
 def _config(workdir: Path, vendor: VendorProcess, sink: Sink, page_size: int, max_backoff: float,
@@ -548,6 +559,16 @@ def run_rounds(workdir: Path, vendor: VendorProcess, sink: Sink, *, rounds: int,
     outcome.duplicates = len(ids) - len(copies)
     outcome.max_copies = max(copies.values(), default=0)
     outcome.extra = sink.extra()
+    store = CheckpointStore(str(workdir / "state"))
+    try:
+        ledger = store.ledger(config["sources"][0]["name"])
+    finally:
+        store.close()
+    outcome.ledger = ledger.line()
+    # Every kill costs at most the pages it cut short, which are read again: the committed ones
+    # account for every event the vendor served, at least once.
+    outcome.ledger_balanced = (ledger.balanced and ledger.read >= len(expected)
+                               and not any("ledger does not balance" in line for line in logs))
     outcome.seconds = time.monotonic() - started
     outcome.log = logs
     return outcome

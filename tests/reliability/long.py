@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=20, help="kills per output type (default 20)")
     parser.add_argument("--events", type=int, default=5000, help="backlog the vendor fake serves (default 5000)")
     parser.add_argument("--page-size", type=int, default=50, help="events per source page (default 50)")
+    parser.add_argument("--identical", type=int, default=50,
+                        help="events of the backlog that come with 1-3 identical copies (default 50)")
     parser.add_argument("--seed", type=int, default=20261122)
     parser.add_argument("--outage-chance", type=float, default=0.5, help="chance of an outage per round")
     parser.add_argument("--outputs", nargs="+", choices=OUTPUTS, default=list(OUTPUTS))
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="siem-forwarder-reliability-") as tmp:
         root = Path(tmp)
-        vendor = VendorProcess(root, events=args.events, seed=args.seed)
+        vendor = VendorProcess(root, events=args.events, seed=args.seed, identical=args.identical)
         try:
             for kind in args.outputs:
                 workdir = root / kind

@@ -104,8 +104,10 @@ def test_garbage_from_some_sources_stops_neither_them_nor_the_others(tmp_path: P
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     for kind in GARBAGE:
-        (line,) = [ln for ln in done.stdout.splitlines() if f"garbage-{kind}" in ln]
+        (line,) = [ln for ln in done.stdout.splitlines() if f"garbage-{kind}" in ln and not ln.startswith("ledger ")]
         assert "poll failed" in line or "failed" in line.lower(), done.stdout
+        (ledger,) = [ln for ln in done.stdout.splitlines() if ln.startswith(f"ledger garbage-{kind}:")]
+        assert "UNBALANCED" not in ledger
     summary = done.stdout
     assert "nested too deeply" in summary
     assert "expected JSON, got an HTML page" in summary

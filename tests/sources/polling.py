@@ -47,7 +47,8 @@ class Drain:
         for page in self.source.poll(cursor if cursor is not None else self.cursor):
             json.dumps(page.cursor)  # every cursor must be JSON as it is
             self.pages += 1
-            self.events.extend(self.source.normalize(raw) for raw in page.events)
+            ids = page.ids or [None] * len(page.events)
+            self.events.extend(self.source.normalize_as(raw, pid) for raw, pid in zip(page.events, ids))
             self.cursor = page.cursor
             yield page
 

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from siem_forwarder_plugins.sources.windows import MAX_SEEN, EdgeDedup, WindowCursor, iso_ms, parse_ms
+from forwarder_core.times import iso_ms, parse_ms
+from siem_forwarder_plugins.sources.windows import MAX_SEEN, EdgeDedup, WindowCursor
 
 
 def test_a_fresh_cursor_starts_at_the_start_time_and_round_trips_through_json():
@@ -69,3 +70,46 @@ def test_time_helpers_are_exact_to_the_millisecond():
     assert parse_ms("2024-01-01T00:00:00.001Z") == 1_704_067_200_001
     assert parse_ms("2024-01-01T00:00:00.001999Z") == 1_704_067_200_001  # truncated, never rounded up
     assert iso_ms(1_704_067_200_001) == "2024-01-01T00:00:00.001Z"
+
+
+# ---------------------------------------------------------------------------- occurrences
+
+
+def test_occurrences_are_numbered_and_a_re_read_delivers_none_of_them_again():
+    cursor = WindowCursor(watermark=0, floor=0)
+    digest = "ab" * 32
+    first = EdgeDedup(cursor, window_end=1000, lookback=500)
+    assert [first.occurrence(digest, 900) for _ in range(3)] == [digest, f"{digest}-2", f"{digest}-3"]
+    stored = json.loads(json.dumps(cursor.dump()))
+    assert stored["seen"] == {digest[:16]: [900, 3]}
+    again = WindowCursor.load(stored, 0)
+    reread = EdgeDedup(again, window_end=1200, lookback=500)
+    assert [reread.occurrence(digest, 900) for _ in range(3)] == [None, None, None]
+    assert reread.occurrence(digest, 900) == f"{digest}-4"  # a copy that arrived late
+    assert reread.take_already() == 3 and reread.take_already() == 0
+
+
+def test_a_cursor_written_before_occurrences_loads_as_one_delivery_per_id():
+    """The form every earlier version wrote: ``seen`` maps a key to its time alone."""
+    old = {"v": 1, "watermark": 1_000_000, "watermark_time": iso_ms(1_000_000), "floor": 700_000,
+           "seen": {"9f2c51e07a3bd4c1": 950_000, "0123456789abcdef": 990_000}, "window": None}
+    cursor = WindowCursor.load(old, 0)
+    assert (cursor.watermark, cursor.floor) == (1_000_000, 700_000)
+    assert cursor.seen.delivered("9f2c51e07a3bd4c1") == 1 and cursor.seen.delivered("ffffffffffffffff") == 0
+    assert cursor.dump()["seen"] == old["seen"]  # nothing counted twice: the old form is written back
+    dedup = EdgeDedup(cursor, window_end=1_100_000, lookback=300_000)
+    digest = "9f2c51e07a3bd4c1" + "0" * 48
+    assert dedup.occurrence(digest, 950_000) is None
+    assert dedup.occurrence(digest, 950_000) == f"{digest}-2"
+
+
+def test_the_seen_set_bound_drops_whole_instants_and_says_where_it_is_complete_from():
+    from siem_forwarder_plugins.sources.windows import SeenSet
+
+    seen = SeenSet({f"k{i}": i // 2 for i in range(10)})
+    seen.add("k9", 4, 3)
+    assert seen.bound(5) == 3 and sorted(seen.values()) == [3, 3, 4, 4]
+    assert seen.delivered("k9") == 3 and seen.delivered("k0") == 0
+    seen.forget_before(4)
+    assert set(seen) == {"k8", "k9"} and seen.to_json() == {"k8": 4, "k9": [4, 3]}
+    assert SeenSet.from_json(seen.to_json()).delivered("k9") == 3

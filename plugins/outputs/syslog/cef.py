@@ -34,7 +34,8 @@ from functools import lru_cache
 from typing import Any
 
 from forwarder_core import __version__
-from forwarder_core.plugin_api import epoch_ms, targets_of, traits_of
+from forwarder_core.plugin_api import targets_of, traits_of
+from forwarder_core.times import parse_ms
 
 from forwarder_core.cef_parser import FORBIDDEN_CODEPOINTS, CEFError, main, parse_cef, strip_syslog_header
 
@@ -289,7 +290,7 @@ def format_parts(event: dict[str, Any], version: str = __version__) -> tuple[str
     severity = severity_of(event, prepared.severity)
     header = prepared.header(event_class, name, severity)
 
-    parts: list[str] = ["rt=" + str(epoch_ms(event["timestamp"]))]
+    parts: list[str] = ["rt=" + str(parse_ms(event["timestamp"]))]
     event_id = _text(event["id"])
     _put(parts, "externalId", event_id)
     if len(event_id) > 40:

@@ -10,10 +10,14 @@ cursor records:
     ``seen`` holds the hash of every delivered record with a time in ``[floor, end)``, so any
     window starting at or after ``floor`` can be re-read without delivering a duplicate.
 ``seen``
-    Content-hash prefixes of delivered records grouped by their time (epoch microseconds).
+    Content-hash prefixes of delivered records grouped by their time (epoch microseconds); a
+    hash listed ``n`` times was delivered ``n`` times (identical records are occurrences, see
+    :mod:`siem_forwarder_plugins.sources.windows`), so the lists earlier versions wrote, each hash
+    once, load as they are.
     Only the last ``lookback`` seconds before the poll's window end are kept, and never more
-    than ``max_seen`` hashes: past that the oldest groups go and ``floor`` rises, which
-    shortens the late-event window instead of risking a duplicate.
+    than :data:`~siem_forwarder_plugins.sources.windows.MAX_SEEN` hashes: past that the oldest
+    groups go and ``floor`` rises, which shortens the late-event window instead of risking a
+    duplicate.
 ``reported``
     Instants already reported as holding more records than one request can return, so a
     re-read does not raise the same alarm on every poll.
@@ -23,46 +27,29 @@ JSON form so ``siem-forwarder state show`` reads well.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-ONE_US = timedelta(microseconds=1)
-HASH_CHARS = 16
-"""Hex digits of the SHA-256 kept per record: 64 bits, so a false match within one lookback
-window (thousands of records) has odds far below one in a billion."""
+from forwarder_core.times import iso_us, parse_us
+from siem_forwarder_plugins.sources.windows import KEY_CHARS, SeenSet
+
+HASH_CHARS = KEY_CHARS
 VERSION = 1
 
 
-def us_from_datetime(dt: datetime) -> int:
-    return (dt - EPOCH) // ONE_US
-
-
-def iso_from_us(us: int) -> str:
-    """RFC 3339 with microseconds and ``Z``, the precision windows are cut at."""
-    return (EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def us_from_text(text: str) -> int:
-    """Epoch microseconds of an RFC 3339 time (``Z`` or offset; a naive time is UTC)."""
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return (dt - EPOCH) // ONE_US
-
-
 class WindowCursor:
-    """Mutable while a poll runs; :meth:`dump` takes the JSON snapshot a Page carries."""
+    """Mutable while a poll runs; :meth:`dump` takes the JSON snapshot a Page carries.
 
-    __slots__ = ("end", "floor", "seen", "reported", "size")
+    ``seen`` is the windowed sources' one :class:`~siem_forwarder_plugins.sources.windows.SeenSet`
+    (hash -> time, with occurrence counts); only its JSON form here groups the hashes by time.
+    """
 
-    def __init__(self, end: int, floor: int, seen: dict[int, set[str]] | None = None,
-                 reported: set[int] | None = None):
+    __slots__ = ("end", "floor", "seen", "reported")
+
+    def __init__(self, end: int, floor: int, seen: SeenSet | None = None, reported: set[int] | None = None):
         self.end = end
         self.floor = min(floor, end)
-        self.seen: dict[int, set[str]] = seen or {}
+        self.seen = seen if seen is not None else SeenSet()
         self.reported: set[int] = reported or set()
-        self.size = sum(len(v) for v in self.seen.values())
 
     @classmethod
     def begin(cls, start_us: int) -> "WindowCursor":
@@ -73,24 +60,32 @@ class WindowCursor:
         """Read a committed cursor; ValueError says what is wrong with it."""
         if not isinstance(value, dict) or value.get("v") != VERSION:
             raise ValueError(f"not an Agilicus window cursor (version {VERSION}): {str(value)[:80]!r}")
+        groups = value.get("seen", {})
+        if not isinstance(groups, dict) or not all(
+                isinstance(hashes, list) and all(isinstance(h, str) for h in hashes) for hashes in groups.values()):
+            raise ValueError("Agilicus window cursor is damaged (seen must map times to lists of hashes)")
         try:
-            end = us_from_text(value["end"])
-            floor = us_from_text(value["floor"])
-            seen = {int(t): set(hashes) for t, hashes in value.get("seen", {}).items()}
+            end = parse_us(value["end"])
+            floor = parse_us(value["floor"])
+            seen = SeenSet()
+            for t, hashes in groups.items():
+                for h in hashes:
+                    seen.add(h, int(t), seen.delivered(h) + 1)
             reported = {int(t) for t in value.get("reported", [])}
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"Agilicus window cursor is damaged ({type(exc).__name__}: {exc})") from None
-        if not all(isinstance(hashes, list) for hashes in value.get("seen", {}).values()) or any(
-                not isinstance(h, str) for hashes in seen.values() for h in hashes):
-            raise ValueError("Agilicus window cursor is damaged (seen must map times to lists of hashes)")
         return cls(end, floor, seen, reported)
 
     def dump(self) -> dict[str, Any]:
+        groups: dict[str, list[str]] = {}
+        counts = self.seen.counts
+        for h, t in self.seen.items():
+            groups.setdefault(str(t), []).extend([h] * counts.get(h, 1))
         return {
             "v": VERSION,
-            "end": iso_from_us(self.end),
-            "floor": iso_from_us(self.floor),
-            "seen": {str(t): list(hashes) for t, hashes in self.seen.items()},
+            "end": iso_us(self.end),
+            "floor": iso_us(self.floor),
+            "seen": groups,
             "reported": sorted(self.reported),
         }
 
@@ -99,17 +94,6 @@ class WindowCursor:
     def reread_from(self, lookback_us: int) -> int:
         """Where a poll starts: ``lookback`` before ``end``, but never below what ``seen`` covers."""
         return max(self.floor, self.end - lookback_us)
-
-    def bucket(self, t: int) -> set[str] | None:
-        return self.seen.get(t)
-
-    def remember(self, t: int, key: str) -> None:
-        bucket = self.seen.get(t)
-        if bucket is None:
-            bucket = self.seen[t] = set()
-        if key not in bucket:
-            bucket.add(key)
-            self.size += 1
 
     # ------------------------------------------------------------------ moving on
 
@@ -123,28 +107,19 @@ class WindowCursor:
         floor = min(self.end, max(self.floor, min(keep_from, done_to)))
         if floor > self.floor:
             self.floor = floor
-            stale = [t for t in self.seen if t < floor]
-            for t in stale:
-                self.size -= len(self.seen.pop(t))
+            self.seen.forget_before(floor)
             if self.reported:
                 self.reported = {t for t in self.reported if t >= floor}
 
     def cap(self, max_seen: int) -> int:
-        """Drop the oldest groups until at most ``max_seen`` hashes remain; return how many went.
+        """Keep at most ``max_seen`` hashes (the oldest instants go whole); return how many went.
 
-        ``floor`` rises to the oldest group kept, so a later re-read starts there and cannot
-        deliver a record whose hash was dropped.
+        ``floor`` rises past what went, so a later re-read starts there and cannot deliver a
+        record whose hash was dropped.
         """
-        if self.size <= max_seen:
+        before = len(self.seen)
+        complete_from = self.seen.bound(max_seen)
+        if complete_from is None:
             return 0
-        dropped = 0
-        for t in sorted(self.seen):
-            if self.size <= max_seen:
-                self.floor = min(self.end, max(self.floor, t))
-                break
-            n = len(self.seen.pop(t))
-            self.size -= n
-            dropped += n
-        else:
-            self.floor = self.end
-        return dropped
+        self.floor = min(self.end, max(self.floor, complete_from))
+        return before - len(self.seen)

@@ -13,6 +13,9 @@ delivered, and the poll moves on rather than loop.
 Each poll re-reads ``lookback`` seconds before the cursor for late-arriving records; records
 already delivered are recognised by the SHA-256 of their canonical JSON (which is also their
 event ``id``), kept in the cursor (see :mod:`siem_forwarder_plugins.sources.agilicus.cursor`).
+Identical records are occurrences (``<digest>-<n>``), numbered within one answer: a window is
+always read whole in one request and identical records share their instant, so every copy of a
+record is in the same answer.
 
 Auth is a bearer ``token``, or a ``token_file`` that an outside job rewrites as tokens expire:
 the file is read again whenever it changes and whenever the API answers 401.
@@ -42,13 +45,9 @@ from forwarder_core.plugin_api import (
     source_options_schema,
 )
 from forwarder_core.secrets import register_secret_text, reveal
-from siem_forwarder_plugins.sources.agilicus.cursor import (
-    HASH_CHARS,
-    WindowCursor,
-    iso_from_us,
-    us_from_datetime,
-    us_from_text,
-)
+from forwarder_core.times import iso_us, parse_us, to_us
+from siem_forwarder_plugins.sources.agilicus.cursor import HASH_CHARS, WindowCursor
+from siem_forwarder_plugins.sources.windows import MAX_SEEN
 
 if TYPE_CHECKING:
     from requests import Response
@@ -56,9 +55,6 @@ if TYPE_CHECKING:
     from forwarder_core.http import HttpClient
 
 API_MAX_LIMIT = 500
-MAX_SEEN = 50_000
-"""Most record hashes the cursor keeps for de-duplication (about 1 MB of JSON): 300 s of lookback
-at 160 records/s. Past it the late-record window shrinks; nothing is delivered twice."""
 OVERFLOW_METRIC = "agilicus_window_overflow_total"
 _RFC3339_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
 _STRING = {"type": "string", "minLength": 1}
@@ -176,17 +172,15 @@ class _AgilicusSource(Source):
         self.lookback_us = int(float(opts.get("lookback", 300)) * 1_000_000)
         self.params = {k: str(opts[k]) for k in ("org_id", *self.filters) if opts.get(k) is not None}
         self.clock: Callable[[], float] = time.time
-        self._ids: dict[int, tuple[Any, str]] = {}
 
     # ------------------------------------------------------------------ polling
 
     def poll(self, cursor: Any | None) -> Iterator[Page]:
-        self._ids.clear()
         now_us = int(self.clock() * 1_000_000)
         window_end = now_us - self.settle_us
         if cursor is None:
             start = self.config.start_time or datetime.now(timezone.utc) - timedelta(hours=24)
-            state = WindowCursor.begin(us_from_datetime(start))
+            state = WindowCursor.begin(to_us(start))
         else:
             try:
                 state = WindowCursor.load(cursor)
@@ -211,19 +205,19 @@ class _AgilicusSource(Source):
                 if hi - lo > 1:
                     good_width = hi - lo
                 width = _next_width(hi - lo, len(records), self.limit)
-            fresh, newest = self._fresh(records, state, lo, keep_from)
+            fresh, ids, already, newest = self._fresh(records, state, lo, keep_from)
             state.advance(hi, keep_from)
             dropped = state.cap(MAX_SEEN)
             if dropped:
                 self.log.warning(
                     "%s: more than %d records inside lookback; forgot the %d oldest hashes, so late "
                     "records older than %s are no longer looked for",
-                    self.name, MAX_SEEN, dropped, iso_from_us(state.floor),
+                    self.name, MAX_SEEN, dropped, iso_us(state.floor),
                 )
             # Records below floor have lost their hashes: a re-read there could repeat them.
             lo = max(hi, min(state.floor, window_end))
-            if fresh or lo >= window_end:
-                yield Page(fresh, state.dump(), newest)
+            if fresh or already or lo >= window_end:
+                yield Page(fresh, state.dump(), newest, ids=ids, already_delivered=already)
 
     def _read_instant(self, state: WindowCursor, at: int, records: list[Any]) -> list[Any]:
         """A full answer for a one-microsecond window: ask for the API's maximum, then give up loudly."""
@@ -232,7 +226,7 @@ class _AgilicusSource(Source):
             if len(records) < API_MAX_LIMIT:
                 return records
         if at in state.reported:
-            self.log.debug("%s: instant %s still holds more than %d records", self.name, iso_from_us(at), API_MAX_LIMIT)
+            self.log.debug("%s: instant %s still holds more than %d records", self.name, iso_us(at), API_MAX_LIMIT)
             return records
         state.reported.add(at)
         self.metrics.inc(OVERFLOW_METRIC, source=self.name)
@@ -240,12 +234,12 @@ class _AgilicusSource(Source):
             "%s: %d or more records share the instant %s, more than the Agilicus API returns for one "
             "request (limit %d) and a window cannot be narrower than that instant; delivering the %d "
             "it returned, the rest of that instant cannot be read through %s",
-            self.name, len(records), iso_from_us(at), API_MAX_LIMIT, len(records), self.path,
+            self.name, len(records), iso_us(at), API_MAX_LIMIT, len(records), self.path,
         )
         return records
 
     def _fetch(self, lo: int, hi: int, limit: int) -> list[Any]:
-        params = {**self.params, "dt_from": iso_from_us(lo), "dt_to": iso_from_us(hi), "limit": limit}
+        params = {**self.params, "dt_from": iso_us(lo), "dt_to": iso_us(hi), "limit": limit}
         try:
             body = self.http.get_json(self.path, params=params)
         except (HttpError, ResponseError) as exc:
@@ -257,48 +251,44 @@ class _AgilicusSource(Source):
         return records
 
     def _fresh(self, records: list[Any], state: WindowCursor, lo: int,
-               keep_from: int) -> tuple[list[Any], datetime | None]:
-        """The records not delivered before, remembering the ones a later re-read may see again.
+               keep_from: int) -> tuple[list[Any], list[str | None], int, datetime | None]:
+        """The records not delivered before with their occurrence ids, and how many were.
 
-        Only records in a time group the cursor already knows, or inside the poll's lookback
-        range, are hashed here; the rest get their id once, in :meth:`normalize`.
+        Remembers the records a later re-read may see again (those inside the poll's lookback).
         """
         fresh: list[Any] = []
+        ids: list[str | None] = []
+        already = 0
         newest = lo - 1
-        ids = self._ids
+        met: dict[str, int] = {}
         for raw in records:
             try:
-                t = us_from_text(raw["time"])
+                t = parse_us(raw["time"])
             except (KeyError, TypeError, ValueError):
                 t = lo  # the raw schema check will quarantine it; its window start stands in
-            bucket = state.bucket(t)
-            if bucket is not None or t >= keep_from:
-                try:
-                    cid = content_id(raw)
-                except ValueError:  # NaN or Infinity: no canonical JSON, so normalize quarantines it
-                    cid = hashlib.sha256(repr(raw).encode()).hexdigest()
-                else:
-                    ids[id(raw)] = (raw, cid)
+            try:
+                cid: str | None = content_id(raw)
                 key = cid[:HASH_CHARS]
-                if bucket is not None and key in bucket:
-                    continue
-                if t >= keep_from:
-                    state.remember(t, key)
+            except (TypeError, ValueError):  # NaN or Infinity: no canonical JSON, so normalize quarantines it
+                cid, key = None, hashlib.sha256(repr(raw).encode()).hexdigest()[:HASH_CHARS]
+            n = met[key] = met.get(key, 0) + 1
+            if n <= state.seen.delivered(key):
+                already += 1
+                continue
+            if t >= keep_from:
+                state.seen.add(key, t, n)
+            if cid is not None and n > 1:
+                cid = f"{cid}-{n}"
             if t > newest:
                 newest = t
             fresh.append(raw)
+            ids.append(cid)
         newest_dt = datetime.fromtimestamp(newest / 1_000_000, tz=timezone.utc) if fresh else None
-        return fresh, newest_dt
-
-    def _event_id(self, raw: Any) -> str:
-        entry = self._ids.pop(id(raw), None)
-        if entry is not None and entry[0] is raw:
-            return entry[1]
-        return content_id(raw)
+        return fresh, ids, already, newest_dt
 
     def check_connection(self) -> str:
         now = datetime.now(timezone.utc)
-        self._fetch(us_from_datetime(now - timedelta(minutes=5)), us_from_datetime(now), 1)
+        self._fetch(to_us(now - timedelta(minutes=5)), to_us(now), 1)
         return f"read {self.path} at {self.http.base_url}"
 
     def close(self) -> None:
@@ -315,7 +305,7 @@ def _narrower(records: list[Any], lo: int, hi: int) -> int:
     counts: Counter[int] = Counter()
     for raw in records:
         try:
-            counts[us_from_text(raw["time"])] += 1
+            counts[parse_us(raw["time"])] += 1
         except (KeyError, TypeError, ValueError):
             pass
     if counts:
@@ -390,7 +380,6 @@ class AgilicusAudits(_AgilicusSource):
         ) or None
         return self.make_event(
             raw,
-            id=self._event_id(raw),
             timestamp=timestamp,
             action=action,
             category=["iam"] if resource in self._IAM else ["configuration"],
@@ -451,7 +440,6 @@ class AgilicusAuthAudits(_AgilicusSource):
             message += f" for {app}"
         return self.make_event(
             raw,
-            id=self._event_id(raw),
             timestamp=timestamp,
             action=event_name,
             category=["authentication"],

@@ -6,34 +6,23 @@ Pangea has no resumable stream, only searches by ``received_at``. Each poll sear
 dropped: the cursor keeps a short hash (16 hex digits of SHA-256) and the ``received_at`` of
 every event in the re-read span.
 
-The set is bounded (:data:`MAX_SEEN`): under heavy volume the oldest times are dropped whole and
-``floor`` moves past them, so the next search starts after them. The re-read span then shrinks
-to what the set covers, and nothing is ever delivered twice for want of room.
+The set is the windowed sources' one :class:`~siem_forwarder_plugins.sources.windows.SeenSet`,
+bounded by its :data:`~siem_forwarder_plugins.sources.windows.MAX_SEEN`: under heavy volume the
+oldest times are dropped whole and ``floor`` moves past them, so the next search starts after
+them. The re-read span then shrinks to what the set covers, and nothing is ever delivered twice
+for want of room. Why the position around it is Pangea's own: see that module's docstring.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from forwarder_core.plugin_api import parse_time
+from forwarder_core.times import iso_us, to_us
+from siem_forwarder_plugins.sources.windows import KEY_CHARS, MAX_SEEN, SeenSet
 
-MAX_SEEN = 4096
-KEY_LEN = 16
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_US = timedelta(microseconds=1)
-
-
-def format_us(dt: datetime) -> str:
-    """``YYYY-MM-DDTHH:MM:SS.ffffffZ``, the form Pangea's ``start``/``end`` take and give."""
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def to_us(dt: datetime) -> int:
-    return (dt - _EPOCH) // _US
-
-
-def from_us(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
+__all__ = ["KEY_LEN", "MAX_SEEN", "Cursor"]
+KEY_LEN = KEY_CHARS
 
 
 class Cursor:
@@ -44,7 +33,7 @@ class Cursor:
     def __init__(self, through: int, floor: int | None = None, seen: dict[str, int] | None = None):
         self.through = through  # epoch µs: everything received before it has been read
         self.floor = floor  # epoch µs: the seen set is complete only from here on
-        self.seen: dict[str, int] = seen if seen is not None else {}
+        self.seen = seen if isinstance(seen, SeenSet) else SeenSet(seen)
 
     @classmethod
     def load(cls, value: Any, default_start: datetime) -> "Cursor":
@@ -62,12 +51,12 @@ class Cursor:
             raise ValueError("Pangea cursor 'seen' is not a map of hash to time")
         floor = value.get("floor")
         return cls(to_us(parse_time(value["through"])),
-                   to_us(parse_time(floor)) if isinstance(floor, str) else None, dict(seen))
+                   to_us(parse_time(floor)) if isinstance(floor, str) else None, SeenSet(seen))
 
     def dump(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"v": 1, "through": format_us(from_us(self.through)), "seen": dict(self.seen)}
+        out: dict[str, Any] = {"v": 1, "through": iso_us(self.through), "seen": dict(self.seen)}
         if self.floor is not None:
-            out["floor"] = format_us(from_us(self.floor))
+            out["floor"] = iso_us(self.floor)
         return out
 
     def start(self, lookback_us: int) -> int:
@@ -79,7 +68,7 @@ class Cursor:
         return key[:KEY_LEN] in self.seen
 
     def add(self, key: str, received_us: int) -> None:
-        self.seen[key[:KEY_LEN]] = received_us
+        self.seen.add(key[:KEY_LEN], received_us)
         if received_us > self.through:
             self.through = received_us
 
@@ -88,10 +77,7 @@ class Cursor:
         cutoff = self.through - lookback_us
         if self.floor is not None and self.floor <= cutoff:
             self.floor = None
-        if any(t < cutoff for t in self.seen.values()):
-            self.seen = {k: t for k, t in self.seen.items() if t >= cutoff}
-        if len(self.seen) > MAX_SEEN:
-            times = sorted(self.seen.values(), reverse=True)
-            dropped_from = times[MAX_SEEN]  # keep only times strictly newer than this one
-            self.seen = {k: t for k, t in self.seen.items() if t > dropped_from}
-            self.floor = dropped_from + 1
+        self.seen.forget_before(cutoff)
+        complete_from = self.seen.bound(MAX_SEEN)
+        if complete_from is not None:
+            self.floor = complete_from

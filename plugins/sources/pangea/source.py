@@ -27,7 +27,8 @@ from forwarder_core.http import BearerAuth
 from forwarder_core.plugin_api import (ComponentConfig, Context, Page, Source, canonical_json, format_time,
                                        parse_time, source_options_schema)
 from siem_forwarder_plugins.sources.pangea.api import PangeaApi, PangeaError, ResultSetExpired
-from siem_forwarder_plugins.sources.pangea.cursor import Cursor, format_us, from_us, to_us
+from forwarder_core.times import from_us, iso_us, to_us
+from siem_forwarder_plugins.sources.pangea.cursor import Cursor
 from siem_forwarder_plugins.sources.pangea.ledger import Ledger, consistency_verdict, sizes_needed
 from siem_forwarder_plugins.sources.pangea.verify import (FAIL, NONE, SignatureVerifier, envelope_hash, root_hash,
                                                   verify_hash_value, verify_membership)
@@ -177,8 +178,8 @@ class PangeaSource(Source):
             "query": self.options.get("query", ""),
             "order": "asc",
             "order_by": "received_at",
-            "start": format_us(from_us(start_us)),
-            "end": format_us(from_us(end_us)),
+            "start": iso_us(start_us),
+            "end": iso_us(end_us),
             "limit": self.page_size,
             "verbose": True,
         }
@@ -209,8 +210,8 @@ class PangeaSource(Source):
                                       f"({exc}); trying again next poll") from None
                 restart = max(state.through, state.floor or state.through, start_us)
                 self.log.info("%s: the search result set expired at offset %d of %d (%s); searching again "
-                              "from %s", self.name, offset, count, exc, format_us(from_us(restart)))
-                body["start"] = format_us(from_us(restart))
+                              "from %s", self.name, offset, count, exc, iso_us(restart))
+                body["start"] = iso_us(restart)
                 result = self.api.search(body)
                 search_id, count = _result_set(result)
                 offset = 0
@@ -222,6 +223,7 @@ class PangeaSource(Source):
         published_root = root_hash(result.get("root"))
         unpublished_root = root_hash(result.get("unpublished_root"))
         out: list[Any] = []
+        already = 0
         tally: Counter[tuple[str, str]] = Counter()
         newest: int | None = None
         for item in items:
@@ -236,6 +238,7 @@ class PangeaSource(Source):
                 actual = None
             key = actual or (claimed if isinstance(claimed, str) else None)
             if key is not None and state.is_seen(key):
+                already += 1
                 continue
             item["hash_verification"] = verify_hash_value(actual, claimed)
             item["membership_verification"] = verify_membership(
@@ -257,7 +260,7 @@ class PangeaSource(Source):
         for (check, verdict), n in tally.items():
             self.metrics.inc("pangea_verifications_total", n, source=self.name, check=check, result=verdict)
         state.prune(self.lookback_us)
-        return Page(out, state.dump(), from_us(newest) if newest is not None else None)
+        return Page(out, state.dump(), from_us(newest) if newest is not None else None, already_delivered=already)
 
     def _check_consistency(self, items: list[Any], result: dict[str, Any]) -> None:
         assert self.ledger is not None
@@ -308,25 +311,43 @@ class PangeaSource(Source):
         return item.get("envelope") if isinstance(item, dict) else item
 
     def normalize(self, raw: Any) -> dict[str, Any]:
-        envelope = raw["envelope"]
-        event = envelope["event"]
-        if not isinstance(event, dict):
-            raise TypeError("envelope.event is not an object")
+        integrity = self._integrity(raw)
+        claimed = raw.get("hash") if isinstance(raw, dict) else None
+        event_id = claimed if isinstance(claimed, str) and claimed else None  # else the envelope's digest
+        if self.quarantine and integrity is not None and FAIL in integrity.values():
+            failed = ", ".join(k for k, v in integrity.items() if v == FAIL)
+            raise QuarantineEvent(f"Pangea tamper evidence failed: {failed} check(s) did not verify",
+                                  str(claimed)[:128] if event_id else None, integrity)
+        try:
+            return self._event(raw, event_id, integrity)
+        except (KeyError, TypeError, ValueError) as exc:
+            # the verdicts go with the record, so the quarantine shows what was (not) verified
+            raise QuarantineEvent(f"normalize failed: {type(exc).__name__}: {exc}",
+                                  str(claimed)[:128] if event_id else None, integrity) from None
+
+    def _integrity(self, raw: Any) -> dict[str, str] | None:
+        if not isinstance(raw, dict) or "hash_verification" not in raw:
+            return None
         integrity = {"hash": raw["hash_verification"], "membership": raw["membership_verification"],
                      "signature": raw["signature_verification"]}
         if self.ledger is not None:
             integrity["consistency"] = raw["consistency_verification"]
-        if self.quarantine and FAIL in integrity.values():
-            failed = ", ".join(k for k, v in integrity.items() if v == FAIL)
-            raise QuarantineEvent(f"Pangea tamper evidence failed: {failed} check(s) did not verify",
-                                  str(raw.get("hash"))[:128])
+        return integrity
+
+    def _event(self, raw: Any, event_id: str | None, integrity: dict[str, str] | None) -> dict[str, Any]:
+        envelope = raw["envelope"]
+        event = envelope["event"]
+        if not isinstance(event, dict):
+            raise TypeError("envelope.event is not an object")
+        if integrity is None:
+            raise KeyError("hash_verification")
         actor = event.get("actor")
         target = event.get("target")
         message = event.get("message")
         tenant = event.get("tenant_id")
         return self.make_event(
             envelope,
-            id=str(raw["hash"]),
+            id=event_id,
             timestamp=_timestamp(event.get("timestamp"), envelope.get("received_at")),
             action=_text(event.get("action")),
             outcome=_outcome(event.get("status")),

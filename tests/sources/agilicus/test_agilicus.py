@@ -25,7 +25,7 @@ from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import ComponentConfig, Context, apply_defaults, canonical_json, content_id
 from forwarder_core.schema import load_schema
 from siem_forwarder_plugins.sources.agilicus.source import AgilicusAudits, AgilicusAuthAudits, _AgilicusSource
-from siem_forwarder_plugins.sources.agilicus.cursor import iso_from_us, us_from_datetime, us_from_text
+from forwarder_core.times import iso_us as iso_from_us, parse_us as us_from_text, to_us as us_from_datetime
 from tests.fakes.agilicus import DEFAULT_TOKEN, AgilicusFake, to_us
 from tests.helpers import file_output, read_jsonl, run_forwarder
 
@@ -624,3 +624,24 @@ def test_the_fake_runs_standalone(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_cursor_written_before_occurrences_loads_and_repeats_nothing(fake: AgilicusFake) -> None:
+    """The form earlier versions wrote: each delivered hash listed once under its time."""
+    from siem_forwarder_plugins.sources.agilicus.cursor import WindowCursor
+
+    caught_up = datetime.fromtimestamp(fake.newest_us("audits") / 1e6 + 1, tz=timezone.utc)
+    source = make_source(AgilicusAudits, fake, now=caught_up)
+    _, cursor = drain(source)
+    old = {"v": 1, "end": cursor["end"], "floor": cursor["floor"],
+           "seen": {t: sorted(set(hashes)) for t, hashes in cursor["seen"].items()}, "reported": []}
+    assert old["seen"]
+    loaded = WindowCursor.load(old)
+    assert all(loaded.seen.delivered(h) == 1 for hashes in old["seen"].values() for h in hashes)
+    assert {t: sorted(h) for t, h in loaded.dump()["seen"].items()} == old["seen"]
+    set_clock(source, caught_up + timedelta(seconds=30))
+    assert drain(source, old)[0] == []
+    record = next(r for r in fake.all("audits") if us_from_text(r["time"]) >= us_from_text(old["floor"]))
+    fake.add_copies("audits", record, 1)  # a copy of a record delivered before the upgrade
+    again, _ = drain(source, old)
+    assert again == [record]

@@ -78,3 +78,44 @@ def test_forward_mode_delivers_tampered_events_flagged(tmp_path: Path, fake: Pan
     assert len(out) == 60 and not quarantined(tmp_path)
     flagged = [e for e in out if e["integrity"]["membership"] == "fail"]
     assert [e["id"] for e in flagged] == [fake.records[7].hash]
+
+
+@pytest.mark.parametrize("served", ["", None, "tampered"], ids=["empty hash", "missing hash", "tampered envelope"])
+def test_forward_mode_delivers_an_event_without_a_usable_hash_flagged_and_says_so(
+        tmp_path: Path, fake: PangeaFake, served: str | None) -> None:
+    """CONTRACT.md: a Pangea event without a usable hash gets the digest id; forward mode delivers it
+    with integrity.hash: fail, and the SECURITY line says what really happened."""
+    index = 12
+    if served == "tampered":
+        fake.alter_after_hashing(index)
+        expected_id = fake.records[index].hash
+    else:
+        fake.serve_hash(index, served)
+        expected_id = hashlib.sha256(canonical(fake.records[index].envelope)).hexdigest()
+    done = run_forwarder(tmp_path, config(tmp_path, fake, on_verification_failure="forward"),
+                         env={"PANGEA_TOKEN": TOKEN})
+    assert done.returncode == 0, done.stderr
+    out = read_jsonl(tmp_path / "out.jsonl")
+    assert len(out) == 60 and not quarantined(tmp_path)
+    flagged = [e for e in out if e["integrity"]["hash"] == "fail"]
+    assert [e["id"] for e in flagged] == [expected_id]
+    if served != "tampered":  # the digest covers the envelope as served, which raw is
+        assert hashlib.sha256(canonical(flagged[0]["raw"])).hexdigest() == expected_id
+    security = [line for line in done.stderr.splitlines() if "SECURITY" in line]
+    assert len(security) == 1 and "forwarded flagged in integrity" in security[0]
+
+
+@pytest.mark.parametrize("served", ["", None])
+def test_quarantine_records_of_pangea_events_carry_their_verdicts(tmp_path: Path, fake: PangeaFake,
+                                                                 served: str | None) -> None:
+    fake.serve_hash(5, served)
+    fake.corrupt_proof(20)
+    done = run_forwarder(tmp_path, config(tmp_path, fake), env={"PANGEA_TOKEN": TOKEN})
+    assert done.returncode == 0, done.stderr
+    aside = quarantined(tmp_path)
+    assert len(aside) == 2 and len(read_jsonl(tmp_path / "out.jsonl")) == 58
+    by_check = {("hash" if rec["integrity"]["hash"] == "fail" else "membership"): rec for rec in aside}
+    assert by_check.keys() == {"hash", "membership"}
+    assert by_check["membership"]["integrity"]["membership"] == "fail"
+    assert by_check["membership"]["id"] == fake.records[20].hash
+    assert all(set(rec["integrity"]) >= {"hash", "membership", "signature"} for rec in aside)
