@@ -23,13 +23,17 @@ from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import ComponentConfig, Context, apply_defaults, content_id
 from forwarder_core.prepare import Preparer
 from forwarder_core.schema import EventValidator
+from forwarder_core.times import parse_ms
 from siem_forwarder_plugins.outputs.elastic.bulk import ElasticBulk
 from siem_forwarder_plugins.outputs.file import encode_lines
-from siem_forwarder_plugins.sources.incydr import IncydrSource
 from siem_forwarder_plugins.outputs.splunk_hec import SplunkHec
 from siem_forwarder_plugins.outputs.syslog.output import SyslogCEF
+<<<<<<< HEAD
 from forwarder_core.times import parse_ms
 from siem_forwarder_plugins.sources.windows import EdgeDedup, WindowCursor, WindowTally
+=======
+from siem_forwarder_plugins.sources.incydr import IncydrSource
+>>>>>>> main
 from tests.fakes.incydr import IncydrFake
 
 

@@ -58,7 +58,7 @@ class BearerAuth(Auth):
         return {"Authorization": f"{self.scheme} {self._value()}"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _takes_response(refresh: Callable[..., Any]) -> bool:
     try:
         params = list(inspect.signature(refresh).parameters.values())

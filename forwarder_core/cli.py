@@ -126,10 +126,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    import logging
+
     from forwarder_core.config import default_plugin_paths, plugin_paths_of
     from forwarder_core.plugins import load_plugins
-
-    import logging
 
     logging.getLogger("siem_forwarder.plugins").setLevel(logging.CRITICAL)  # the listing names them itself
     plugins = load_plugins(plugin_paths_of(args.config) if args.config else default_plugin_paths())

@@ -30,7 +30,7 @@ def check_connections(config: Config, plugins: Any, bound: float = DEFAULT_BOUND
     jobs = [("source", plugins.sources, c) for c in config.sources] + [("output", plugins.outputs, c) for c in config.outputs]
     answers: queue.Queue[tuple[int, bool, str]] = queue.Queue()
     with tempfile.TemporaryDirectory(prefix="siem-forwarder-check-") as scratch:  # never touch the real state
-        for n, (kind, registry, comp) in enumerate(jobs):
+        for n, (_kind, registry, comp) in enumerate(jobs):
             # Daemon threads: one stuck in a vendor's TCP handshake must not keep the process alive.
             threading.Thread(target=_probe, args=(n, registry, _capped(comp, bound), scratch, metrics, stop, answers),
                              name=f"check-{comp.name}", daemon=True).start()

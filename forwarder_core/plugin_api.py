@@ -26,8 +26,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from forwarder_core.jsoncodec import canonical_json, canonical_json_bytes, compact_json, content_id
 from forwarder_core.option_schemas import TLS_OPTIONS, apply_defaults, http_output_options_schema, source_options_schema
-from forwarder_core.source_traits import (DEFAULT_SEVERITY, TRAITS, SourceTraits, declared, remember, targets_of,
-                                         traits_of)
+from forwarder_core.source_traits import (
+    DEFAULT_SEVERITY,
+    TRAITS,
+    SourceTraits,
+    declared,
+    remember,
+    targets_of,
+    traits_of,
+)
 from forwarder_core.times import format_time, parse_time
 
 if TYPE_CHECKING:

@@ -32,8 +32,15 @@ from forwarder_core.plugins import PluginSet
 from forwarder_core.prepare import Preparer
 from forwarder_core.secrets import redact
 from forwarder_core.setaside import DEAD_LETTER, QUARANTINE, SetAside
-from forwarder_core.setaside_files import (Record, SetAsideFile, group_reason, return_ownership, rewrite, selected,
-                                           set_aside_files)
+from forwarder_core.setaside_files import (
+    Record,
+    SetAsideFile,
+    group_reason,
+    return_ownership,
+    rewrite,
+    selected,
+    set_aside_files,
+)
 from forwarder_core.statedir import StateLock, ensure_state_dir
 
 log = logging.getLogger("siem_forwarder.replay")

@@ -369,7 +369,7 @@ class IncydrSource(WindowedSource):
         """The window's pass is confirmed: the held copies are real; number them and deliver the new."""
         held, self._held = self._held, []
         tally = dedup.tally
-        for raw, cid, _ in held:
+        for _raw, cid, _ in held:
             tally.met[cid[:KEY_CHARS]] -= 1  # occurrence() counts it again
         latest = -1
         for raw, cid, t in held:

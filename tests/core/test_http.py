@@ -10,9 +10,9 @@ import pytest
 
 from forwarder_core.errors import AuthError, HttpError, ResponseError, TransportError
 from forwarder_core.http import Auth, BearerAuth, HttpClient, parse_retry_after
-from forwarder_core.waits import MAX_RETRY_AFTER, epoch_header, seconds_header
 from forwarder_core.metrics import Metrics
 from forwarder_core.secrets import Secret
+from forwarder_core.waits import MAX_RETRY_AFTER, epoch_header, seconds_header
 from tests.fakes.base import FakeServer, json_response
 
 TOKEN = "tok-SECRET-9f8e7d"
@@ -263,7 +263,7 @@ def test_the_default_refresh_quotes_the_vendor(server: Echo) -> None:
         def headers(self, client):
             return {"Authorization": "Bearer nope"}
 
-    with pytest.raises(AuthError, match="cannot be refreshed: .*invalid token"):
+    with pytest.raises(AuthError, match=r"cannot be refreshed: .*invalid token"):
         client(server, auth=Fixed()).get_json("/auth")
 
 

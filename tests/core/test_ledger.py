@@ -93,7 +93,7 @@ def test_a_third_party_source_on_the_core_content_id_gets_occurrence_ids(tmp_pat
 
 
 def test_the_ledger_balances_per_output_and_is_kept_since_the_state_dir_began(tmp_path: Path) -> None:
-    runner, outputs, store, metrics = rig(tmp_path, refuse="ana")
+    runner, _outputs, store, metrics = rig(tmp_path, refuse="ana")
     first = runner.run_until_caught_up()
     assert first.ledger == Ledger(read=5, quarantined=1, delivered={"a": 4, "b": 3}, dead_lettered={"a": 0, "b": 1})
     assert first.ledger.balanced

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 
-from forwarder_core.fakehttp import HTML_ERROR, Fault, FakeServer, Handler, Request, Response, json_response
+from forwarder_core.fakehttp import HTML_ERROR, FakeServer, Fault, Handler, Request, Response, json_response
 
 __all__ = ["HTML_ERROR", "Fault", "FakeServer", "Handler", "Request", "Response", "json_response", "serve_forever_cli"]
 

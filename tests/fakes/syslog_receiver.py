@@ -19,7 +19,7 @@ class SyslogReceiver(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
     def __init__(self, out_path: str, host: str = "127.0.0.1", port: int = 0):
-        self.out: BinaryIO = open(out_path, "ab")
+        self.out: BinaryIO = open(out_path, "ab")  # noqa: SIM115 - closed by close()
         self.write_lock = threading.Lock()
         super().__init__((host, port), _Handler)
 

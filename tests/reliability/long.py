@@ -14,7 +14,14 @@ import time
 from pathlib import Path
 
 from tests.reliability.harness import (
-    ElasticSink, FileSink, HecSink, Outcome, Sink, SyslogSink, VendorProcess, run_rounds,
+    ElasticSink,
+    FileSink,
+    HecSink,
+    Outcome,
+    Sink,
+    SyslogSink,
+    VendorProcess,
+    run_rounds,
 )
 from tests.rsyslog import INSTALL_HINT, Rsyslog, find_rsyslogd, make_pki
 

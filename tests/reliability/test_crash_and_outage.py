@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.harness import (
-    ElasticSink, FileSink, HecSink, Outcome, Sink, SyslogSink, VendorProcess, run_rounds,
+    ElasticSink,
+    FileSink,
+    HecSink,
+    Outcome,
+    Sink,
+    SyslogSink,
+    VendorProcess,
+    run_rounds,
 )
 from tests.rsyslog import Rsyslog
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import copy
 import itertools
-import os
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any

@@ -26,9 +26,8 @@ from forwarder_core.pipeline import SourceResult
 from forwarder_core.plugin_api import content_id
 from forwarder_core.plugins import load_plugins
 from siem_forwarder_plugins.outputs.syslog.cef import parse_cef, strip_syslog_header
-from tests.fakes.agilicus import DEFAULT_TOKEN, AgilicusFake
+from tests.fakes.agilicus import DEFAULT_TOKEN, AgilicusFake, to_us
 from tests.fakes.agilicus import iso_us as agilicus_iso
-from tests.fakes.agilicus import to_us
 from tests.fakes.elastic import FakeElasticsearch
 from tests.fakes.incydr import IncydrFake
 from tests.helpers import read_jsonl, write_config

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import requests
 
 from forwarder_core.errors import SourceError
 from forwarder_core.schema import EventValidator

@@ -1,8 +1,8 @@
 """The ``incydr`` source against a local Incydr that speaks the real protocol (tests/fakes/incydr.py)."""
 from __future__ import annotations
 
-import json
 import base64
+import json
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path

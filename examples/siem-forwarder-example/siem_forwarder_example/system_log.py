@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from forwarder_core.errors import AuthError
 from forwarder_core.http import BearerAuth
-from forwarder_core.plugin_api import ComponentConfig, Context, Page, Source, format_time, parse_time, source_options_schema
+from forwarder_core.plugin_api import (
+    ComponentConfig,
+    Context,
+    Page,
+    Source,
+    format_time,
+    parse_time,
+    source_options_schema,
+)
 from forwarder_core.waits import epoch_header
 
 if TYPE_CHECKING:

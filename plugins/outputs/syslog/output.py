@@ -20,7 +20,6 @@ from typing import Any
 from forwarder_core import __version__, hookimpl
 from forwarder_core.errors import ConfigError, OutputError
 from forwarder_core.plugin_api import ComponentConfig, Context, Output, SendResult
-
 from siem_forwarder_plugins.outputs.syslog import cef
 from siem_forwarder_plugins.outputs.syslog.transport import DatagramConnection, Endpoint, StreamConnection, tls_context
 

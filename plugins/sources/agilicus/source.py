@@ -267,8 +267,9 @@ class _AgilicusSource(Source):
             except (KeyError, TypeError, ValueError):
                 t = lo  # the raw schema check will quarantine it; its window start stands in
             try:
-                cid: str | None = content_id(raw)
-                key = cid[:HASH_CHARS]
+                digest = content_id(raw)
+                cid: str | None = digest
+                key = digest[:HASH_CHARS]
             except (TypeError, ValueError):  # NaN or Infinity: no canonical JSON, so normalize quarantines it
                 cid, key = None, hashlib.sha256(repr(raw).encode()).hexdigest()[:HASH_CHARS]
             n = met[key] = met.get(key, 0) + 1

@@ -24,14 +24,29 @@ from typing import Any
 from forwarder_core import hookimpl
 from forwarder_core.errors import QuarantineEvent, ResponseError, SourceError
 from forwarder_core.http import BearerAuth
-from forwarder_core.plugin_api import (ComponentConfig, Context, Page, Source, canonical_json, format_time,
-                                       parse_time, source_options_schema)
-from siem_forwarder_plugins.sources.pangea.api import PangeaApi, PangeaError, ResultSetExpired
+from forwarder_core.plugin_api import (
+    ComponentConfig,
+    Context,
+    Page,
+    Source,
+    canonical_json,
+    format_time,
+    parse_time,
+    source_options_schema,
+)
 from forwarder_core.times import from_us, iso_us, to_us
+from siem_forwarder_plugins.sources.pangea.api import PangeaApi, PangeaError, ResultSetExpired
 from siem_forwarder_plugins.sources.pangea.cursor import Cursor
 from siem_forwarder_plugins.sources.pangea.ledger import Ledger, consistency_verdict, sizes_needed
-from siem_forwarder_plugins.sources.pangea.verify import (FAIL, NONE, SignatureVerifier, envelope_hash, root_hash,
-                                                  verify_hash_value, verify_membership)
+from siem_forwarder_plugins.sources.pangea.verify import (
+    FAIL,
+    NONE,
+    SignatureVerifier,
+    envelope_hash,
+    root_hash,
+    verify_hash_value,
+    verify_membership,
+)
 
 DEFAULT_BASE_URL = "https://audit.aws.us.pangea.cloud"
 DEFAULT_LEDGER_URL = "https://arweave.net"

@@ -24,8 +24,10 @@ from forwarder_core.errors import AuthError, SourceError
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import ComponentConfig, Context, apply_defaults, canonical_json, content_id
 from forwarder_core.schema import load_schema
+from forwarder_core.times import iso_us as iso_from_us
+from forwarder_core.times import parse_us as us_from_text
+from forwarder_core.times import to_us as us_from_datetime
 from siem_forwarder_plugins.sources.agilicus.source import AgilicusAudits, AgilicusAuthAudits, _AgilicusSource
-from forwarder_core.times import iso_us as iso_from_us, parse_us as us_from_text, to_us as us_from_datetime
 from tests.fakes.agilicus import DEFAULT_TOKEN, AgilicusFake, to_us
 from tests.helpers import file_output, read_jsonl, run_forwarder
 

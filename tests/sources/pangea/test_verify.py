@@ -11,8 +11,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from siem_forwarder_plugins.sources.pangea.verify import (FAIL, INSTALL_HINT, NONE, PASS, SignatureVerifier, envelope_hash,
-                                                  verify_consistency_proof, verify_hash, verify_membership)
+from siem_forwarder_plugins.sources.pangea.verify import (
+    FAIL,
+    INSTALL_HINT,
+    NONE,
+    PASS,
+    SignatureVerifier,
+    envelope_hash,
+    verify_consistency_proof,
+    verify_hash,
+    verify_membership,
+)
 from tests.fakes.pangea import Tree, canonical
 
 
