@@ -28,12 +28,8 @@ from siem_forwarder_plugins.outputs.elastic.bulk import ElasticBulk
 from siem_forwarder_plugins.outputs.file import encode_lines
 from siem_forwarder_plugins.outputs.splunk_hec import SplunkHec
 from siem_forwarder_plugins.outputs.syslog.output import SyslogCEF
-<<<<<<< HEAD
-from forwarder_core.times import parse_ms
-from siem_forwarder_plugins.sources.windows import EdgeDedup, WindowCursor, WindowTally
-=======
 from siem_forwarder_plugins.sources.incydr import IncydrSource
->>>>>>> main
+from siem_forwarder_plugins.sources.windows import EdgeDedup, WindowCursor, WindowTally
 from tests.fakes.incydr import IncydrFake
 
 

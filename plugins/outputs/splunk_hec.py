@@ -32,11 +32,6 @@ from typing import TYPE_CHECKING, Any
 from forwarder_core import hookimpl
 from forwarder_core.errors import HttpError, OutputError
 from forwarder_core.http import BearerAuth, HttpClient, parse_retry_after, snippet
-<<<<<<< HEAD
-from forwarder_core.plugin_api import (ComponentConfig, Context, Output, SendResult, compact_json,
-                                       http_output_options_schema, traits_of)
-from forwarder_core.times import parse_ms
-=======
 from forwarder_core.plugin_api import (
     ComponentConfig,
     Context,
@@ -46,7 +41,7 @@ from forwarder_core.plugin_api import (
     http_output_options_schema,
     traits_of,
 )
->>>>>>> main
+from forwarder_core.times import parse_ms
 from siem_forwarder_plugins.outputs.batching import Limits, Retryable, Round, post_round, send_in_rounds, split
 
 if TYPE_CHECKING:

@@ -34,14 +34,9 @@ from functools import lru_cache
 from typing import Any
 
 from forwarder_core import __version__
-<<<<<<< HEAD
+from forwarder_core.cef_parser import FORBIDDEN_CODEPOINTS, CEFError, main, parse_cef, strip_syslog_header
 from forwarder_core.plugin_api import targets_of, traits_of
 from forwarder_core.times import parse_ms
-
-=======
->>>>>>> main
-from forwarder_core.cef_parser import FORBIDDEN_CODEPOINTS, CEFError, main, parse_cef, strip_syslog_header
-from forwarder_core.plugin_api import parse_time, targets_of, traits_of
 
 __all__ = ["CEFError", "format_event", "format_parts", "main", "parse_cef", "strip_syslog_header", "truncate"]
 
