@@ -1,13 +1,18 @@
 """The benchmark: the real ``siem-forwarder once`` process against local vendor fakes, per output.
 
 Every fake, the TCP sink and every measured program run in their own processes. A measured
-program's CPU seconds and peak RSS are the kernel's own accounting of that child (``wait4``
-rusage); the fakes' CPU is read from ``/proc/<pid>/stat`` before and after, and reported as a
-share of the measured wall time, so a run where the fake was the bottleneck shows it. Every
-figure is the median of ``--runs`` runs. Two baselines run against the same Incydr fake: the
-peer (Code42's ``incydr`` CLI, in its own virtual environment) and the bare loop
-(``bench/bare_loop.py``). The results go to stdout and, unless ``--quick``, to
-``bench/RESULTS.md``.
+program is counted with every process it starts (worker processes included): its CPU is the
+larger of the kernel's ``wait4`` accounting of the child (itself and the descendants it reaped)
+and the sum of what ``/proc`` showed of each process of the tree; its peak RSS and thread count
+are peaks of sums over the tree, sampled from ``/proc`` (``bench/proctree.py``), next to the
+child's own ``wait4`` maxrss. The fakes' CPU is read from ``/proc/<pid>/stat`` before and after,
+and reported as a share of the measured wall time, so a run where the fake was the bottleneck
+shows it. Every figure is the median of ``--runs`` runs. Two baselines run against the same
+Incydr fake: the peer (Code42's ``incydr`` CLI, in its own virtual environment) and the bare
+loop (``bench/bare_loop.py``). The parallel scenario runs Incydr -> syslog_cef with ``workers:``
+0, 1 and 2, and the many-sources scenario N Asana sources in one process; each setting a build
+does not know (``siem-forwarder check`` exits 78) is reported as not supported. The results go
+to stdout and, unless ``--quick``, to ``bench/RESULTS.md``.
 
 Usage::
 
@@ -38,6 +43,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
+from proctree import TreeSampler  # noqa: E402
 from sink import read_counts  # noqa: E402
 
 PY = sys.executable
@@ -47,6 +53,8 @@ ASANA_TOKEN, ASANA_WORKSPACE = "2/1204/1207:bench", "12345"
 AGILICUS_TOKEN = "agilicus-bench-token"
 HEC_TOKEN = "11111111-2222-3333-4444-555555555555"
 TICK = os.sysconf("SC_CLK_TCK")
+EX_CONFIG = 78
+NOT_SUPPORTED = "not supported by this build"
 
 
 # --------------------------------------------------------------------------- processes
@@ -102,36 +110,53 @@ def fake(name: str, module: str, workdir: Path, *args: str) -> Service:
 @dataclass
 class Measured:
     wall: float
-    cpu: float
-    rss_mb: float
+    cpu: float  # the process tree: max(wait4 of the child, sum of the sampled processes)
+    rss_mb: float  # wait4 ru_maxrss of the child: the largest of it and the children it reaped
     returncode: int
     output: str
+    cpu_wait4: float = float("nan")
+    cpu_sampled: float = float("nan")
+    tree_rss_mb: float = float("nan")  # peak of the summed VmRSS (at least rss_mb)
+    threads: float = float("nan")  # peak of the summed Threads
+    processes: float = float("nan")  # peak number of processes in the tree
 
 
 RUN_TIMEOUT = 600.0
+SAMPLE_INTERVAL = 0.05
 
 
-def measure(argv: list[str], workdir: Path, env: dict[str, str] | None = None, label: str = "run") -> Measured:
-    """Run ``argv`` to the end; wall time, CPU seconds and peak RSS of that child from wait4.
+def measure(argv: list[str], workdir: Path, env: dict[str, str] | None = None, label: str = "run",
+            sample: bool = True) -> Measured:
+    """Run ``argv`` to the end; wall time, and CPU, peak RSS and threads of it and its descendants.
 
-    A child still running after RUN_TIMEOUT seconds is killed (its exit status says so), so a
-    hung run cannot keep the benchmark, and the fakes it started, alive.
+    ``wait4`` gives the child's CPU (its own and that of every descendant it reaped) and its
+    maxrss; a :class:`TreeSampler` adds what ``/proc`` shows of the whole tree every
+    SAMPLE_INTERVAL seconds. A child still running after RUN_TIMEOUT seconds is killed (its exit
+    status says so), so a hung run cannot keep the benchmark, and the fakes it started, alive.
     """
     log_path = workdir / f"{label}.log"
     with open(log_path, "wb") as log:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT)
+        sampler = TreeSampler(proc.pid, SAMPLE_INTERVAL).start() if sample else None
         watchdog = threading.Timer(RUN_TIMEOUT, proc.kill)
         watchdog.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         finally:
             watchdog.cancel()
+            tree = sampler.stop() if sampler is not None else None
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, proc.returncode,
-                    log_path.read_text(errors="replace"))
+    cpu, rss = usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
+    m = Measured(wall, cpu, rss, proc.returncode, log_path.read_text(errors="replace"), cpu_wait4=cpu)
+    if tree is not None and tree.samples:
+        m.cpu_sampled = tree.cpu_s
+        m.cpu = max(cpu, tree.cpu_s)
+        m.tree_rss_mb = max(rss, tree.peak_rss_kb / 1024.0)
+        m.threads, m.processes = tree.peak_threads, tree.peak_processes
+    return m
 
 
 def forwarder_argv(*args: str) -> list[str]:
@@ -171,22 +196,31 @@ class Scenario:
     counts_ok: bool = True
     problems: list[str] = field(default_factory=list)
     note: str = ""
+    supported: bool = True  # False: the build refused a setting the scenario needs (nothing ran)
+    settings: dict[str, Any] = field(default_factory=dict)  # top-level config keys the scenario set
 
     def median(self, key: str) -> float:
-        values = [r[key] for r in self.runs if key in r]
+        values = [r[key] for r in self.runs if key in r and r[key] == r[key]]
         return statistics.median(values) if values else float("nan")
 
     def summary(self) -> dict[str, Any]:
         wall = self.median("seconds")
+        cpu = self.median("cpu")
         return {"name": self.name, "events": self.events, "seconds": wall, "events_per_s": self.median("rate"),
-                "cpu_s": self.median("cpu"), "rss_mb": self.median("rss"),
+                "cpu_s": cpu, "cpu_us_per_event": 1e6 * cpu / self.events if self.events else float("nan"),
+                "cpu_wait4_s": self.median("cpu_wait4"), "cpu_sampled_s": self.median("cpu_sampled"),
+                "rss_mb": self.median("rss"), "tree_rss_mb": self.median("tree_rss"),
+                "threads": self.median("threads"), "processes": self.median("processes"),
                 "source_fake_cpu_pct": self.median("source_cpu_pct"), "sink_cpu_pct": self.median("sink_cpu_pct"),
-                "runs": len(self.runs), "counts_ok": self.counts_ok, "problems": self.problems, "note": self.note}
+                "runs": len(self.runs), "counts_ok": self.counts_ok, "problems": self.problems, "note": self.note,
+                "supported": self.supported, "settings": self.settings}
 
 
 def record(scenario: Scenario, m: Measured, delivered: int, source: Service | None, sink_services: list[Service],
            cpu_before: dict[str, float]) -> None:
-    run = {"seconds": m.wall, "rate": delivered / m.wall if m.wall > 0 else 0.0, "cpu": m.cpu, "rss": m.rss_mb}
+    run = {"seconds": m.wall, "rate": delivered / m.wall if m.wall > 0 else 0.0, "cpu": m.cpu, "rss": m.rss_mb,
+           "cpu_wait4": m.cpu_wait4, "cpu_sampled": m.cpu_sampled, "tree_rss": m.tree_rss_mb,
+           "threads": m.threads, "processes": m.processes}
     if source is not None:
         run["source_cpu_pct"] = 100 * (source.cpu() - cpu_before[source.name]) / m.wall
     if sink_services:
@@ -210,6 +244,7 @@ class Bench:
         self.services: list[Service] = []
         self.results: list[Scenario] = []
         self.run_no = 0
+        self.known: dict[str, tuple[bool, str]] = {}
 
     def start(self, service: Service) -> Service:
         self.services.append(service)
@@ -231,13 +266,36 @@ class Bench:
     def start_time(self, hours_back: float) -> str:
         return (datetime.now(timezone.utc) - timedelta(hours=hours_back)).isoformat()
 
-    def config(self, state: Path, source: dict[str, Any], output: dict[str, Any]) -> Path:
+    def config(self, state: Path, source: dict[str, Any] | list[dict[str, Any]], output: dict[str, Any],
+               settings: dict[str, Any] | None = None) -> Path:
+        """The run's config file: ``settings`` are top-level keys (``workers``, ...)."""
         import yaml
 
         path = state.parent / "config.yaml"
-        path.write_text(yaml.safe_dump({"state_dir": str(state), "sources": [source], "outputs": [output]},
-                                       sort_keys=False))
+        sources = source if isinstance(source, list) else [source]
+        path.write_text(yaml.safe_dump({"state_dir": str(state), **(settings or {}), "sources": sources,
+                                        "outputs": [output]}, sort_keys=False))
+        path.chmod(0o600)  # inline tokens: a readable file would earn a warning per source
         return path
+
+    def supports(self, settings: dict[str, Any], source: dict[str, Any]) -> tuple[bool, str]:
+        """Whether this build takes ``settings``: ``siem-forwarder check`` on a config setting them.
+
+        Exit 78 (the config refused) means not supported, with the check's own words; any other
+        failure is a broken benchmark and raises.
+        """
+        key = json.dumps(settings, sort_keys=True)
+        if key not in self.known:
+            run_dir = Path(tempfile.mkdtemp(prefix="check-", dir=self.workdir))
+            cfg = self.config(run_dir / "state", source, self.output("file", str(run_dir / "out.jsonl")), settings)
+            done = subprocess.run(forwarder_argv("check", "-c", str(cfg)), cwd=run_dir, env=forwarder_env(),
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+            said = (done.stdout + done.stderr).strip().replace(str(cfg), "config")
+            if done.returncode not in (0, EX_CONFIG):
+                raise RuntimeError(f"siem-forwarder check exited {done.returncode} on {settings}: {said}")
+            self.known[key] = (done.returncode == 0, said)
+            self.log(f"[bench] {settings}: " + ("supported" if done.returncode == 0 else f"{NOT_SUPPORTED} ({said})"))
+        return self.known[key]
 
     def incydr_source(self, url: str, **extra: Any) -> dict[str, Any]:
         return {"name": "code42", "type": "incydr", "start_time": self.start_time(26),
@@ -263,36 +321,107 @@ class Bench:
         scenario = Scenario(name, events)
         self.log(f"[bench] {name}: {events} events x {runs} run(s)")
         for _ in range(runs):
+            self.forwarder_run(scenario, source_service, source_block, kind, target)
+        self.results.append(scenario)
+        return scenario
+
+    def forwarder_run(self, scenario: Scenario, source_service: Service, source_block: Callable[[], dict],
+                      kind: str, target: Service | None) -> None:
+        """One measured ``once`` of ``scenario`` (its ``settings`` in the config), recorded in it."""
+        events = scenario.events
+        self.run_no += 1
+        run_dir = Path(tempfile.mkdtemp(prefix=f"run{self.run_no}-", dir=self.workdir))
+        state = run_dir / "state"
+        watched = [s for s in (target,) if s is not None]
+        if kind == "syslog_cef":
+            data_port, control_port = target.address.split()  # type: ignore[union-attr]
+            out = self.output(kind, data_port)
+            read = lambda: read_counts(int(control_port))["frames"]  # noqa: E731
+        elif kind == "splunk_hec":
+            out = self.output(kind, target.address)  # type: ignore[union-attr]
+            read = lambda: http_json(target.address + "/_fake/stats")["indexed"]  # type: ignore  # noqa: E731
+        elif kind == "elastic_bulk":
+            out = self.output(kind, target.address)  # type: ignore[union-attr]
+            index = out["options"]["index"]
+            read = lambda: sum(n for i, n in http_json(target.address + "/_fake/stats")["indices"].items()  # type: ignore  # noqa: E731
+                               if i.startswith(index) or index in i)
+        else:
+            path = run_dir / "out.jsonl"
+            out = self.output(kind, str(path))
+            read = lambda: count_lines(path)  # noqa: E731
+        before_count = read()
+        cfg = self.config(state, source_block(), out, scenario.settings)
+        before = {s.name: s.cpu() for s in [source_service, *watched]}
+        m = measure(forwarder_argv("once", "-c", str(cfg)), run_dir, forwarder_env(), "forwarder")
+        delivered = wait_count(read, before_count + events) - before_count
+        record(scenario, m, delivered, source_service, watched, before)
+        self.log_run(m, delivered)
+        if not self.args.keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    def log_run(self, m: Measured, delivered: int) -> None:
+        self.log(f"[bench]   {delivered} events in {m.wall:.2f}s = {delivered / m.wall:,.0f}/s, "
+                 f"cpu {m.cpu:.2f}s (tree), rss {m.tree_rss_mb:.0f} MB (tree) / {m.rss_mb:.0f} MB (wait4), "
+                 f"{m.threads:.0f} threads in {m.processes:.0f} process(es)"
+                 + ("" if m.returncode == 0 else f" EXIT {m.returncode}"))
+
+    # ------------------------------------------------------------------ parallel and many sources
+
+    def parallel(self, incydr: Service, events: int, sink: Service, runs: int, workers: list[int]) -> list[Scenario]:
+        """Incydr -> syslog_cef with each ``workers:`` value, the runs interleaved so that the
+        machine's moods fall on every variant alike."""
+        scenarios = []
+        source = lambda: self.incydr_source(incydr.address)  # noqa: E731
+        for n in workers:
+            scenario = Scenario(f"parallel: incydr -> syslog_cef, workers: {n}", events, settings={"workers": n})
+            scenario.supported, said = self.supports(scenario.settings, source())
+            if not scenario.supported:
+                scenario.note = f"{NOT_SUPPORTED}: {said}"
+            scenarios.append(scenario)
+            self.results.append(scenario)
+        for run in range(runs):
+            for scenario in scenarios:
+                if scenario.supported:
+                    self.log(f"[bench] {scenario.name}: {events} events, run {run + 1} of {runs}")
+                    self.forwarder_run(scenario, incydr, source, "syslog_cef", sink)
+        return scenarios
+
+    def many_sources(self, n: int, per_source: int, pool: int, runs: int) -> Scenario:
+        """``n`` Asana sources, one workspace each on one fake, in one ``once`` into one file.
+
+        Every event must arrive exactly once: the lines are counted, their ids must be distinct,
+        and each source must have delivered its own workspace's ``per_source`` events.
+        """
+        self.log(f"[bench] starting the Asana fake with {n} workspaces of {per_source} events")
+        asana = self.start(fake("asana-many", "asana", self.workdir, "--events", str(per_source),
+                                "--workspaces", str(n), "--token", ASANA_TOKEN, "--workspace-gid", ASANA_WORKSPACE,
+                                "--span", str(20 * 3600)))
+        gids = [str(int(ASANA_WORKSPACE) + i) for i in range(n)]
+        sources = lambda: [{"name": f"asana-{i:04d}", "type": "asana", "start_time": self.start_time(26),  # noqa: E731
+                            "options": {"base_url": asana.address + "/api/1.0", "token": ASANA_TOKEN,
+                                        "workspace_gid": gid, "settle_delay": 0}} for i, gid in enumerate(gids)]
+        scenario = Scenario(f"many sources: {n:,} asana sources x {per_source} events -> one file, one process",
+                            n * per_source, settings={"max_concurrent_polls": pool})
+        supported, said = self.supports(scenario.settings, sources()[0])
+        if not supported:
+            scenario.settings = {}
+            scenario.note = f"max_concurrent_polls {NOT_SUPPORTED}, run without it: {said}"
+        self.log(f"[bench] {scenario.name}: {runs} run(s), settings {scenario.settings}")
+        for _ in range(runs):
             self.run_no += 1
             run_dir = Path(tempfile.mkdtemp(prefix=f"run{self.run_no}-", dir=self.workdir))
-            state = run_dir / "state"
-            watched = [s for s in (target,) if s is not None]
-            if kind == "syslog_cef":
-                data_port, control_port = target.address.split()  # type: ignore[union-attr]
-                out = self.output(kind, data_port)
-                read = lambda: read_counts(int(control_port))["frames"]  # noqa: E731
-            elif kind == "splunk_hec":
-                out = self.output(kind, target.address)  # type: ignore[union-attr]
-                read = lambda: http_json(target.address + "/_fake/stats")["indexed"]  # type: ignore  # noqa: E731
-            elif kind == "elastic_bulk":
-                out = self.output(kind, target.address)  # type: ignore[union-attr]
-                index = out["options"]["index"]
-                read = lambda: sum(n for i, n in http_json(target.address + "/_fake/stats")["indices"].items()  # type: ignore  # noqa: E731
-                                   if i.startswith(index) or index in i)
-            else:
-                path = run_dir / "out.jsonl"
-                out = self.output(kind, str(path))
-                read = lambda: count_lines(path)  # noqa: E731
-            before_count = read()
-            cfg = self.config(state, source_block(), out)
-            before = {s.name: s.cpu() for s in [source_service, *watched]}
+            path = run_dir / "out.jsonl"
+            cfg = self.config(run_dir / "state", sources(), self.output("file", str(path)), scenario.settings)
+            before = {asana.name: asana.cpu()}
             m = measure(forwarder_argv("once", "-c", str(cfg)), run_dir, forwarder_env(), "forwarder")
-            delivered = wait_count(read, before_count + events) - before_count
-            record(scenario, m, delivered, source_service, watched, before)
-            self.log(f"[bench]   {delivered} events in {m.wall:.2f}s = {delivered / m.wall:,.0f}/s, "
-                     f"cpu {m.cpu:.2f}s, rss {m.rss_mb:.0f} MB" + ("" if m.returncode == 0 else f" EXIT {m.returncode}"))
+            lines, problems = exactly_once(path, {f"asana-{i:04d}": gid for i, gid in enumerate(gids)}, per_source)
+            record(scenario, m, lines, asana, [], before)
+            scenario.problems += problems
+            scenario.counts_ok = scenario.counts_ok and not problems
+            self.log_run(m, lines)
             if not self.args.keep:
                 shutil.rmtree(run_dir, ignore_errors=True)
+        self.stop(asana)
         self.results.append(scenario)
         return scenario
 
@@ -344,7 +473,7 @@ class Bench:
     def version(self, times: int) -> dict[str, float]:
         walls = []
         for _ in range(times):
-            m = measure(forwarder_argv("--version"), self.workdir, forwarder_env(), "version")
+            m = measure(forwarder_argv("--version"), self.workdir, forwarder_env(), "version", sample=False)
             if m.returncode != 0:
                 raise RuntimeError(f"--version failed: {m.output}")
             walls.append(m.wall)
@@ -359,6 +488,34 @@ def kept_notes(path: Path) -> str:
     text = path.read_text() if path.exists() else ""
     at = text.find(NOTES_MARK)
     return "\n" + (text[at:] if at >= 0 else NOTES_MARK + "\n")
+
+
+def exactly_once(path: Path, workspaces: dict[str, str], per_source: int) -> tuple[int, list[str]]:
+    """Lines in the file output, and what is wrong with them: an id twice, a source that did not
+    deliver exactly ``per_source`` events, an event carrying another source's workspace."""
+    seen: set[str] = set()
+    per: dict[str, int] = dict.fromkeys(workspaces, 0)
+    lines = duplicates = crossed = 0
+    if path.exists():
+        with open(path, "rb") as fh:
+            for line in fh:
+                lines += 1
+                event = json.loads(line)
+                duplicates += event["id"] in seen
+                seen.add(event["id"])
+                name = event["source"]["name"]
+                per[name] = per.get(name, 0) + 1
+                crossed += workspaces.get(name) != (event.get("organization") or {}).get("id")
+    problems = []
+    if duplicates:
+        problems.append(f"{duplicates} event(s) delivered more than once (same id)")
+    wrong = {name: count for name, count in per.items() if count != per_source}
+    if wrong:
+        problems.append(f"{len(wrong)} source(s) did not deliver exactly {per_source} events, e.g. "
+                        + ", ".join(f"{name}: {count}" for name, count in sorted(wrong.items())[:5]))
+    if crossed:
+        problems.append(f"{crossed} event(s) not from their own source's workspace")
+    return lines, problems
 
 
 def count_lines(path: Path) -> int:
@@ -390,8 +547,12 @@ def ensure_peer(log: Callable[[str], None]) -> Path | None:
 # --------------------------------------------------------------------------- main
 
 
+GROUPS = "incydr,others,peer,bare,rss,parallel,many,version"
+WORKERS = [0, 1, 2]
+
+
 def main(argv: list[str] | None = None) -> int:
-    global RUN_TIMEOUT
+    global RUN_TIMEOUT, SAMPLE_INTERVAL
     parser = argparse.ArgumentParser(description="Benchmark siem-forwarder against local fakes and two baselines.")
     parser.add_argument("--quick", action="store_true", help="small backlogs, one run, no peer, no 1M backlog")
     parser.add_argument("--runs", type=int, help="runs per scenario (default 3; 1 with --quick)")
@@ -402,22 +563,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--other-events", type=int, help="Asana and Agilicus backlogs (default 20,000; 2,000 quick)")
     parser.add_argument("--rss-events", type=int, nargs=2, metavar=("SMALL", "LARGE"),
                         help="backlogs whose peak RSS is compared (default 100,000 1,000,000; 20,000 60,000 quick)")
-    parser.add_argument("--only", help="comma-separated scenario groups: incydr,others,peer,bare,rss,version")
+    parser.add_argument("--many-sources", type=int, help="Asana sources in the many-sources scenario (default 2,000; "
+                                                         "50 with --quick)")
+    parser.add_argument("--many-events", type=int, default=100, help="events per source there (default 100)")
+    parser.add_argument("--many-pool", type=int, default=16,
+                        help="max_concurrent_polls there, when the build supports it (default 16)")
+    parser.add_argument("--only", help=f"comma-separated scenario groups: {GROUPS}")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--results", help="where to write the Markdown results (default bench/RESULTS.md, "
                                           "none with --quick)")
     parser.add_argument("--json", help="also write the results as JSON here")
     parser.add_argument("--run-timeout", type=float, default=RUN_TIMEOUT,
                         help="seconds after which a measured run is killed (and counted as failed)")
+    parser.add_argument("--sample-interval", type=float, default=SAMPLE_INTERVAL,
+                        help="seconds between samples of the measured process tree in /proc (default 0.05)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (and every run's state)")
     args = parser.parse_args(argv)
     RUN_TIMEOUT = args.run_timeout
+    SAMPLE_INTERVAL = args.sample_interval
     quick = args.quick
     runs = args.runs or (1 if quick else 3)
     incydr_events = args.incydr_events or (20_000 if quick else 200_000)
     other_events = args.other_events or (2_000 if quick else 20_000)
     rss_events = args.rss_events or ([20_000, 60_000] if quick else [100_000, 1_000_000])
-    groups = set((args.only or "incydr,others,peer,bare,rss,version").split(","))
+    many = args.many_sources or (50 if quick else 2_000)
+    groups = set((args.only or GROUPS).split(","))
+    if groups - set(GROUPS.split(",")):
+        parser.error(f"--only: unknown group(s) {', '.join(sorted(groups - set(GROUPS.split(','))))}; "
+                     f"known: {GROUPS}")
     if quick or args.no_peer:
         groups.discard("peer")
     results_path = Path(args.results) if args.results else (None if quick else BENCH / "RESULTS.md")
@@ -427,11 +600,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     version: dict[str, float] | None = None
     rss: list[Scenario] = []
+    parallel: list[Scenario] = []
     headline: dict[str, Scenario] = {}
     try:
         sink = bench.start(Service("sink", [PY, str(BENCH / "sink.py")], workdir))
         inc_args = ("--client-id", INCYDR_ID, "--client-secret", INCYDR_SECRET, "--span", str(24 * 3600))
-        if groups & {"incydr", "bare"}:
+        if groups & {"incydr", "bare", "parallel"}:
             bench.log(f"[bench] starting the Incydr fake with {incydr_events} events")
             incydr = bench.start(fake("incydr", "incydr", workdir, "--events", str(incydr_events), *inc_args))
             source = lambda: bench.incydr_source(incydr.address)  # noqa: E731
@@ -451,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
                 bench.stop(es)
                 headline["file"] = bench.forwarder_scenario("incydr -> file (fsync per page)", incydr_events, incydr,
                                                             source, "file", None, runs)
+            if "parallel" in groups:
+                parallel = bench.parallel(incydr, incydr_events, sink, runs, WORKERS)
             bench.stop(incydr)
         if "others" in groups:
             asana = bench.start(fake("asana", "asana", workdir, "--events", str(other_events), "--token", ASANA_TOKEN,
@@ -487,6 +663,8 @@ def main(argv: list[str] | None = None) -> int:
                                                     lambda: bench.incydr_source(big.address), "syslog_cef", sink,
                                                     1 if quick else runs))
                 bench.stop(big)
+        if "many" in groups:
+            headline["many"] = bench.many_sources(many, args.many_events, args.many_pool, runs)
         if "version" in groups:
             version = bench.version(3 if quick else 10)
     finally:
@@ -496,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
 
     command = " ".join([".venv/bin/python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])])
-    report = render(bench.results, headline, rss, version, command, elapsed)
+    report = render(bench.results, headline, rss, parallel, version, command, elapsed)
     print(report)
     if results_path is not None:
         results_path.write_text(report + kept_notes(results_path))
@@ -518,27 +696,51 @@ def fmt(value: float, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def thread_bound(pool: int) -> int:
+    """The most threads that still count as bounded by a poll pool of ``pool``: two a poll being
+    run (a source's fetch and pipeline threads) plus THREADS_FIXED, whatever the number of sources."""
+    return 2 * pool + THREADS_FIXED
+
+
+# Threads that do not grow with the sources (main, outputs, metrics, progress, a worker pool's
+# helpers and the workers' own): 3 measured with one Asana source into a file, before workers.
+THREADS_FIXED = 32
+
+
 def render(results: list[Scenario], headline: dict[str, Scenario | None], rss: list[Scenario],
-           version: dict[str, float] | None, command: str, elapsed: float) -> str:
+           parallel: list[Scenario], version: dict[str, float] | None, command: str, elapsed: float) -> str:
     lines = ["# Benchmark results", "",
              f"Produced by `{command}` (from the repository root) on "
              f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} in {elapsed:.0f} s.", "",
              f"Machine: {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), "
              f"{platform.processor() or platform.machine()}, Linux {platform.release()}, "
              f"Python {platform.python_version()}, load average at the end {os.getloadavg()[0]:.2f}.", "",
-             "Every figure is the median of the runs. CPU is user+system seconds of the measured process, "
-             "peak RSS its maximum resident set (both from `wait4`). Fake CPU is the CPU the source fake "
-             "(and the sink or SIEM fake) spent during the run, as a share of the run's wall time.", "",
-             "| scenario | events | runs | seconds | events/s | CPU s | peak RSS MB | source fake CPU | sink CPU | counts |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "Every figure is the median of the runs, and counts the measured program with every process it "
+             "starts (worker processes included). CPU is user+system seconds: the larger of `wait4`'s figure "
+             "for the child (itself and every descendant it reaped) and the sum over the processes `/proc` "
+             "showed. Peak RSS and threads are the peaks of the sums of `VmRSS` and `Threads` over those "
+             f"processes, sampled every {1000 * SAMPLE_INTERVAL:.0f} ms; main maxrss is `wait4`'s `ru_maxrss` "
+             "of the child (the largest single process). Fake CPU is the CPU the source fake (and the sink "
+             "or SIEM fake) spent during the run, as a share of the run's wall time.", "",
+             "| scenario | events | runs | seconds | events/s | CPU s | CPU us/event | peak RSS MB | main maxrss MB "
+             "| peak threads | processes | source fake CPU | sink CPU | counts |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for s in results:
         d = s.summary()
+        if not s.supported:
+            lines.append(f"| {s.name} | {s.events:,} | 0 |" + " - |" * 10 + f" {NOT_SUPPORTED} |")
+            continue
         lines.append(f"| {s.name} | {s.events:,} | {d['runs']} | {fmt(d['seconds'], 2)} | {fmt(d['events_per_s'])} | "
-                     f"{fmt(d['cpu_s'], 2)} | {fmt(d['rss_mb'])} | {fmt(d['source_fake_cpu_pct'])}% | "
-                     f"{fmt(d['sink_cpu_pct'])}% | {'ok' if s.counts_ok else 'WRONG'} |")
+                     f"{fmt(d['cpu_s'], 2)} | {fmt(d['cpu_us_per_event'], 1)} | {fmt(d['tree_rss_mb'])} | "
+                     f"{fmt(d['rss_mb'])} | {fmt(d['threads'])} | {fmt(d['processes'])} | "
+                     f"{fmt(d['source_fake_cpu_pct'])}% | {fmt(d['sink_cpu_pct'])}% | "
+                     f"{'ok' if s.counts_ok else 'WRONG'} |")
     problems = [f"- {s.name}: {p}" for s in results for p in s.problems]
     if problems:
         lines += ["", "Problems:", *problems]
+    notes = [f"- {s.name}: {s.note}" for s in results if s.note]
+    if notes:
+        lines += ["", "Notes:", *notes]
 
     lines += ["", "## Goals", "", "| goal | measured | met |", "| --- | --- | --- |"]
 
@@ -548,7 +750,7 @@ def render(results: list[Scenario], headline: dict[str, Scenario | None], rss: l
 
     cef, hec, bulk = rate("cef"), rate("hec"), rate("bulk")
     peer, bare, small = rate("peer"), rate("bare"), rate("ours_small")
-    goals: list[tuple[str, str, bool | None]] = []
+    goals: list[tuple[str, str, bool | str]] = []  # met: yes / NO, or a word where there is no bar
     if cef == cef:
         goals.append(("incydr -> syslog CEF >= 50,000 events/s", f"{fmt(cef)}/s", cef >= 50_000))
     if peer == peer and cef == cef:
@@ -561,18 +763,48 @@ def render(results: list[Scenario], headline: dict[str, Scenario | None], rss: l
         goals.append(("incydr -> HEC (gzip, ack off) >= 40,000 events/s", f"{fmt(hec)}/s", hec >= 40_000))
     if bulk == bulk:
         goals.append(("incydr -> bulk >= 40,000 events/s", f"{fmt(bulk)}/s", bulk >= 40_000))
-    peak = max((s.median("rss") for s in results if s.runs), default=float("nan"))
+    cef_s = headline.get("cef")
+    if cef_s is not None and cef_s.runs:
+        per = cef_s.summary()["cpu_us_per_event"]
+        goals.append(("CPU per event, all processes <= 20 us (incydr -> syslog CEF)",
+                      f"{fmt(per, 1)} us ({fmt(cef_s.median('cpu'), 2)} CPU s for {cef_s.events:,} events)", per <= 20))
+    singles = [s for s in results if s.runs and s is not headline.get("many")]
+    peak = max((s.median("rss") for s in singles), default=float("nan"))
     if peak == peak:
-        goals.append(("peak RSS < 200 MB (every scenario)", f"{fmt(peak)} MB", peak < 200))
+        goals.append(("peak RSS of any one process < 200 MB (every scenario but many sources)", f"{fmt(peak)} MB",
+                      peak < 200))
     if len(rss) == 2 and all(s.runs for s in rss):
-        a, b = rss[0].median("rss"), rss[1].median("rss")
-        goals.append((f"peak RSS flat: {rss[0].events:,} vs {rss[1].events:,} events within 10%",
-                      f"{fmt(a)} MB vs {fmt(b)} MB ({100 * (b - a) / a:+.1f}%)", abs(b - a) <= 0.1 * a))
+        a, b = rss[0].median("tree_rss"), rss[1].median("tree_rss")
+        goals.append((f"peak RSS, all processes, {rss[0].events:,} vs {rss[1].events:,} events: < 250 MB and flat "
+                      "within 10%", f"{fmt(a)} MB vs {fmt(b)} MB ({100 * (b - a) / a:+.1f}%; main maxrss "
+                      f"{fmt(rss[0].median('rss'))} vs {fmt(rss[1].median('rss'))} MB)",
+                      max(a, b) < 250 and abs(b - a) <= 0.1 * a))
+    if parallel:
+        ran = {s.settings["workers"]: s for s in parallel if s.supported and s.runs}
+        if len(ran) == len(parallel):
+            one, two = ran[1].median("rate") if 1 in ran else float("nan"), ran[2].median("rate") if 2 in ran else float("nan")
+            measured = "; ".join(f"workers {n}: {fmt(s.median('rate'))}/s, {fmt(s.summary()['cpu_us_per_event'], 1)} "
+                                 f"us/event, {fmt(s.median('tree_rss'))} MB" for n, s in ran.items())
+            goals.append(("throughput with 1 worker vs 2 (reported)",
+                          f"2 workers / 1 = {two / one:.2f}x ({measured})", "reported"))
+        else:
+            refused = ", ".join(str(s.settings["workers"]) for s in parallel if not s.supported)
+            goals.append(("throughput with 1 worker vs 2 (reported)", f"`workers: {refused}` {NOT_SUPPORTED}", "-"))
+    many = headline.get("many")
+    if many is not None and many.runs:
+        pool = many.settings.get("max_concurrent_polls")
+        mb, threads = many.median("tree_rss"), many.median("threads")
+        sources = many.name.split(":", 1)[1].split("asana", 1)[0].strip()
+        bound = thread_bound(pool) if pool else None
+        goals.append((f"{sources} sources in one process: < 300 MB, threads bounded by the pool",
+                      f"{fmt(mb)} MB, {fmt(threads)} threads (" + (f"max_concurrent_polls {pool}: bound {bound}"
+                      if bound else f"max_concurrent_polls {NOT_SUPPORTED}: no pool") + ")",
+                      mb < 300 and bound is not None and threads <= bound))
     if version is not None:
         goals.append(("`siem-forwarder --version` < 300 ms", f"{version['median_ms']:.0f} ms (median of "
                       f"{version['runs']}, max {version['max_ms']:.0f} ms)", version["median_ms"] < 300))
     for goal, measured, met in goals:
-        lines.append(f"| {goal} | {measured} | {'yes' if met else 'NO'} |")
+        lines.append(f"| {goal} | {measured} | {met if isinstance(met, str) else 'yes' if met else 'NO'} |")
     if cef == cef and (peer == peer or bare == bare):
         lines += ["", "Ratios: " + ", ".join(
             part for part in (f"ours / peer = {cef / peer:.1f}x" if peer == peer else "",

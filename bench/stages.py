@@ -29,6 +29,7 @@ from siem_forwarder_plugins.outputs.file import encode_lines
 from siem_forwarder_plugins.outputs.splunk_hec import SplunkHec
 from siem_forwarder_plugins.outputs.syslog.output import SyslogCEF
 from siem_forwarder_plugins.sources.incydr import IncydrSource
+from siem_forwarder_plugins.sources.windows import EdgeDedup, WindowCursor, WindowTally
 from tests.fakes.incydr import IncydrFake
 
 
@@ -61,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     raws = json.loads(page)["events"]
     stage("content_id (canonical JSON + SHA-256)", lambda: [content_id(r) for r in raws])
     stage("parse_ms (event time)", lambda: [parse_ms(r["timestamp"]) for r in raws])
+    end = max(parse_ms(r["timestamp"]) for r in raws) + 1
+
+    def admit() -> None:  # a fresh cursor each pass, so every event is new, as on a first read
+        source._held = []
+        source._admit(raws, EdgeDedup(WindowCursor.load(None, 0), end, 3_600_000, tally=WindowTally()), end)
+
+    stage("admit (content id, time, de-dup)", admit)
     stage("normalize (content_id included)", lambda: [source.normalize(r) for r in raws])
     events = [source.normalize(r) for r in raws]
     validator = EventValidator(IncydrSource.event_schema)

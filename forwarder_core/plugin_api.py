@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from forwarder_core.encoded import Encoded
 from forwarder_core.jsoncodec import canonical_json, canonical_json_bytes, compact_json, content_id
@@ -46,6 +46,13 @@ if TYPE_CHECKING:
 
 
 # --------------------------------------------------------------------------- exchanged values
+
+
+class _HasClose(Protocol):
+    def close(self) -> Any: ...
+
+
+Closeable = TypeVar("Closeable", bound=_HasClose)
 
 
 @dataclass
@@ -76,6 +83,24 @@ class Context:
     probe: bool = False
     """True under ``check --connect``: one attempt per request, no retry loop, so an unreachable
     vendor is reported at once. A plugin with a loop of its own should try once too."""
+    _held: list[Any] = field(default_factory=list, repr=False)
+
+    def closing(self, resource: Closeable) -> Closeable:
+        """Hand ``resource`` (anything with ``close()``) to the core, which closes it with the
+        instance (:meth:`release`, called by the default ``close()``), so no plugin leaks a file
+        or socket by forgetting to. Returns ``resource``."""
+        self._held.append(resource)
+        return resource
+
+    def release(self) -> None:
+        """Close every resource :meth:`closing` and :meth:`http` handed over, newest first; a close
+        that fails is logged, and the others are still closed."""
+        held, self._held = self._held, []
+        for resource in reversed(held):
+            try:
+                resource.close()
+            except Exception as exc:
+                self.logger.warning("%s: closing %s failed: %s", self.name, type(resource).__name__, exc)
 
     def http(self, options: dict[str, Any], *, auth: Auth | None = None, base_url: str | None = None,
              response_wait: ResponseWait | None = None) -> HttpClient:
@@ -88,7 +113,7 @@ class Context:
         """
         from forwarder_core.http import HttpClient
 
-        return HttpClient(
+        return self.closing(HttpClient(
             component=self.name,
             options=options,
             auth=auth,
@@ -98,7 +123,7 @@ class Context:
             logger=self.logger,
             stop=self.stop,
             single_attempt=self.probe,
-        )
+        ))
 
 
 @dataclass
@@ -179,7 +204,13 @@ class _Component:
         return "no connection check for this type"
 
     def close(self) -> None:
-        """Release sockets and sessions; called once on shutdown or reload."""
+        """Release sockets and sessions; called once on shutdown or reload.
+
+        The default closes what the instance handed to its context (every client from
+        ``context.http()`` and whatever it passed to ``context.closing()``). An override should
+        call ``super().close()``.
+        """
+        self.context.release()
 
 
 class Source(_Component):

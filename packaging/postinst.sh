@@ -19,6 +19,13 @@ elif ! getent passwd siem-forwarder >/dev/null; then
         --shell /usr/sbin/nologin --comment "SIEM forwarder" siem-forwarder
 fi
 
+# The state directory is the user's home. systemd's StateDirectory= would create it when the
+# unit starts, but `check` run by hand as the service user (or by a config-management tool)
+# must find it too. An existing directory is left as the administrator set it.
+if [ ! -d /var/lib/siem-forwarder ]; then
+    install -d -o siem-forwarder -g siem-forwarder -m 0750 /var/lib/siem-forwarder
+fi
+
 # The packaged files are root:root; the service reads its config through the group. Only a
 # root group is changed, so an administrator's own choice survives upgrades.
 for path in /etc/siem-forwarder/config.yaml /etc/siem-forwarder/conf.d; do

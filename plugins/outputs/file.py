@@ -35,7 +35,7 @@ class FileOutput(Output):
     def __init__(self, config: ComponentConfig, context: Context):
         super().__init__(config, context)
         self.path = os.path.abspath(self.options["path"])
-        self._file = LineAppender(self.path, mode=0o640, fsync=self.options.get("fsync", True))
+        self._file = context.closing(LineAppender(self.path, mode=0o640, fsync=self.options.get("fsync", True)))
 
     def send(self, events: list[dict[str, Any]]) -> SendResult:
         return self._append(encode_lines(events))
@@ -59,9 +59,6 @@ class FileOutput(Output):
         if not os.access(directory if os.path.isdir(directory) else os.path.dirname(directory), os.W_OK):
             raise OutputError(f"{directory} is not writable")
         return f"can append to {self.path}"
-
-    def close(self) -> None:
-        self._file.close()
 
 
 @hookimpl

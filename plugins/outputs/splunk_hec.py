@@ -27,7 +27,6 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from forwarder_core import hookimpl
@@ -43,6 +42,7 @@ from forwarder_core.plugin_api import (
     http_output_options_schema,
     traits_of,
 )
+from forwarder_core.times import parse_ms
 from siem_forwarder_plugins.outputs.batching import Limits, Retryable, Round, post_round, send_in_rounds, split
 
 if TYPE_CHECKING:
@@ -72,8 +72,6 @@ _PAUSE_HINTS = {
     16: "Splunk refused query-string authorization",
 }
 _SEP = b"\n"
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MS = timedelta(milliseconds=1)
 _MAX_ACK_ROUNDS = 3
 
 
@@ -163,7 +161,7 @@ class SplunkHec(Output):
         if labels:
             for key, value in labels.items():
                 fields["label_" + key] = value
-        seconds = ((datetime.fromisoformat(ev["timestamp"]) - _EPOCH) // _MS) / 1000
+        seconds = parse_ms(ev["timestamp"]) / 1000
         envelope: dict[str, Any] = {
             "host": self.host,
             "source": self.source or src["name"],
@@ -365,9 +363,6 @@ class SplunkHec(Output):
                 raise OutputError(f"{_PAUSE_HINTS[14]}", pause=True)
             detail = "; indexer acknowledgement available"
         return f"HEC healthy at {self.http.base_url}; token accepted{detail}"
-
-    def close(self) -> None:
-        self.http.close()
 
 
 def _status_hint(status: int) -> str:

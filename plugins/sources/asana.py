@@ -271,9 +271,6 @@ class AsanaSource(WindowedSource):
             raise SourceError("the Asana audit log answered without a 'data' list")
         return f"authenticated to {self.http.base_url}; audit log of workspace {self.options['workspace_gid']} readable"
 
-    def close(self) -> None:
-        self.http.close()
-
 
 @hookimpl
 def forwarder_register_sources(registry: Any) -> None:

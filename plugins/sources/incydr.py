@@ -469,9 +469,6 @@ class IncydrSource(WindowedSource):
         counted = f"{count} audit events in the last hour" if count is not None else "audit log readable"
         return f"authenticated to {self.http.base_url} as API client {reveal(self.options['client_id'])}; {counted}"
 
-    def close(self) -> None:
-        self.http.close()
-
 
 def _failed(name: str, path: str, exc: Exception) -> str:
     """The error of a request to ``path``; the core client's messages already name the request

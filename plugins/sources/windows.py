@@ -249,21 +249,29 @@ class EdgeDedup:
         the first, ``<digest>-<n>`` after. It is new when neither an earlier pass of this window
         nor the cursor (an earlier poll) delivered n of them.
         """
+        # Runs once per event of a source without ids: one attribute walk per table, and for the
+        # common case (a key met once, new to the cursor) no SeenSet method call: Incydr's admit
+        # step went from 2.73 to 2.57 us an event (bench/stages.py, median of 3).
         key = digest[:KEY_CHARS]
-        tally = self.tally
-        n = tally.met.get(key, 0) + 1
-        tally.met[key] = n
-        if n <= tally.most.get(key, 0):
+        met, most = self.tally.met, self.tally.most
+        n = met.get(key, 0) + 1
+        met[key] = n
+        if n <= most.get(key, 0):
             self.already += 1
             return None
-        tally.most[key] = n
+        most[key] = n
         self.met += 1
         seen = self.cursor.seen
-        if n <= seen.delivered(key):
-            self.already += 1
-            return None
-        if t >= self.keep_from or key in seen:
+        if key in seen:
+            if n <= seen.delivered(key):
+                self.already += 1
+                return None
             seen.add(key, t, n)
+        elif t >= self.keep_from:
+            if n == 1:
+                seen[key] = t  # SeenSet.add of a new key delivered once
+            else:
+                seen.add(key, t, n)
         return digest if n == 1 else f"{digest}-{n}"
 
 

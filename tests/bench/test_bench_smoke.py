@@ -2,7 +2,9 @@
 
 It asserts no time and no rate: CI machines differ. It proves that ``bench/run.py`` still
 drives the real ``siem-forwarder once`` against every fake and output, and the bare loop, and
-that each of them delivered exactly the backlog it was given.
+that each of them delivered exactly the backlog it was given: the parallel scenario with each
+``workers:`` value this build takes (a build that refuses the key reports it as not supported),
+and 50 Asana sources in one process, each event exactly once.
 """
 from __future__ import annotations
 
@@ -44,9 +46,28 @@ def test_quick_benchmark_completes_with_exact_counts(tmp_path: Path) -> None:
         assert scenario["runs"] == 1
         assert scenario["counts_ok"], scenario["problems"]
         assert scenario["problems"] == []
+        # counted over the process tree: at least the measured process itself
+        assert scenario["processes"] >= 1 and scenario["threads"] >= 1
+        assert scenario["tree_rss_mb"] >= scenario["rss_mb"] > 0
+        assert scenario["cpu_us_per_event"] > 0
+    for workers in (0, 1, 2):
+        scenario = scenarios[f"parallel: incydr -> syslog_cef, workers: {workers}"]
+        assert scenario["events"] == 20_000 and scenario["settings"] == {"workers": workers}
+        assert scenario["problems"] == []
+        if scenario["supported"]:
+            assert scenario["runs"] == 1 and scenario["counts_ok"]
+        else:
+            assert scenario["runs"] == 0 and scenario["note"].startswith("not supported by this build")
+    many = scenarios["many sources: 50 asana sources x 100 events -> one file, one process"]
+    assert many["events"] == 5_000 and many["runs"] == 1
+    assert many["counts_ok"] and many["problems"] == [], many["problems"]
+    assert many["settings"] in ({"max_concurrent_polls": 16}, {})
     rss = [s for name, s in scenarios.items() if name.startswith("peak RSS")]
     assert len(rss) == 2 and all(s["counts_ok"] for s in rss)
     assert report["ok"] is True
     assert report["version"]["runs"] == 3
     text = results.read_text()
     assert "bench/run.py --quick" in text and "| incydr -> file (fsync per page) | 20,000 |" in text
+    assert "| CPU per event, all processes <= 20 us" in text
+    assert "| throughput with 1 worker vs 2 (reported) |" in text
+    assert "| 50 sources in one process: < 300 MB, threads bounded by the pool |" in text

@@ -106,7 +106,7 @@ def _public_members(cls: type) -> set[str]:
     names = {n for klass in cls.__mro__ if klass.__module__.startswith("forwarder_core")
              for n in vars(klass) if not n.startswith("_")}
     if dataclasses.is_dataclass(cls):
-        names |= {f.name for f in dataclasses.fields(cls)}
+        names |= {f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")}
     return names
 
 

@@ -14,7 +14,9 @@ What it does as the real service does (reference: vendor-apis.md §4 and Gotchas
   client needs its lookback.
 
 Events are generated deterministically from a seed; encoded pages are cached by query string.
-Tests add events later with :meth:`AsanaFake.add_events`.
+Tests add events later with :meth:`AsanaFake.add_events`. ``workspaces=N`` serves N workspaces
+(gids ``workspace_gid``, ``workspace_gid + 1``, ...), each with its own ``events`` events and
+event gids unique across all of them: one process for the benchmark's many-sources scenario.
 """
 from __future__ import annotations
 
@@ -85,15 +87,17 @@ class AsanaFake(FakeServer):
 
     def __init__(self, *, events: int = 0, seed: int = 7, start: datetime | None = None, span: float = 3600.0,
                  token: str = "2/1204/1207:fake-service-account", workspace_gid: str = "12345",
-                 offset_ttl: float | None = None, host: str = "127.0.0.1", port: int = 0):
+                 workspaces: int = 1, offset_ttl: float | None = None, host: str = "127.0.0.1", port: int = 0):
         super().__init__(host, port)
         self.token = token
         self.workspace_gid = workspace_gid
+        self.workspace_gids = [workspace_gid, *(str(int(workspace_gid) + i) for i in range(1, workspaces))]
         self.offset_ttl = offset_ttl
         self.rng = random.Random(seed)
         self._data_lock = threading.Lock()
-        self._keys: list[tuple[int, int]] = []  # (created_at ms, gid), sorted
-        self._events: list[dict[str, Any]] = []
+        # per workspace gid: (created_at ms, gid) sorted, and the events in that order
+        self._keys: dict[str, list[tuple[int, int]]] = {gid: [] for gid in self.workspace_gids}
+        self._events: dict[str, list[dict[str, Any]]] = {gid: [] for gid in self.workspace_gids}
         self._next_gid = 1_204_000_000_000_000
         self._generation = 0
         self._pages: dict[str, bytes] = {}
@@ -103,7 +107,9 @@ class AsanaFake(FakeServer):
         if events:
             begin = to_ms(iso_ms((start - _EPOCH) // timedelta(milliseconds=1)))
             step = span * 1000.0 / events
-            self.add_events([self.make_event(begin + int(i * step + self.rng.random() * step)) for i in range(events)])
+            for gid in self.workspace_gids:
+                self.add_events([self.make_event(begin + int(i * step + self.rng.random() * step))
+                                 for i in range(events)], workspace=gid)
         self.route("GET", PREFIX + r"/workspaces/([^/]+)/audit_log_events", self._audit_log_events)
 
     # ------------------------------------------------------------------ the data set
@@ -155,19 +161,21 @@ class AsanaFake(FakeServer):
         event.update(overrides)
         return event
 
-    def add_events(self, events: list[dict[str, Any]]) -> None:
-        """Add events; their ``created_at`` decides where they fall (older than served is allowed)."""
+    def add_events(self, events: list[dict[str, Any]], workspace: str | None = None) -> None:
+        """Add events to a workspace (the first by default); their ``created_at`` decides where they
+        fall (older than served is allowed)."""
         with self._data_lock:
+            keys, stored = self._keys[workspace or self.workspace_gid], self._events[workspace or self.workspace_gid]
             for event in events:
                 key = (to_ms(event["created_at"]), int(event["gid"]))
-                at = bisect.bisect_right(self._keys, key)
-                self._keys.insert(at, key)
-                self._events.insert(at, event)
+                at = bisect.bisect_right(keys, key)
+                keys.insert(at, key)
+                stored.insert(at, event)
             self._pages.clear()
 
-    def events(self) -> list[dict[str, Any]]:
+    def events(self, workspace: str | None = None) -> list[dict[str, Any]]:
         with self._data_lock:
-            return list(self._events)
+            return list(self._events[workspace or self.workspace_gid])
 
     def expire_offsets(self) -> None:
         """Every offset handed out so far becomes stale (a 400 when used)."""
@@ -197,8 +205,9 @@ class AsanaFake(FakeServer):
         if req.headers.get("Authorization") != f"Bearer {self.token}":
             return error(401, "Not Authorized")
         workspace = req.path.split("/")[-2]
-        if workspace != self.workspace_gid:
+        if workspace not in self._keys:
             return error(404, f"workspace: Not a recognized ID: {workspace}")
+        keys, events = self._keys[workspace], self._events[workspace]
         args = {k: v[0] for k, v in req.query.items()}
         try:
             limit = int(args.get("limit", "100"))
@@ -214,7 +223,7 @@ class AsanaFake(FakeServer):
         if args.get("actor_type") and args["actor_type"] not in ACTOR_TYPES:
             return error(400, f"actor_type: Not a valid enum value: {args['actor_type']}")
         query = "&".join(f"{k}={args[k]}" for k in sorted(args) if k not in ("offset", "limit"))
-        cache_key = f"{self._generation}?{req.query.get('offset', [''])[0]}&{query}&limit={limit}"
+        cache_key = f"{self._generation}/{workspace}?{req.query.get('offset', [''])[0]}&{query}&limit={limit}"
         with self._data_lock:
             cached = self._pages.get(cache_key)
             if cached is not None:
@@ -225,10 +234,10 @@ class AsanaFake(FakeServer):
                 if position is None:
                     return error(400, "offset: Your pagination token is invalid or has expired. "
                                       "Please restart pagination without an offset.")
-            lo = 0 if start is None else bisect.bisect_left(self._keys, (start, -1))
+            lo = 0 if start is None else bisect.bisect_left(keys, (start, -1))
             if position is not None:
-                lo = max(lo, bisect.bisect_right(self._keys, position))
-            hi = len(self._keys) if end is None else bisect.bisect_left(self._keys, (end, -1))
+                lo = max(lo, bisect.bisect_right(keys, position))
+            hi = len(keys) if end is None else bisect.bisect_left(keys, (end, -1))
             wanted = [(k, v) for k, v in (("event_type", args.get("event_type")), ("actor_gid", args.get("actor_gid")),
                                           ("resource_gid", args.get("resource_gid")),
                                           ("actor_type", args.get("actor_type"))) if v]
@@ -236,14 +245,14 @@ class AsanaFake(FakeServer):
             last = position
             i = lo
             while i < hi and len(page) < limit:
-                event = self._events[i]
+                event = events[i]
                 if not wanted or _matches(event, wanted):
                     page.append(json.dumps(event, separators=(",", ":")).encode())
-                    last = self._keys[i]
+                    last = keys[i]
                 i += 1
             anything = bool(page) or position is not None or any(
-                not wanted or _matches(self._events[j], wanted)
-                for j in range(0 if start is None else bisect.bisect_left(self._keys, (start, -1)), hi))
+                not wanted or _matches(events[j], wanted)
+                for j in range(0 if start is None else bisect.bisect_left(keys, (start, -1)), hi))
             if anything:
                 offset = self._offset(last if last is not None else (start if start is not None else 0, -1), query)
                 path = f"/workspaces/{workspace}/audit_log_events?limit={limit}&offset={offset}"
@@ -278,10 +287,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--token", default="2/1204/1207:fake-service-account")
     parser.add_argument("--workspace-gid", default="12345")
+    parser.add_argument("--workspaces", type=int, default=1,
+                        help="serve this many workspaces (gids counting up from --workspace-gid), --events each")
     parser.add_argument("--ready-file")
     args = parser.parse_args(argv)
     fake = AsanaFake(events=args.events, seed=args.seed, span=args.span, token=args.token,
-                     workspace_gid=args.workspace_gid, port=args.port)
+                     workspace_gid=args.workspace_gid, workspaces=args.workspaces, port=args.port)
     serve_forever_cli(fake, args.ready_file)
 
 

@@ -216,6 +216,10 @@ def test_install_run_remove_purge(installed: None) -> None:
     st = config.stat()
     assert stat.S_IMODE(st.st_mode) == 0o640 and st.st_uid == 0
     assert grp.getgrgid(st.st_gid).gr_name == "siem-forwarder"
+    # The state directory (the user's home) exists before the unit ever starts, so `check`
+    # run by hand as the service user does not fail on it.
+    home = Path("/var/lib/siem-forwarder").stat()
+    assert home.st_uid == user.pw_uid and stat.S_IMODE(home.st_mode) == 0o750
 
     version = run("/usr/bin/siem-forwarder", "--version")
     assert VERSION in version.stdout + version.stderr

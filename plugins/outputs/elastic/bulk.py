@@ -330,9 +330,6 @@ class ElasticBulk(Output):
         return (f"index {name} does not exist yet; it is created on the first write if action.auto_create_index "
                 f"allows it")
 
-    def close(self) -> None:
-        self.http.close()
-
 
 def _json(resp: Any) -> Any:
     try:

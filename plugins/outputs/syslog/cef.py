@@ -21,21 +21,22 @@ declares; its Severity the event's ``severity``, else the source's declared one 
 this module knows no source type.
 
 The formatter is pure and sits on the hot path: per vendor and product the
-header prefix is built once, escaping is a fast check followed by ``str.replace`` in the common
-case, and time conversion avoids ``datetime`` for well-formed timestamps.
+header prefix is built once, escaping is a fast check and, only for a value that needs it, one
+``str.translate``, and time conversion avoids ``datetime`` for well-formed timestamps.
 """
 from __future__ import annotations
 
 import ipaddress
 import re
 import sys
-from datetime import date
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
 from forwarder_core import __version__
 from forwarder_core.cef_parser import FORBIDDEN_CODEPOINTS, CEFError, main, parse_cef, strip_syslog_header
-from forwarder_core.plugin_api import parse_time, targets_of, traits_of
+from forwarder_core.plugin_api import targets_of, traits_of
+from forwarder_core.times import parse_ms
 
 __all__ = ["CEFError", "format_event", "format_parts", "main", "parse_cef", "strip_syslog_header", "truncate"]
 
@@ -113,66 +114,29 @@ _HEADER_TABLE = _base_table()
 _HEADER_TABLE.update({ord("\\"): "\\\\", ord("|"): "\\|", ord("\n"): " ", ord("\r"): " "})
 
 
-def escape_value(value: str) -> str:
-    """Escape an extension value: ``\\`` ``=`` LF CR per the spec, other unsafe characters replaced."""
-    if value.isprintable():
-        if "\\" in value or "=" in value:
-            return value.replace("\\", "\\\\").replace("=", "\\=")
-        return value
-    return value.translate(_VALUE_TABLE)
+def _escaper(table: dict[int, str], special: str) -> Callable[[str], str]:
+    """The escape function of one table: every character of ``table`` replaced, in one ``str.translate``.
 
-
-def escape_header(value: str) -> str:
-    """Escape a header field: ``\\`` and ``|``; line breaks become spaces (the header cannot hold them)."""
-    if value.isprintable():
-        if "\\" in value or "|" in value:
-            return value.replace("\\", "\\\\").replace("|", "\\|")
-        return value
-    return value.translate(_HEADER_TABLE)
-
-
-# --------------------------------------------------------------------------- time
-
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-_SECONDS: dict[str, int] = {}
-_SECONDS_MAX = 65536
-
-
-def _epoch_seconds(prefix: str) -> int:
-    """Epoch seconds of ``YYYY-MM-DDTHH:MM:SS`` (UTC); ValueError when it is not a real time."""
-    hour, minute, second = int(prefix[11:13]), int(prefix[14:16]), int(prefix[17:19])
-    if not (prefix[13] == prefix[16] == ":" and prefix[11:19].replace(":", "").isdigit()
-            and hour < 24 and minute < 60 and second < 60):
-        raise ValueError(f"not a time: {prefix!r}")
-    day = date.fromisoformat(prefix[:10]).toordinal() - _EPOCH_ORDINAL
-    return day * 86400 + hour * 3600 + minute * 60 + second
-
-
-def epoch_ms(timestamp: str) -> int:
-    """Milliseconds since the epoch of an RFC 3339 UTC timestamp (the normalized ``timestamp``).
-
-    Well-formed ``YYYY-MM-DDTHH:MM:SS[.fff...]Z`` strings are converted with integer arithmetic
-    and a cache per second (events of a busy log share their seconds); anything else goes
-    through :func:`parse_time`, which raises ValueError on what is not a time at all.
+    Most values need nothing: a printable string without either ``special`` character is
+    returned as it is, since that check costs 80-260 ns on a 26-113 character value where a
+    ``translate`` with this table costs 0.7-1.9 us (CPython's ASCII fast path gives up on the
+    two-character escapes). A closure, so a call is one frame on the hot path.
     """
-    if len(timestamp) >= 20 and timestamp[10] == "T" and timestamp[-1] == "Z":
-        prefix = timestamp[:19]
-        seconds = _SECONDS.get(prefix)
-        try:
-            if seconds is None:
-                seconds = _epoch_seconds(prefix)
-                if len(_SECONDS) >= _SECONDS_MAX:
-                    _SECONDS.clear()
-                _SECONDS[prefix] = seconds
-            if len(timestamp) == 20:
-                return seconds * 1000
-            digits = timestamp[20:-1]
-            if timestamp[19] == "." and digits.isdigit() and digits.isascii():
-                return seconds * 1000 + int((digits + "00")[:3])
-        except ValueError:
-            pass
-    dt = parse_time(timestamp)
-    return int(dt.timestamp()) * 1000 + dt.microsecond // 1000
+    first, second = special[0], special[1]
+
+    def escape(value: str) -> str:
+        if value.isprintable() and first not in value and second not in value:
+            return value
+        return value.translate(table)
+
+    return escape
+
+
+escape_value = _escaper(_VALUE_TABLE, "\\=")
+"""Escape an extension value: ``\\`` ``=`` LF CR per the spec, other unsafe characters replaced."""
+
+escape_header = _escaper(_HEADER_TABLE, "\\|")
+"""Escape a header field: ``\\`` and ``|``; line breaks become spaces (the header cannot hold them)."""
 
 
 # --------------------------------------------------------------------------- formatting
@@ -193,25 +157,60 @@ def _ip_or_none(text: str) -> str | None:
         return None
 
 
-_HEADERS: dict[tuple[Any, ...], str] = {}
+class _SourceHeader:
+    """What the CEF header of one source block needs, prepared once: the escaped
+    ``CEF:0|Vendor|Product|Version|`` prefix, the declared Name and Severity, and the whole
+    headers made so far by (class id, name, severity), bounded: a log has few of them."""
+
+    __slots__ = ("prefix", "cef_name", "severity", "headers")
+
+    def __init__(self, vendor: str, product: str, version: str, cef_name: str, severity: int):
+        self.prefix = (f"CEF:0|{escape_header(vendor or 'unknown')}|{escape_header(product or 'unknown')}"
+                       f"|{escape_header(version)}|")
+        self.cef_name = cef_name
+        self.severity = severity
+        self.headers: dict[tuple[str, str, int], str] = {}
+
+    def header(self, event_class: str, name: str, severity: int) -> str:
+        key = (event_class, name, severity)
+        header = self.headers.get(key)
+        if header is None:
+            header = self.prefix + escape_header(event_class) + "|" + escape_header(name) + "|" + str(severity) + "|"
+            if len(self.headers) >= _HEADERS_MAX:
+                self.headers.clear()
+            self.headers[key] = header
+        return header
+
+
 _HEADERS_MAX = 4096
-"""Whole headers by (vendor, product, version, class id, name, severity): a log has few of them."""
+_SOURCE_HEADERS: dict[tuple[Any, ...], _SourceHeader] = {}
+_SOURCE_HEADERS_MAX = 256
 
 
-@lru_cache(maxsize=256)
-def _header_prefix(vendor: str, product: str, version: str) -> str:
-    return f"CEF:0|{escape_header(vendor or 'unknown')}|{escape_header(product or 'unknown')}|{escape_header(version)}|"
-
-
-@lru_cache(maxsize=256)
-def _source_defaults(source_type: str, product: str, cef_name: str | None, severity: int | None) -> tuple[str, int]:
-    """The declared (Name, Severity) of a source block, defaults filled; blocks of one source repeat."""
-    traits = traits_of({"type": source_type, "product": product, "cef_name": cef_name, "severity": severity})
-    return traits.cef_name, traits.severity
+def _source_header(source: dict[str, Any], version: str) -> _SourceHeader:
+    """The prepared header of an event's ``source`` block, looked up by the block's values (one
+    lookup per event instead of two caches and a six-part key), so it holds for events that
+    came through the disk buffer with blocks of their own as well as for the shared block."""
+    vendor, product = source.get("vendor", ""), source.get("product", "")
+    source_type, cef_name, severity = source.get("type", ""), source.get("cef_name"), source.get("severity")
+    key = (vendor, product, source_type, cef_name, severity, version)
+    prepared = _SOURCE_HEADERS.get(key)
+    if prepared is None:
+        traits = traits_of({"type": source_type, "product": product, "cef_name": cef_name, "severity": severity})
+        prepared = _SourceHeader(vendor, product, version, traits.cef_name, traits.severity)
+        if len(_SOURCE_HEADERS) >= _SOURCE_HEADERS_MAX:
+            _SOURCE_HEADERS.clear()
+        _SOURCE_HEADERS[key] = prepared
+    return prepared
 
 
 def _text(value: Any) -> str:
     return value if type(value) is str else ("" if value is None else str(value))
+
+
+_KEY_PREFIX = {key: key + "=" for key in EXTENSION_KEYS}
+_LABEL_ITEM = {key: f"{key}Label={label}" for key, label in CUSTOM_LABELS.items()}
+"""``key=`` of every key and the whole label item of every custom field, built once, not per value."""
 
 
 def _put(parts: list[str], key: str, value: Any) -> None:
@@ -223,16 +222,13 @@ def _put(parts: list[str], key: str, value: Any) -> None:
     limit = EXTENSION_KEYS[key]
     if len(value) > limit:
         value = value[:limit]
-    if value.isprintable() and "\\" not in value and "=" not in value:
-        parts.append(key + "=" + value)
-    else:
-        parts.append(key + "=" + escape_value(value))
+    parts.append(_KEY_PREFIX[key] + escape_value(value))
 
 
 def _put_custom(parts: list[str], key: str, value: Any) -> None:
     if value:
         _put(parts, key, value)
-        parts.append(key + "Label=" + CUSTOM_LABELS[key])
+        parts.append(_LABEL_ITEM[key])
 
 
 _REPEATED: dict[tuple[str, str], tuple[str, ...]] = {}
@@ -284,28 +280,16 @@ def format_parts(event: dict[str, Any], version: str = __version__) -> tuple[str
     (:func:`truncate`) and can derive the syslog priority from the severity;
     :func:`format_event` joins them.
     """
-    source = event["source"]
-    product = source.get("product", "")
-    default_name, default_severity = _source_defaults(source.get("type", ""), product, source.get("cef_name"),
-                                                      source.get("severity"))
-
+    prepared = _source_header(event["source"], version)
     action = _text(event.get("action"))
     message = _text(event.get("message"))
     event_class = action[: HEADER_MAX["event_class_id"]] if action else DEFAULT_EVENT_CLASS
-    name = _text(event.get("name")) or action or default_name
+    name = _text(event.get("name")) or action or prepared.cef_name
     name = name[: HEADER_MAX["name"]]
-    severity = severity_of(event, default_severity)
-    vendor = source.get("vendor", "")
-    key = (vendor, product, version, event_class, name, severity)
-    header = _HEADERS.get(key)
-    if header is None:
-        header = (_header_prefix(vendor, product, version)
-                  + escape_header(event_class) + "|" + escape_header(name) + "|" + str(severity) + "|")
-        if len(_HEADERS) >= _HEADERS_MAX:
-            _HEADERS.clear()
-        _HEADERS[key] = header
+    severity = severity_of(event, prepared.severity)
+    header = prepared.header(event_class, name, severity)
 
-    parts: list[str] = ["rt=" + str(epoch_ms(event["timestamp"]))]
+    parts: list[str] = ["rt=" + str(parse_ms(event["timestamp"]))]
     event_id = _text(event["id"])
     _put(parts, "externalId", event_id)
     if len(event_id) > 40:

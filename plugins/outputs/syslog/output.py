@@ -152,7 +152,7 @@ class SyslogCEF(Output):
         endpoint = Endpoint(opts["host"], int(opts["port"]), float(opts.get("timeout", 30)))
         self.endpoint = endpoint
         if self.protocol == "udp":
-            self.conn: StreamConnection | DatagramConnection = DatagramConnection(endpoint)
+            self.conn: StreamConnection | DatagramConnection = context.closing(DatagramConnection(endpoint))
         else:
             context_ = None
             if self.protocol == "tls":
@@ -160,7 +160,7 @@ class SyslogCEF(Output):
                 if not opts.get("tls_verify", True):
                     self.log.warning("output %s: TLS certificate verification is OFF (tls_verify: false); anyone on "
                                      "the path to %s can read and alter these audit events", self.name, endpoint)
-            self.conn = StreamConnection(endpoint, context_)
+            self.conn = context.closing(StreamConnection(endpoint, context_))
         self._backoff = 0.0
         self._next_attempt = 0.0
         self._verdict_deadline: float | None = None
@@ -311,9 +311,6 @@ class SyslogCEF(Output):
             verified = (" with a verified TLS handshake" if self.options.get("tls_verify", True)
                         else " over TLS without verifying the server (tls_verify: false)")
         return f"connected to {self.endpoint} over {self.protocol}{verified}; the receiver kept the connection open"
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 @hookimpl

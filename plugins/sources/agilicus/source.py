@@ -292,9 +292,6 @@ class _AgilicusSource(Source):
         self._fetch(to_us(now - timedelta(minutes=5)), to_us(now), 1)
         return f"read {self.path} at {self.http.base_url}"
 
-    def close(self) -> None:
-        self.http.close()
-
 
 def _narrower(records: list[Any], lo: int, hi: int) -> int:
     """The width to try after ``[lo, hi)`` came back full: cut just before a dominant instant.

@@ -385,11 +385,6 @@ class PangeaSource(Source):
         size = (root.get("data") or {}).get("size") if isinstance(root.get("data"), dict) else None
         return f"authenticated to Pangea Secure Audit Log at {self.base_url} (tree size {size})"
 
-    def close(self) -> None:
-        self.client.close()
-        if self.ledger is not None:
-            self.ledger.client.close()
-
 
 # --------------------------------------------------------------------------- helpers
 

@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from forwarder_core import __version__
+from forwarder_core.cef_parser import FORBIDDEN_CODEPOINTS
+from forwarder_core.times import parse_ms
 from forwarder_core.plugin_api import traits_of
 from siem_forwarder_plugins.outputs.syslog import cef
 from siem_forwarder_plugins.outputs.syslog.cef import CEFError, format_event, format_parts, parse_cef, truncate
@@ -201,6 +203,46 @@ def test_unsafe_characters_are_replaced_not_passed_through() -> None:
                           "nbsp\u00a0 zwj\u200d")
 
 
+def _old_table(specials: dict[int, str]) -> dict[int, str]:
+    table = {c: "\ufffd" for c in FORBIDDEN_CODEPOINTS}
+    table[ord("\t")] = " "
+    table.update(specials)
+    return table
+
+
+_OLD_VALUE_TABLE = _old_table({ord("\\"): "\\\\", ord("="): "\\=", ord("\n"): "\\n", ord("\r"): "\\r"})
+_OLD_HEADER_TABLE = _old_table({ord("\\"): "\\\\", ord("|"): "\\|", ord("\n"): " ", ord("\r"): " "})
+
+
+def old_escape_value(value: str) -> str:
+    """The escaping as it was before it became one str.translate, kept to judge the new one."""
+    if value.isprintable():
+        if "\\" in value or "=" in value:
+            return value.replace("\\", "\\\\").replace("=", "\\=")
+        return value
+    return value.translate(_OLD_VALUE_TABLE)
+
+
+def old_escape_header(value: str) -> str:
+    if value.isprintable():
+        if "\\" in value or "|" in value:
+            return value.replace("\\", "\\\\").replace("|", "\\|")
+        return value
+    return value.translate(_OLD_HEADER_TABLE)
+
+
+ESCAPE_TEXT = st.lists(st.one_of(st.sampled_from(list("|=\\\n\r\t\x00\x7f\x85\u2028\ud800\u00a0\u200d")),
+                                 st.characters(blacklist_categories=()), st.text(max_size=8)), max_size=30).map("".join)
+
+
+@settings(max_examples=1000)
+@given(ESCAPE_TEXT)
+@example("a=b\\c|d\ne\rf\tg")
+def test_escaping_is_byte_for_byte_what_it_was(value: str) -> None:
+    assert cef.escape_value(value) == old_escape_value(value)
+    assert cef.escape_header(value) == old_escape_header(value)
+
+
 # --------------------------------------------------------------------------- fuzz: round trip
 
 HOSTILE = st.sampled_from(list("|=\\\n\r \t\x00\x1b\x7f\x85\u2028\u00a0é日😀") + [" k=", "\\n", "\\=", "CEF:0|"])
@@ -289,7 +331,7 @@ def test_any_field_values_make_one_message_that_parses_back(ev: dict[str, Any]) 
     assert expected_text(text, header=True) == text, "a raw control character or line break got into the message"
     header, ext = parse_cef(text)
     rt = ext.pop("rt")
-    assert int(rt) == cef.epoch_ms(ev["timestamp"])
+    assert int(rt) == parse_ms(ev["timestamp"])
     assert ext == expected_extension(ev)
     vendor, product = ev["source"]["vendor"], ev["source"]["product"]
     assert header[1] == expected_text(vendor, header=True)

@@ -1,0 +1,107 @@
+"""The benchmark counts a program with every process it starts: memory, threads and CPU.
+
+A forwarder with worker processes is one program; ``wait4`` alone would see only its main
+process's memory and miss the CPU of any worker it did not reap. These tests build a small
+tree of processes and check the sums, never a time.
+"""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[2]
+MB = 1 << 20
+
+
+def bench_module(name: str) -> ModuleType:
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+
+
+# A parent with two children; each child holds 40 MB written (so resident) and runs a second
+# thread, says so on stdout, and exits when its stdin closes. The parent prints "ready" once
+# both have, and lets them go when its own stdin closes.
+TREE = textwrap.dedent("""
+    import subprocess, sys
+    CHILD = '''
+    import sys, threading
+    held = b"x" * (40 << 20)
+    threading.Thread(target=sys.stdin.read, daemon=True).start()
+    print("up", flush=True)
+    sys.stdin.read()
+    '''
+    kids = [subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            for _ in range(2)]
+    for kid in kids:
+        assert kid.stdout.readline() == b"up\\n"
+    print("ready", flush=True)
+    sys.stdin.read()
+    for kid in kids:
+        kid.stdin.close()
+        kid.wait()
+""")
+
+
+def test_a_sample_sums_memory_threads_and_processes_over_the_tree() -> None:
+    proctree = bench_module("proctree")
+    parent = subprocess.Popen([sys.executable, "-c", TREE], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == b"ready\n"
+        sampler = proctree.TreeSampler(parent.pid)
+        sampler.sample()
+    finally:
+        assert parent.stdin is not None
+        parent.stdin.close()
+        assert parent.wait(60) == 0
+    usage = sampler.stop()
+    assert usage.samples == 1
+    assert usage.peak_processes == 3
+    assert usage.peak_threads >= 1 + 2 * 2
+    assert usage.peak_rss_kb * 1024 >= 2 * 40 * MB
+
+
+# A parent whose two children each burn CPU, report their own user+system seconds, and are reaped.
+WORKERS = textwrap.dedent("""
+    import subprocess, sys
+    CHILD = '''
+    import os
+    n = 0
+    for i in range(3_000_000):
+        n += i * i
+    t = os.times()
+    print(t.user + t.system)
+    '''
+    kids = [subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE) for _ in range(2)]
+    print(sum(float(kid.communicate()[0]) for kid in kids))
+""")
+
+
+def test_the_cpu_of_the_children_is_counted_with_the_parent(tmp_path: Path) -> None:
+    run = bench_module("run")
+    m = run.measure([sys.executable, "-c", WORKERS], tmp_path, label="tree")
+    assert m.returncode == 0, m.output
+    children = float(m.output.split()[-1])
+    assert children > 0
+    assert m.cpu >= m.cpu_wait4 >= children  # the kernel's own accounting, no clock involved
+    assert m.processes >= 1 and m.threads >= 1 and m.tree_rss_mb >= m.rss_mb
+
+
+def test_a_root_that_is_gone_gives_no_sample() -> None:
+    proctree = bench_module("proctree")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid names no process now
+    sampler = proctree.TreeSampler(gone.pid)
+    sampler.sample()
+    assert sampler.stop().samples == 0
