@@ -31,9 +31,13 @@ class App:
     lock: StateLock
     outputs: list[Any] = field(default_factory=list)  # OutputRunner or BufferedOutputRunner
     sources: list[SourceRunner] = field(default_factory=list)
+    workers: Any = None
+    """The :class:`~forwarder_core.workers.WorkerPool`, where ``workers`` is on."""
 
     def close(self) -> None:
         self.stop.set()  # wakes every retry wait and drainer; nothing uncommitted is lost
+        if self.workers is not None:
+            self.workers.close()
         for runner in self.sources:
             try:
                 runner.source.close()
@@ -99,6 +103,10 @@ def build_app(config: Config, plugins: PluginSet, *, metrics: Metrics | None = N
                             comp.name)
                 continue
             app.sources.append(runner)
+        if config.workers > 0:
+            from forwarder_core import workers
+
+            app.workers = workers.attach(config, plugins, app.sources, stop, metrics)
     except BaseException:
         app.close()
         raise

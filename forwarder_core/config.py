@@ -43,6 +43,19 @@ class Config:
     def setting(self, section: str, key: str, default: Any) -> Any:
         return (self.settings.get(section) or {}).get(key, default)
 
+    @property
+    def workers(self) -> int:
+        """How many worker processes prepare pages (0: the main process does)."""
+        return worker_count(self.settings.get("workers", "auto"))
+
+
+def worker_count(setting: Any) -> int:
+    """``workers:`` as a number: ``auto`` leaves one of the CPUs this process may use to the main
+    process (which pages, delivers and commits), so one CPU means none."""
+    if setting == "auto":
+        return max(0, len(os.sched_getaffinity(0)) - 1)
+    return int(setting)
+
 
 def config_files(path: str) -> list[str]:
     """``config.yaml`` merges ``conf.d/*.yaml`` beside it; ``NAME.yaml`` merges ``NAME.d/*.yaml``."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import backoff
 
+from forwarder_core.encoded import EncodedEvents
 from forwarder_core.errors import OutputError
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import Output, SendResult
@@ -26,6 +27,9 @@ REMIND_EVERY = 600.0
 
 class OutputRunner:
     """One output instance plus its delivery policy. Thread-safe: ``send`` is serialized."""
+
+    accepts_encoded = True
+    """:meth:`deliver` takes a batch encoded in a worker (:class:`EncodedEvents`) as well as events."""
 
     def __init__(self, output: Output, dead_letter: SetAside, metrics: Metrics, stop: threading.Event,
                  *, max_backoff: float = 300.0, logger: logging.Logger | None = None):
@@ -67,21 +71,25 @@ class OutputRunner:
 
     # ------------------------------------------------------------------ delivery
 
-    def deliver(self, events: list[dict[str, Any]], source_name: str, give_up_at: float | None = None,
+    def deliver(self, events: list[dict[str, Any]] | EncodedEvents, source_name: str, give_up_at: float | None = None,
                 tally: dict[str, int] | None = None) -> bool:
         """Send until every event is accepted or dead-lettered; False if stopped or given up.
 
+        ``events`` is the normalized events (sent with ``send``) or their batch encoded in a
+        worker (sent with ``send_encoded``; a retry sends the sub-batch of what is pending).
         ``tally`` (for the source's ledger) gets ``accepted`` and ``dead_lettered`` added.
         """
         pending = list(range(len(events)))
         waits = backoff.expo(base=2, factor=0.5, max_value=self.max_backoff)
         next(waits)
         while pending:
-            batch = [events[i] for i in pending]
             wait: float | None = None
             try:
                 with self.lock:
-                    result = self.output.send(batch)
+                    if isinstance(events, EncodedEvents):
+                        result = self.output.send_encoded(events.batch.take(pending))
+                    else:
+                        result = self.output.send([events[i] for i in pending])
                 if not isinstance(result, SendResult):
                     result = SendResult()
             except OutputError as exc:
@@ -109,7 +117,7 @@ class OutputRunner:
         self._set_state("ok", "")
         return True
 
-    def _apply(self, result: SendResult, events: list[dict[str, Any]], pending: list[int], source_name: str,
+    def _apply(self, result: SendResult, events: list[dict[str, Any]] | EncodedEvents, pending: list[int], source_name: str,
                tally: dict[str, int] | None = None) -> list[int]:
         """Record a verdict: dead-letter the rejects, count the accepted, return what to retry.
 
@@ -121,8 +129,8 @@ class OutputRunner:
         rejected = {pending[i]: reason for i, reason in result.rejected.items()
                     if 0 <= i < len(pending) and pending[i] not in retried}
         if rejected:
-            records = [SetAside.record(source_name, redact(reason), events[i].get("id"), events[i].get("raw"),
-                                       output=self.name) for i, reason in rejected.items()]
+            records = [SetAside.record(source_name, redact(reason), *_id_and_raw(events, i), output=self.name)
+                       for i, reason in rejected.items()]
             self.dead_letter.write(self.name, records)
             self.metrics.inc("events_dead_lettered_total", len(records), output=self.name, source=source_name)
             first = next(iter(rejected.values()))
@@ -143,3 +151,9 @@ class OutputRunner:
             self.output.close()
         except Exception as exc:
             self.log.warning("output %s: close failed: %s", self.name, redact(str(exc)))
+
+
+def _id_and_raw(events: list[dict[str, Any]] | EncodedEvents, i: int) -> tuple[Any, Any]:
+    if isinstance(events, EncodedEvents):
+        return events.ids[i], events.raws[i]
+    return events[i].get("id"), events[i].get("raw")

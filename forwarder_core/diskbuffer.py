@@ -111,6 +111,9 @@ class DiskBuffer:
 class BufferedOutputRunner:
     """Looks like an :class:`OutputRunner` to the pipeline; delivery happens in its own thread."""
 
+    accepts_encoded = False
+    """The buffer keeps normalized events: a page prepared in a worker brings them back for it."""
+
     def __init__(self, inner: OutputRunner, state_dir: str, max_bytes: int | None):
         self.inner = inner
         self.name = inner.name

@@ -47,7 +47,7 @@ class EncodedEvents:
 
     batch: Encoded
     ids: list[str | None]
-    raws: list[Any]
+    raws: Sequence[Any]
 
     def __len__(self) -> int:
         return len(self.batch)

@@ -14,16 +14,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forwarder_core.checkpoint import CheckpointStore
 from forwarder_core.delivery import OutputRunner
 from forwarder_core.ledger import NO_OUTPUT, Ledger, LedgerError, strict
 from forwarder_core.metrics import Metrics
+from forwarder_core.pagework import PreparedPage
 from forwarder_core.plugin_api import Page, Source, parse_time
 from forwarder_core.prepare import Preparer, TransformEvents
 from forwarder_core.secrets import redact
 from forwarder_core.setaside import SetAside
+
+if TYPE_CHECKING:
+    from forwarder_core.workers import Offload
 
 Progress = Callable[["SourceResult"], None]
 _tuned = threading.Lock()
@@ -141,6 +145,8 @@ class SourceRunner:
         self.page_delivered = page_delivered
         self.log = logger or logging.getLogger("siem_forwarder.pipeline")
         self.preparer = Preparer(source, transform)
+        self.offload: Offload | None = None
+        """Set where worker processes prepare this source's pages (:mod:`forwarder_core.workers`)."""
         self.last_success = 0.0
         self.last_event = 0.0
 
@@ -151,7 +157,7 @@ class SourceRunner:
         checkpoint = self.store.get(self.name)
         cursor = checkpoint.cursor if checkpoint else None
         backlog = self._backlog(cursor)
-        prefetch = _Prefetcher(self.source.poll(cursor), self.name)
+        prefetch = _Prefetcher(self._poll(cursor), self.name)
         try:
             for page in prefetch:
                 if not self._ship(page, result, give_up_after):
@@ -225,59 +231,73 @@ class SourceRunner:
 
     # ------------------------------------------------------------------ one page
 
-    def _prepare(self, page: Page, ledger: Ledger) -> list[dict[str, Any]]:
-        prepared = self.preparer.prepare(page.events, page.ids)
-        if prepared.filtered:
-            ledger.filtered += prepared.filtered
-            self.metrics.inc("events_filtered_total", prepared.filtered, source=self.name)
-        if prepared.rejected:
+    def _poll(self, cursor: Any) -> Iterator[Page]:
+        """The source's pages; with workers, each handed to one as soon as it is fetched."""
+        pages = self.source.poll(cursor)
+        return pages if self.offload is None else self.offload.ahead(pages)
+
+    def _prepare(self, page: Page, ledger: Ledger) -> PreparedPage:
+        """The page prepared in its worker, or here (no workers, a small page, a worker that failed)."""
+        work = self.offload.take(page) if self.offload is not None else None
+        if work is None:
+            local = self.preparer.prepare(page.events, page.ids)
+            prepared, filtered, rejected = PreparedPage(local.events), local.filtered, local.rejected
+        else:
+            prepared = PreparedPage(work.events, work, page.events, self.preparer.raw_of)
+            filtered, rejected = work.filtered, work.rejected
+        if filtered:
+            ledger.filtered += filtered
+            self.metrics.inc("events_filtered_total", filtered, source=self.name)
+        if rejected:
             bad = [SetAside.record(self.name, r.reason, r.event_id, r.raw, integrity=r.integrity)
-                   for r in prepared.rejected]
+                   for r in rejected]
             self.quarantine.write(self.name, bad)
             ledger.quarantined += len(bad)
             self.metrics.inc("events_quarantined_total", len(bad), source=self.name)
             self.log.warning("source %s: %d event(s) set aside in %s (first: %s)", self.name, len(bad),
                              self.quarantine.path(self.name), redact(bad[0]["reason"])[:300])
-        return prepared.events
+        return prepared
 
     def _ship(self, page: Page, result: SourceResult, give_up_after: float | None) -> bool:
         read = len(page.events) + page.already_delivered + page.held_back
         result.polled += read
         self.metrics.inc("events_polled_total", read, source=self.name)
         ledger = Ledger(read=read, already_delivered=page.already_delivered, held_back=page.held_back)
-        events = self._prepare(page, ledger)
+        prepared = self._prepare(page, ledger)
+        count = len(prepared)
         give_up_at = time.monotonic() + give_up_after if give_up_after is not None else None
         if not self.routes:
-            ledger.delivered[NO_OUTPUT] = len(events)
+            ledger.delivered[NO_OUTPUT] = count
         for runner in self.routes:
             tally: dict[str, int] = {}
-            if events and not runner.deliver(events, self.name, give_up_at, tally=tally):
+            if count and not runner.deliver(prepared.for_output(runner.name), self.name, give_up_at, tally=tally):
                 why = "stopped" if self.stop.is_set() else f"output {runner.name} kept failing: {runner.reason}"
                 if not self.stop.is_set():
                     result.error = why
                 self.log.warning("source %s: page of %d event(s) not committed (%s); it will be sent again",
-                                 self.name, len(events), why)
+                                 self.name, count, why)
                 return False
             ledger.delivered[runner.name] = tally.get("accepted", 0)
             ledger.dead_lettered[runner.name] = tally.get("dead_lettered", 0)
         newest = page.newest
-        if newest is None and events:
-            newest = parse_time(max(e["timestamp"] for e in events))
+        stamp = prepared.newest() if newest is None and count else None
+        if stamp is not None:
+            newest = parse_time(stamp)
         self._check_ledger(ledger, "page")
-        self.store.commit(self.name, page.cursor, _iso(newest), len(events), self._watermark(page.cursor), ledger)
+        self.store.commit(self.name, page.cursor, _iso(newest), count, self._watermark(page.cursor), ledger)
         result.pages += 1
-        result.delivered += len(events)
+        result.delivered += count
         result.quarantined += ledger.quarantined
         result.filtered += ledger.filtered
         result.ledger.add(ledger)
         self._count_ledger(ledger)
         self.metrics.inc("pages_committed_total", source=self.name)
-        if events:
+        if count:
             self.last_event = time.time()
         if newest is not None:
             self.metrics.set("cursor_lag_seconds", max(0.0, time.time() - newest.timestamp()), source=self.name)
         if self.page_delivered is not None:
-            self.page_delivered(source_name=self.name, count=len(events), cursor=page.cursor)
+            self.page_delivered(source_name=self.name, count=count, cursor=page.cursor)
         return True
 
     def _check_ledger(self, ledger: Ledger, what: str) -> None:

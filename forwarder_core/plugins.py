@@ -20,6 +20,8 @@ from forwarder_core.hooks import Hooks
 from forwarder_core.registry import Registry, new_registries
 
 log = logging.getLogger("siem_forwarder.plugins")
+IN_PROCESS = "(registered in process)"
+"""The distribution of a plugin registered on the manager by code rather than through an entry point."""
 
 
 @dataclass
@@ -100,7 +102,7 @@ def build_registries(pm: pluggy.PluginManager, loaded: list[LoadedPlugin]) -> tu
     for plugin_name, plugin in pm.list_name_plugin():
         if plugin is None or plugin_name is None:
             continue
-        info = by_name.get(plugin_name) or LoadedPlugin(plugin_name, "(registered in process)", "", str(plugin))
+        info = by_name.get(plugin_name) or LoadedPlugin(plugin_name, IN_PROCESS, "", str(plugin))
         hooks = Hooks(pm, only=plugin)
         for register, registry in ((hooks.forwarder_register_sources, sources),
                                    (hooks.forwarder_register_outputs, outputs)):

@@ -50,7 +50,7 @@ class Preparer:
         self.validator = EventValidator(source.event_schema)
         self.transform = transform
         # Most sources keep the page item as the raw event: skip a call per event for them.
-        self._raw_of = None if type(source).raw_event is Source.raw_event else source.raw_event
+        self.raw_of = None if type(source).raw_event is Source.raw_event else source.raw_event
 
     def prepare(self, items: Sequence[Any], ids: Sequence[str | None] | None = None) -> Prepared:
         """Each item checked against the raw schema, normalized, checked against the event schema.
@@ -61,7 +61,7 @@ class Preparer:
         """
         out = Prepared()
         normalize = self.source.normalize_as
-        raw_of = self._raw_of
+        raw_of = self.raw_of
         raw_ok = self.validator.check_raw
         event_ok = self.validator.check_event
         events, origins, rejected = out.events, out.origins, out.rejected

@@ -1,0 +1,184 @@
+"""The page task of a worker process: a page's raw events in, its encoded batches and counts out.
+
+A worker builds its own plugin manager from the installed entry points (and ``plugin_paths``),
+and its own source and output instances from the same config document the main process
+validated, then does the per-event CPU work of a page: raw and event schema checks, normalize,
+the plugins' transforms, and each routed output's :meth:`~forwarder_core.plugin_api.Output.encode_batch`.
+What it hands back is :class:`PageWork`: bytes per output and small metadata, never connections.
+The main process keeps paging, delivery, the ledger and the commit (:mod:`forwarder_core.workers`).
+
+This module imports no multiprocessing machinery, so the pipeline can name :class:`PageWork`
+without slowing ``--version``.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from forwarder_core.encoded import Encoded, EncodedEvents
+from forwarder_core.metrics import Metrics
+from forwarder_core.prepare import Preparer, Rejected
+
+log = logging.getLogger("siem_forwarder.workers")
+
+
+@dataclass
+class PageTask:
+    """What crosses into a worker for one page."""
+
+    source: str
+    items: list[Any]
+    ids: list[str | None] | None
+    encode_for: list[str]
+    """The routed outputs whose ``encode_batch`` runs in the worker."""
+    events_back: bool
+    """Whether the normalized events must cross back (a routed output that encodes in ``send``)."""
+
+
+@dataclass
+class PageWork:
+    """A page prepared in a worker: what the pipeline needs to deliver, count and commit it."""
+
+    origins: list[int]
+    """The page index each prepared event came from (dead letters take their raw event from there)."""
+    ids: list[str | None]
+    """Each prepared event's id, for dead-letter records."""
+    newest: str | None
+    """The newest prepared event's ``timestamp``."""
+    rejected: list[Rejected] = field(default_factory=list)
+    filtered: int = 0
+    encoded: dict[str, Encoded] = field(default_factory=dict)
+    events: list[dict[str, Any]] | None = None
+    counters: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+    """The counters plugins incremented in the worker, added to the main process's metrics."""
+
+    @property
+    def count(self) -> int:
+        return len(self.origins)
+
+
+class _Raws(Sequence[Any]):
+    """The raw events of the prepared events, read from the page the main process holds, only
+    when a dead-letter record asks for one."""
+
+    def __init__(self, items: Sequence[Any], origins: Sequence[int], raw_of: Any):
+        self._items, self._origins, self._raw_of = items, origins, raw_of
+
+    def __len__(self) -> int:
+        return len(self._origins)
+
+    def __getitem__(self, i: Any) -> Any:
+        item = self._items[self._origins[i]]
+        return item if self._raw_of is None else self._raw_of(item)
+
+
+class PreparedPage:
+    """A prepared page as the routed outputs receive it: the normalized events (in-process), or
+    a worker's :class:`PageWork` with the page it came from."""
+
+    def __init__(self, events: list[dict[str, Any]] | None, work: PageWork | None = None,
+                 items: Sequence[Any] = (), raw_of: Any = None):
+        self.events = events
+        self.work = work
+        self._raws: Sequence[Any] = _Raws(items, work.origins, raw_of) if work is not None else ()
+
+    def __len__(self) -> int:
+        return self.work.count if self.work is not None else len(self.events or ())
+
+    def for_output(self, name: str) -> list[dict[str, Any]] | EncodedEvents:
+        """What to deliver to output ``name``: its batch encoded in the worker, else the events."""
+        work = self.work
+        if work is not None and name in work.encoded:
+            return EncodedEvents(work.encoded[name], work.ids, self._raws)
+        if self.events is None:
+            raise RuntimeError(f"output {name}: the page's events did not come back from the worker")
+        return self.events
+
+    def newest(self) -> str | None:
+        """The newest event's ``timestamp``."""
+        if self.work is not None:
+            return self.work.newest
+        return max((e["timestamp"] for e in self.events or ()), default=None)
+
+
+# --------------------------------------------------------------------------- inside a worker
+
+_worker: _Worker | None = None
+
+
+class _Worker:
+    """The plugins, sources and outputs of one worker process, built once, at its start."""
+
+    def __init__(self, document: dict[str, Any], sources: set[str], outputs: set[str], plugin_paths: list[str],
+                 state_dir: str):
+        from forwarder_core.components import Leniency, check_components
+        from forwarder_core.plugins import load_plugins
+        from forwarder_core.problems import Problems
+        from forwarder_core.yamlsource import Located
+
+        plugins = load_plugins(plugin_paths)
+        nowhere = Located("(config)", document, None)
+        problems = Problems(lambda path: (nowhere, path))
+        self.metrics = Metrics()
+        stop = threading.Event()
+        hooks = plugins.hooks
+        transform = hooks.forwarder_transform_events if hooks.implemented("forwarder_transform_events") else None
+        self.preparers: dict[str, Preparer] = {}
+        self.outputs: dict[str, Any] = {}
+        from forwarder_core.app import instantiate
+
+        for comp in check_components(document, "sources", plugins.sources, problems, set(), Leniency()):
+            if comp is not None and comp.name in sources:
+                source = instantiate(plugins.sources, comp, state_dir, self.metrics, stop)
+                self.preparers[comp.name] = Preparer(source, transform)
+        for comp in check_components(document, "outputs", plugins.outputs, problems, set(), Leniency()):
+            if comp is not None and comp.name in outputs:
+                self.outputs[comp.name] = instantiate(plugins.outputs, comp, state_dir, self.metrics, stop)
+        hooks.forwarder_configure(config=document)
+
+    def run(self, task: PageTask) -> PageWork:
+        prepared = self.preparers[task.source].prepare(task.items, task.ids)
+        events = prepared.events
+        work = PageWork(prepared.origins, [e.get("id") for e in events],
+                        max((e["timestamp"] for e in events), default=None),
+                        prepared.rejected, prepared.filtered)
+        for name in task.encode_for:
+            encoded = self.outputs[name].encode_batch(events)
+            if encoded is None:
+                raise TypeError(f"output {name}: encode_batch returned None")
+            work.encoded[name] = encoded
+        if task.events_back:
+            work.events = events
+        work.counters = self._counters()
+        return work
+
+    def _counters(self) -> list[tuple[str, dict[str, str], float]]:
+        counters = [(n, labels, v) for n, labels, v in self.metrics.items() if n.endswith("_total") and v]
+        for name, labels, value in counters:
+            self.metrics.inc(name, -value, **labels)
+        return counters
+
+
+def start_worker(document: dict[str, Any], sources: set[str], outputs: set[str], plugin_paths: list[str],
+                 state_dir: str, log_level: str) -> None:
+    """The pool's initializer. A worker leaves the signals to the main process: SIGTERM or
+    SIGINT sent to the whole service (systemd does) must not kill a page the main process is
+    still draining; the main process stops the pool when it is done."""
+    global _worker
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    from forwarder_core.logs import setup_logging
+
+    setup_logging(log_level)
+    _worker = _Worker(document, sources, outputs, plugin_paths, state_dir)
+
+
+def run_task(task: PageTask) -> PageWork:
+    """The function a worker runs for each page."""
+    if _worker is None:
+        raise RuntimeError("worker process not started")
+    return _worker.run(task)

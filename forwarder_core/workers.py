@@ -1,0 +1,223 @@
+"""Worker processes that prepare and encode pages while the main process pages, delivers and commits.
+
+``workers: N`` starts a pool of N processes (forkserver: safe in a process that already runs
+threads) the first time a source hands over a page worth sending. Each source's pages are
+submitted in order, a few ahead of the one being delivered (:meth:`Offload.ahead`), and taken
+back in the same order (:meth:`Offload.take`), so pages are still delivered and committed one at
+a time, strictly in order, and a cursor never moves before its page was delivered.
+
+A page whose worker fails (the process died, the pool broke, the task raised) is prepared
+again in the main process with the same :class:`~forwarder_core.prepare.Preparer`, so nothing
+is skipped and the result is the one the in-process path gives; a broken pool is replaced for
+the pages after it. A source (or an output) whose plugin class says ``process_safe = False``,
+or that was registered in-process rather than through an entry point (a worker could not build
+it), has its pages prepared (its batches encoded) in the main process.
+
+Imported only where ``workers`` is above 0, so ``--version`` and one-CPU hosts never load the
+multiprocessing machinery.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING, Any
+
+from forwarder_core.config import Config, default_plugin_paths
+from forwarder_core.pagework import PageTask, PageWork, run_task, start_worker
+from forwarder_core.plugin_api import Output, Page
+from forwarder_core.plugins import IN_PROCESS, PluginSet
+from forwarder_core.secrets import redact
+
+if TYPE_CHECKING:
+    from forwarder_core.metrics import Metrics
+    from forwarder_core.pipeline import SourceRunner
+
+log = logging.getLogger("siem_forwarder.workers")
+
+SMALL_PAGE = 100
+"""Pages with fewer events are prepared in the main process: sending them to a worker and the
+result back costs about what preparing them does."""
+_WAIT_STEP = 1.0
+
+
+class WorkerPool:
+    """The worker processes of one running configuration; replaced whole on SIGHUP."""
+
+    def __init__(self, size: int, init_args: tuple[Any, ...]):
+        self.size = size
+        self._init_args = init_args
+        self._lock = threading.Lock()
+        self._executor: ProcessPoolExecutor | None = None
+        self._closed = False
+        self.restarts = 0
+
+    def submit(self, task: PageTask) -> tuple[Future[PageWork], ProcessPoolExecutor] | None:
+        """Queue a page; None once the pool is closed (the caller prepares it in-process)."""
+        with self._lock:
+            if self._closed:
+                return None
+            if self._executor is None:
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(["forwarder_core.pagework"])
+                self._executor = ProcessPoolExecutor(self.size, mp_context=context, initializer=start_worker,
+                                                     initargs=self._init_args)
+                log.info("%d worker process(es) prepare and encode pages", self.size)
+            executor = self._executor
+        try:
+            return executor.submit(run_task, task), executor
+        except (BrokenProcessPool, RuntimeError):  # broken, or shut down by close() meanwhile
+            self.broken(executor)
+            return None
+
+    def broken(self, executor: ProcessPoolExecutor) -> None:
+        """Retire a broken pool (once, however many pages saw it break); the next page starts a new one."""
+        with self._lock:
+            if self._executor is not executor:
+                return
+            self._executor = None
+            self.restarts += 1
+        log.warning("a worker process died; starting new worker processes for the pages after it")
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """Stop the workers once the pages in flight were taken back (or abandoned)."""
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+class Offload:
+    """One source's pages in the pool: submitted in order, a few ahead, taken back in order."""
+
+    def __init__(self, pool: WorkerPool, source: str, encode_for: list[str], events_back: bool,
+                 stop: threading.Event, metrics: Metrics):
+        self.pool = pool
+        self.source = source
+        self.encode_for = encode_for
+        self.events_back = events_back
+        self.stop = stop
+        self.metrics = metrics
+        self._pending: dict[int, tuple[Future[PageWork], ProcessPoolExecutor]] = {}
+
+    def ahead(self, pages: Iterator[Page]) -> Iterator[Page]:
+        """``pages``, each submitted to the pool up to ``pool.size`` pages before it is yielded."""
+        self._forget(list(self._pending))  # what an earlier, interrupted poll left behind
+        queue: deque[Page] = deque()
+        try:
+            for page in pages:
+                self._submit(page)
+                queue.append(page)
+                if len(queue) > self.pool.size:
+                    yield queue.popleft()
+            while queue:
+                yield queue.popleft()
+        finally:
+            self._forget([id(p) for p in queue])
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+
+    def _submit(self, page: Page) -> None:
+        if len(page.events) < SMALL_PAGE:
+            return
+        submitted = self.pool.submit(PageTask(self.source, page.events, page.ids, self.encode_for,
+                                              self.events_back))
+        if submitted is not None:
+            self._pending[id(page)] = submitted
+
+    def _forget(self, keys: list[int]) -> None:
+        for key in keys:
+            entry = self._pending.pop(key, None)
+            if entry is not None:
+                entry[0].cancel()
+
+    def take(self, page: Page) -> PageWork | None:
+        """The page's work from its worker; None: prepare it in-process (small page, a worker
+        that failed, or stopping)."""
+        entry = self._pending.pop(id(page), None)
+        if entry is None:
+            return None
+        future, executor = entry
+        while True:
+            try:
+                work = future.result(timeout=_WAIT_STEP)
+            except TimeoutError:
+                if self.stop.is_set():
+                    future.cancel()
+                    return None
+                continue
+            except CancelledError:
+                return None
+            except BrokenProcessPool:
+                log.warning("source %s: the worker preparing a page of %d event(s) died; the page is prepared "
+                            "again in the main process", self.source, len(page.events))
+                self.metrics.inc("worker_failures_total", source=self.source)
+                self.pool.broken(executor)
+                return None
+            except Exception as exc:
+                log.warning("source %s: a worker failed to prepare a page of %d event(s) (%s); the page is "
+                            "prepared again in the main process", self.source, len(page.events),
+                            redact(f"{type(exc).__name__}: {exc}")[:300])
+                self.metrics.inc("worker_failures_total", source=self.source)
+                return None
+            for name, labels, value in work.counters:
+                self.metrics.inc(name, value, **labels)
+            return work
+
+
+def encodes_in_worker(runner: Any, plugins: PluginSet) -> bool:
+    """Whether a worker may encode this output's batches: an in-memory-buffered output runner
+    whose plugin implements ``encode_batch``, may be rebuilt in a worker and came from an entry point."""
+    output = runner.output
+    return (getattr(runner, "accepts_encoded", False) and type(output).encode_batch is not Output.encode_batch
+            and _buildable(plugins.outputs, output.config.type))
+
+
+def _buildable(registry: Any, type_name: str) -> bool:
+    registered = registry.get(type_name) if registry is not None else None
+    return (registered is not None and registered.distribution != IN_PROCESS
+            and bool(getattr(registered.cls, "process_safe", True)))
+
+
+def _transforms_buildable(plugins: PluginSet) -> bool:
+    """A worker runs the transform hooks of the entry-point plugins only; one registered
+    in-process would be skipped there, so then every page is prepared in-process."""
+    loaded = {p.name for p in plugins.loaded if not p.error}
+    impls = plugins.pm.hook.forwarder_transform_events.get_hookimpls()
+    return all(impl.plugin_name in loaded for impl in impls)
+
+
+def attach(config: Config, plugins: PluginSet, runners: list[SourceRunner], stop: threading.Event,
+           metrics: Metrics) -> WorkerPool | None:
+    """Give each source that can use them the pool's workers; None when none can."""
+    size = config.workers
+    if size <= 0 or not runners or not _transforms_buildable(plugins):
+        return None
+    plans: list[tuple[SourceRunner, list[str], bool]] = []
+    outputs: set[str] = set()
+    for runner in runners:
+        if not _buildable(plugins.sources, runner.source.config.type):
+            log.info("source %s: its plugin prepares pages in the main process (process_safe = False, or "
+                     "not installed through an entry point)", runner.name)
+            continue
+        encode_for = [o.name for o in runner.routes if encodes_in_worker(o, plugins)]
+        plans.append((runner, encode_for, len(encode_for) < len(runner.routes)))
+        outputs.update(encode_for)
+    if not plans:
+        return None
+    wanted = config.settings.get("plugin_paths")
+    paths = [p for p in wanted if isinstance(p, str)] if isinstance(wanted, list) else []
+    pool = WorkerPool(size, (config.document, {r.name for r, _, _ in plans}, outputs, paths + default_plugin_paths(),
+                             config.state_dir,
+                             str(config.settings.get("log_level", "info"))))
+    for runner, encode_for, events_back in plans:
+        runner.offload = Offload(pool, runner.name, encode_for, events_back, stop, metrics)
+    return pool
+
