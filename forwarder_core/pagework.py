@@ -13,8 +13,10 @@ without slowing ``--version``.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +26,8 @@ from forwarder_core.metrics import Metrics
 from forwarder_core.prepare import Preparer, Rejected
 
 log = logging.getLogger("siem_forwarder.workers")
+PARENT_CHECK = 0.5
+"""Seconds between a worker's checks that its main process is still there."""
 
 
 @dataclass
@@ -163,7 +167,27 @@ class _Worker:
         return counters
 
 
-def start_worker(document: dict[str, Any], sources: set[str], outputs: set[str], plugin_paths: list[str],
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started (``/proc/<pid>/stat`` field 22), None if it is gone; with the
+    pid, this names one process even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _exit_with(main: int) -> None:
+    """A worker whose main process was killed (SIGKILL, OOM) must not outlive it: every worker
+    holds the pool's queues open, so none would see the end of its input, and the forkserver
+    waits for its workers."""
+    started = _started(main)
+    while started is not None and _started(main) == started:
+        time.sleep(PARENT_CHECK)
+    os._exit(0)
+
+
+def start_worker(main: int, document: dict[str, Any], sources: set[str], outputs: set[str], plugin_paths: list[str],
                  state_dir: str, log_level: str) -> None:
     """The pool's initializer. A worker leaves the signals to the main process: SIGTERM or
     SIGINT sent to the whole service (systemd does) must not kill a page the main process is
@@ -171,6 +195,7 @@ def start_worker(document: dict[str, Any], sources: set[str], outputs: set[str],
     global _worker
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(main,), name="main-watch", daemon=True).start()
     from forwarder_core.logs import setup_logging
 
     setup_logging(log_level)

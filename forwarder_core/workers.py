@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -214,7 +215,7 @@ def attach(config: Config, plugins: PluginSet, runners: list[SourceRunner], stop
         return None
     wanted = config.settings.get("plugin_paths")
     paths = [p for p in wanted if isinstance(p, str)] if isinstance(wanted, list) else []
-    pool = WorkerPool(size, (config.document, {r.name for r, _, _ in plans}, outputs, paths + default_plugin_paths(),
+    pool = WorkerPool(size, (os.getpid(), config.document, {r.name for r, _, _ in plans}, outputs, paths + default_plugin_paths(),
                              config.state_dir,
                              str(config.settings.get("log_level", "info"))))
     for runner, encode_for, events_back in plans:

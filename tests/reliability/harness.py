@@ -392,6 +392,8 @@ class Outcome:
     page_size: int
     expected: int
     buffer: str = "memory"
+    workers: int | None = None
+    """The ``workers:`` setting the daemon ran with (None: left to its default)."""
     kills: int = 0
     outages: Counter[str] = field(default_factory=Counter)
     received: int = 0
@@ -435,6 +437,7 @@ class Outcome:
         outages = ", ".join(f"{n} {k}" for k, n in sorted(self.outages.items())) or "none"
         extra = "".join(f", {k} {v}" for k, v in self.extra.items())
         name = self.output_type + (f" ({self.buffer} buffer)" if self.buffer != "memory" else "")
+        name += f" (workers {self.workers})" if self.workers is not None else ""
         return (f"{name:<12} rounds {self.rounds:>3}  kills {self.kills:>3}  outages [{outages}]  "
                 f"events {self.expected:>6}  received {self.received:>6}  missing {self.missing}  "
                 f"duplicates {self.duplicates} (bound {self.duplicate_bound}, max copies {self.max_copies}, "
@@ -443,9 +446,12 @@ class Outcome:
 
 
 def _config(workdir: Path, vendor: VendorProcess, sink: Sink, page_size: int, max_backoff: float,
-            buffer: str) -> dict[str, Any]:
-    return {"state_dir": str(workdir / "state"), "delivery": {"max_backoff": max_backoff},
-            "sources": [vendor.source_config(page_size)], "outputs": [{**sink.output(), "buffer": buffer}]}
+            buffer: str, workers: int | None) -> dict[str, Any]:
+    config = {"state_dir": str(workdir / "state"), "delivery": {"max_backoff": max_backoff},
+              "sources": [vendor.source_config(page_size)], "outputs": [{**sink.output(), "buffer": buffer}]}
+    if workers is not None:
+        config["workers"] = workers
+    return config
 
 
 def _kill(proc: subprocess.Popen[str]) -> None:
@@ -470,13 +476,13 @@ def _drain_stderr(proc: subprocess.Popen[str], into: list[str]) -> threading.Thr
 
 def run_rounds(workdir: Path, vendor: VendorProcess, sink: Sink, *, rounds: int, seed: int, page_size: int,
                outage_chance: float = 0.5, max_backoff: float = 1.0, catch_up_timeout: float = 180.0,
-               buffer: str = "memory") -> Outcome:
+               buffer: str = "memory", workers: int | None = None) -> Outcome:
     """Kill and restart the forwarder ``rounds`` times at seeded random points, with outages; return the tally."""
     rng = random.Random(f"{seed}-{sink.type_name}")
     started = time.monotonic()
     expected = vendor.served_ids()
-    outcome = Outcome(sink.type_name, rounds, page_size, len(expected), buffer=buffer)
-    config = _config(workdir, vendor, sink, page_size, max_backoff, buffer)
+    outcome = Outcome(sink.type_name, rounds, page_size, len(expected), buffer=buffer, workers=workers)
+    config = _config(workdir, vendor, sink, page_size, max_backoff, buffer, workers)
     logs: list[str] = []
     env = {"RELIABILITY_INCYDR_SECRET": CLIENT_SECRET, **sink.env()}
     duplicates_so_far = 0

@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outputs", nargs="+", choices=OUTPUTS, default=list(OUTPUTS))
     parser.add_argument("--buffer", choices=["memory", "disk"], default="memory",
                         help="the outputs' buffer (disk: each output behind its SQLite queue)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="the daemon's workers: setting (default: its own default, auto); pages of fewer "
+                             "than 100 events are prepared in the main process, so pair it with --page-size")
     args = parser.parse_args(argv)
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="siem-forwarder-reliability-") as tmp:
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     outcome = run_rounds(workdir, vendor, sink, rounds=args.rounds, seed=args.seed,
                                          page_size=args.page_size, outage_chance=args.outage_chance,
-                                         buffer=args.buffer)
+                                         buffer=args.buffer, workers=args.workers)
                 finally:
                     sink.close()
                 outcomes.append(outcome)
