@@ -12,6 +12,7 @@ without slowing ``--version``.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -200,6 +201,8 @@ def start_worker(main: int, document: dict[str, Any], sources: set[str], outputs
 
     setup_logging(log_level)
     _worker = _Worker(document, sources, outputs, plugin_paths, state_dir)
+    gc.collect()  # as the main process does (pipeline._tune_interpreter): the plugins and schemas
+    gc.freeze()   # loaded now stay out of the collections a page of events sets off
 
 
 def run_task(task: PageTask) -> PageWork:

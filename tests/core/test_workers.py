@@ -39,6 +39,7 @@ def _prepared_in(events: list[dict[str, Any]]) -> set[str]:
 def test_two_workers_deliver_every_event_once_in_order_to_a_file_and_elasticsearch(tmp_path: Path,
                                                                                    testkit_path: str) -> None:
     es = ElasticSink()
+    es.fake.poison(b'"user3"')  # a mapping conflict: those documents are refused for good
     try:
         config = _counter(testkit_path, tmp_path, invalid_every=97)
         config["workers"] = 2
@@ -48,15 +49,43 @@ def test_two_workers_deliver_every_event_once_in_order_to_a_file_and_elasticsear
         expected = [f"counter-{i}" for i in range(COUNT) if i % 97 != 96]
         events = read_jsonl(tmp_path / "out.jsonl")
         assert [e["id"] for e in events] == expected  # every page, once, in order
-        assert sorted(es.ids()) == sorted(expected) and es.count() == len(expected)
+        refused = [e for e in events if e["actor"]["name"] == "user3"]
+        stored = sorted(e["id"] for e in events if e not in refused)
+        assert refused and sorted(es.ids()) == stored and es.count() == len(stored)
         assert _prepared_in(events) == {"ForkServerProcess"}
         assert "2 worker process(es) prepare and encode pages" in result.stderr
         quarantined = COUNT - len(expected)
-        assert (f"read {COUNT} = delivered (es {len(expected)}, out {len(expected)}) + quarantined {quarantined}"
-                in result.stdout)
+        assert (f"read {COUNT} = delivered (es {len(stored)}, out {len(expected)}) + quarantined {quarantined}"
+                f" + dead-lettered (es {len(refused)}, out 0)" in result.stdout)
         assert len(read_jsonl(tmp_path / "state" / "quarantine" / "counter.jsonl")) == quarantined
+        # The dead letters of a batch encoded in a worker still carry each event's id and raw event.
+        letters = read_jsonl(tmp_path / "state" / "dead-letter" / "es.jsonl")
+        assert [(d["id"], d["raw"]) for d in letters] == [(e["id"], e["raw"]) for e in refused]
     finally:
         es.fake.stop()
+
+
+@pytest.mark.parametrize("output", ["disk-buffered file", "flaky"])
+def test_outputs_that_take_the_normalized_events_get_them_back_from_the_workers(tmp_path: Path, testkit_path: str,
+                                                                               output: str) -> None:
+    """A disk buffer keeps normalized events, and ``flaky`` has no ``encode_batch``: the events cross back."""
+    config = _counter(testkit_path, tmp_path)
+    config["workers"] = 1
+    if output == "flaky":
+        config["outputs"] = [{"name": "out", "type": "flaky",
+                              "options": {"path": str(tmp_path / "out.jsonl"), "fail_times": 2,
+                                          "reject_ids": ["counter-5", "counter-2999"]}}]
+    else:
+        config["outputs"][0]["buffer"] = "disk"
+    result = run_forwarder(tmp_path, config)
+    assert result.returncode == 0, result.stderr
+    refused = {"counter-5", "counter-2999"} if output == "flaky" else set()
+    events = read_jsonl(tmp_path / "out.jsonl")
+    assert [e["id"] for e in events] == [f"counter-{i}" for i in range(COUNT) if f"counter-{i}" not in refused]
+    assert _prepared_in(events) == {"ForkServerProcess"}
+    if refused:
+        letters = read_jsonl(tmp_path / "state" / "dead-letter" / "out.jsonl")
+        assert {d["id"] for d in letters} == refused and all(d["raw"]["seq"] in (5, 2999) for d in letters)
 
 
 def test_a_worker_killed_mid_page_has_its_page_prepared_again_and_nothing_skipped(tmp_path: Path,
