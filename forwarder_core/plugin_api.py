@@ -1,4 +1,4 @@
-"""The classes a plugin subclasses: :class:`Source` and :class:`Output`, and what they exchange.
+"""The classes a plugin subclasses, :class:`Source` and :class:`Output`, and everything a plugin imports.
 
 A **source** turns a vendor's audit API into pages of raw events, each page with the cursor to
 commit once the page is delivered. The core does everything else: it normalizes each raw event
@@ -14,19 +14,24 @@ accepted"; the pipeline keeps the cursor still and tries again with backoff.
 Both are constructed with a :class:`ComponentConfig` (the validated config block, options with
 their schema defaults applied and secrets wrapped in :class:`~forwarder_core.secrets.Secret`)
 and a :class:`Context` (logger, metrics, state directory, HTTP client factory).
+
+This module is the one import path of the plugin API: what the classes are given lives in
+:mod:`forwarder_core.context`, what they hand back in :mod:`forwarder_core.results`, and the
+helpers in :mod:`~forwarder_core.jsoncodec`, :mod:`~forwarder_core.times`,
+:mod:`~forwarder_core.option_schemas` and :mod:`~forwarder_core.source_traits`; all are
+re-exported here.
 """
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar
 
+from forwarder_core.context import ComponentConfig, Context
 from forwarder_core.encoded import Encoded
 from forwarder_core.jsoncodec import canonical_json, canonical_json_bytes, compact_json, content_id
 from forwarder_core.option_schemas import TLS_OPTIONS, apply_defaults, http_output_options_schema, source_options_schema
+from forwarder_core.results import Page, SendResult
 from forwarder_core.source_traits import (
     DEFAULT_SEVERITY,
     TRAITS,
@@ -37,137 +42,6 @@ from forwarder_core.source_traits import (
     traits_of,
 )
 from forwarder_core.times import format_time, parse_time
-
-if TYPE_CHECKING:
-    from forwarder_core.auth import Auth
-    from forwarder_core.http import HttpClient
-    from forwarder_core.metrics import Metrics
-    from forwarder_core.waits import ResponseWait
-
-
-# --------------------------------------------------------------------------- exchanged values
-
-
-class _HasClose(Protocol):
-    def close(self) -> Any: ...
-
-
-Closeable = TypeVar("Closeable", bound=_HasClose)
-
-
-@dataclass
-class ComponentConfig:
-    """One validated ``sources:`` or ``outputs:`` block."""
-
-    name: str
-    type: str
-    options: dict[str, Any]
-    interval: float = 60.0
-    start_time: datetime | None = None
-    sources: list[str] | None = None  # outputs only: the routing filter (None = every source)
-    buffer: str = "memory"  # outputs only
-    buffer_max_bytes: int | None = None  # outputs only
-    file: str = ""  # config file the block came from, for messages
-    line: int = 0
-
-
-@dataclass
-class Context:
-    """What the core lends a plugin instance."""
-
-    name: str
-    state_dir: str
-    logger: logging.Logger
-    metrics: "Metrics"
-    stop: threading.Event = field(default_factory=threading.Event)
-    probe: bool = False
-    """True under ``check --connect``: one attempt per request, no retry loop, so an unreachable
-    vendor is reported at once. A plugin with a loop of its own should try once too."""
-    _held: list[Any] = field(default_factory=list, repr=False)
-
-    def closing(self, resource: Closeable) -> Closeable:
-        """Hand ``resource`` (anything with ``close()``) to the core, which closes it with the
-        instance (:meth:`release`, called by the default ``close()``), so no plugin leaks a file
-        or socket by forgetting to. Returns ``resource``."""
-        self._held.append(resource)
-        return resource
-
-    def release(self) -> None:
-        """Close every resource :meth:`closing` and :meth:`http` handed over, newest first; a close
-        that fails is logged, and the others are still closed."""
-        held, self._held = self._held, []
-        for resource in reversed(held):
-            try:
-                resource.close()
-            except Exception as exc:
-                self.logger.warning("%s: closing %s failed: %s", self.name, type(resource).__name__, exc)
-
-    def http(self, options: dict[str, Any], *, auth: Auth | None = None, base_url: str | None = None,
-             response_wait: ResponseWait | None = None) -> HttpClient:
-        """A new HTTP client (one ``requests.Session``) for this plugin instance.
-
-        ``options`` supplies ``timeout``, ``tls_verify``, ``ca_file`` and, unless ``base_url`` is
-        given, ``base_url`` or ``url``; ``auth`` is an :class:`~forwarder_core.auth.Auth` that sets
-        headers and refreshes once on 401; ``response_wait`` reads how long the vendor asks to
-        wait from a 429/5xx answer, beside ``Retry-After`` (:mod:`forwarder_core.waits`).
-        """
-        from forwarder_core.http import HttpClient
-
-        return self.closing(HttpClient(
-            component=self.name,
-            options=options,
-            auth=auth,
-            base_url=base_url,
-            response_wait=response_wait,
-            metrics=self.metrics,
-            logger=self.logger,
-            stop=self.stop,
-            single_attempt=self.probe,
-        ))
-
-
-@dataclass
-class Page:
-    """A page of raw events and the cursor that is safe to commit once they are all delivered.
-
-    ``events`` may be empty (a page that only moves the cursor, e.g. a time window with nothing
-    in it). ``cursor`` must be JSON-serializable; only the source that made it reads it.
-    ``newest`` is the time of the newest event of the page, if known (for lag metrics).
-
-    ``ids``, when given, runs parallel to ``events``: the id each event gets, worked out in
-    :meth:`Source.poll` (the occurrence ids of :class:`~siem_forwarder_plugins.sources.windows.EdgeDedup`,
-    say), so the hash is computed once and travels with its event. The core hands it to
-    :meth:`Source.make_event` (``id`` left out) and puts it in the event.
-
-    ``already_delivered`` and ``held_back`` count, for the source's ledger, the events the vendor
-    served that are *not* in ``events``: recognised as delivered by an earlier page (a re-read of
-    the lookback), or kept for a later poll.
-    """
-
-    events: list[Any]
-    cursor: Any
-    newest: datetime | None = None
-    ids: list[str | None] | None = None
-    already_delivered: int = 0
-    held_back: int = 0
-
-
-@dataclass
-class SendResult:
-    """The verdict of :meth:`Output.send` on a batch, by index into the list it was given.
-
-    Every index not named in ``retry`` or ``rejected`` counts as accepted. ``rejected`` maps an
-    index to the reason the SIEM refused it for good; the core writes it to the dead-letter file.
-    ``retry`` lists indexes to send again later (busy, 429, per-item 5xx).
-    """
-
-    retry: list[int] = field(default_factory=list)
-    rejected: dict[int, str] = field(default_factory=dict)
-    retry_after: float | None = None
-
-    @classmethod
-    def all_accepted(cls) -> "SendResult":
-        return cls()
 
 # --------------------------------------------------------------------------- base classes
 

@@ -111,9 +111,6 @@ class AsanaSource(WindowedSource):
     def __init__(self, config: "ComponentConfig", context: "Context"):
         super().__init__(config, context)
         opts = self.options
-        self.page_size = int(opts["page_size"])
-        self.settle = int(float(opts["settle_delay"]) * 1000)
-        self.lookback = int(float(opts["lookback"]) * 1000)
         self.http = context.http(opts, auth=AsanaTokenAuth(opts["token"]))
         self.path = f"/workspaces/{opts['workspace_gid']}/audit_log_events"
         self._filters: dict[str, Any] = {key: opts[key] for key in ("event_type", "actor_gid", "resource_gid")
@@ -128,7 +125,7 @@ class AsanaSource(WindowedSource):
     def open_window(self, start: int, end: int) -> dict[str, Any]:
         return {"start": start, "end": end, "from": start, "offset": None, "pos": None, "pos_ids": []}
 
-    def _read_window(self, state: WindowCursor) -> Iterator[Page]:
+    def read_window(self, state: WindowCursor) -> Iterator[Page]:
         win = state.window
         assert win is not None
         end = win["end"]

@@ -179,9 +179,6 @@ class IncydrSource(WindowedSource):
     def __init__(self, config: "ComponentConfig", context: "Context"):
         super().__init__(config, context)
         opts = self.options
-        self.page_size = int(opts["page_size"])
-        self.settle = int(float(opts["settle_delay"]) * 1000)
-        self.lookback = int(float(opts["lookback"]) * 1000)
         self.auth = IncydrOAuth(reveal(opts["client_id"]) or "", reveal(opts["client_secret"]) or "")
         self.http = context.http(opts, auth=self.auth)
         # The SDK sends every key, null where unset; so do we.
@@ -225,7 +222,7 @@ class IncydrSource(WindowedSource):
         self._span = end - start if (narrowed or limited) else None
         return start, end, count
 
-    def _read_window(self, state: WindowCursor) -> Iterator[Page]:
+    def read_window(self, state: WindowCursor) -> Iterator[Page]:
         win = state.window
         assert win is not None
         start, end = win["start"], win["end"]

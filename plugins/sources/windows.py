@@ -41,7 +41,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from forwarder_core.errors import SourceError
-from forwarder_core.plugin_api import Page, Source
+from forwarder_core.plugin_api import ComponentConfig, Context, Page, Source
 from forwarder_core.times import iso_ms, ms_datetime, now_ms, to_ms
 
 MAX_SEEN = 20_000
@@ -278,14 +278,19 @@ class EdgeDedup:
 class WindowedSource(Source):
     """A source that reads closed windows through a :class:`WindowCursor`.
 
-    Subclasses set ``settle`` and ``lookback`` (milliseconds) and implement
+    The window settings come from the options :func:`~forwarder_core.option_schemas.source_options_schema`
+    adds: ``page_size``, and ``settle_delay`` and ``lookback`` (seconds) held here as
+    :attr:`settle` and :attr:`lookback` in milliseconds. Subclasses implement
     :meth:`open_window` (the cursor's ``window`` dict for a new span, with ``start`` and
-    ``end``) and ``_read_window(state)`` (yield the window's pages; set ``state.window`` to
+    ``end``) and ``read_window(state)`` (yield the window's pages; set ``state.window`` to
     None once the window is complete).
     """
 
-    settle: int
-    lookback: int
+    def __init__(self, config: ComponentConfig, context: Context):
+        super().__init__(config, context)
+        self.page_size = int(self.options["page_size"])
+        self.settle = int(float(self.options["settle_delay"]) * 1000)
+        self.lookback = int(float(self.options["lookback"]) * 1000)
 
     def poll(self, cursor: Any | None) -> Iterator[Page]:
         start = self.config.start_time or datetime.now(timezone.utc) - timedelta(hours=24)
@@ -302,7 +307,7 @@ class WindowedSource(Source):
                     return
                 state.window = self.open_window(*span)
             after = state.window["end"]
-            yield from self._read_window(state)
+            yield from self.read_window(state)
             if state.window is not None:  # stopped part-way
                 return
 
@@ -315,5 +320,5 @@ class WindowedSource(Source):
     def open_window(self, start: int, end: int) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _read_window(self, state: WindowCursor) -> Iterator[Page]:
+    def read_window(self, state: WindowCursor) -> Iterator[Page]:
         raise NotImplementedError

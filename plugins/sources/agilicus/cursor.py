@@ -22,6 +22,12 @@ cursor records:
     Instants already reported as holding more records than one request can return, so a
     re-read does not raise the same alarm on every poll.
 
+Why not the :class:`~siem_forwarder_plugins.sources.windows.WindowCursor` of Incydr and Asana:
+Agilicus answers a window whole in one request (there is no page token to resume inside it),
+so this cursor holds no ``window``; its times are microseconds, where the API cuts; and it
+remembers the over-full instants. The seen-set, its bound and its fallback are the shared ones,
+and the JSON keeps the form earlier versions wrote, so committed cursors load unchanged.
+
 Times are integers (epoch microseconds) in memory; ``end`` and ``floor`` are RFC 3339 in the
 JSON form so ``siem-forwarder state show`` reads well.
 """

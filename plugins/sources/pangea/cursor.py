@@ -10,7 +10,13 @@ The set is the windowed sources' one :class:`~siem_forwarder_plugins.sources.win
 bounded by its :data:`~siem_forwarder_plugins.sources.windows.MAX_SEEN`: under heavy volume the
 oldest times are dropped whole and ``floor`` moves past them, so the next search starts after
 them. The re-read span then shrinks to what the set covers, and nothing is ever delivered twice
-for want of room. Why the position around it is Pangea's own: see that module's docstring.
+for want of room.
+
+Why not the :class:`~siem_forwarder_plugins.sources.windows.WindowCursor` of Incydr and Asana:
+Pangea's position is the newest ``received_at`` read, found inside search result sets that
+expire (a window cannot be resumed by a page number or an offset kept in a cursor), and its
+event ids are the vendor's own hashes, not content digests. The JSON keeps the form earlier
+versions wrote, so committed cursors load unchanged.
 """
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from forwarder_core import __version__
 from forwarder_core.cef_parser import FORBIDDEN_CODEPOINTS
-from forwarder_core.times import parse_ms
 from forwarder_core.plugin_api import traits_of
+from forwarder_core.times import parse_ms
 from siem_forwarder_plugins.outputs.syslog import cef
 from siem_forwarder_plugins.outputs.syslog.cef import CEFError, format_event, format_parts, parse_cef, truncate
 from tests.outputs.builtin import source_block

@@ -1,0 +1,53 @@
+"""What a plugin hands back to the core: a source's :class:`Page`, an output's :class:`SendResult`.
+
+Re-exported by :mod:`forwarder_core.plugin_api`, where plugins import them from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass
+class Page:
+    """A page of raw events and the cursor that is safe to commit once they are all delivered.
+
+    ``events`` may be empty (a page that only moves the cursor, e.g. a time window with nothing
+    in it). ``cursor`` must be JSON-serializable; only the source that made it reads it.
+    ``newest`` is the time of the newest event of the page, if known (for lag metrics).
+
+    ``ids``, when given, runs parallel to ``events``: the id each event gets, worked out in
+    :meth:`Source.poll` (the occurrence ids of :class:`~siem_forwarder_plugins.sources.windows.EdgeDedup`,
+    say), so the hash is computed once and travels with its event. The core hands it to
+    :meth:`Source.make_event` (``id`` left out) and puts it in the event.
+
+    ``already_delivered`` and ``held_back`` count, for the source's ledger, the events the vendor
+    served that are *not* in ``events``: recognised as delivered by an earlier page (a re-read of
+    the lookback), or kept for a later poll.
+    """
+
+    events: list[Any]
+    cursor: Any
+    newest: datetime | None = None
+    ids: list[str | None] | None = None
+    already_delivered: int = 0
+    held_back: int = 0
+
+
+@dataclass
+class SendResult:
+    """The verdict of :meth:`Output.send` on a batch, by index into the list it was given.
+
+    Every index not named in ``retry`` or ``rejected`` counts as accepted. ``rejected`` maps an
+    index to the reason the SIEM refused it for good; the core writes it to the dead-letter file.
+    ``retry`` lists indexes to send again later (busy, 429, per-item 5xx).
+    """
+
+    retry: list[int] = field(default_factory=list)
+    rejected: dict[int, str] = field(default_factory=dict)
+    retry_after: float | None = None
+
+    @classmethod
+    def all_accepted(cls) -> "SendResult":
+        return cls()
