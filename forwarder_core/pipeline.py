@@ -20,7 +20,7 @@ from forwarder_core.checkpoint import CheckpointStore
 from forwarder_core.delivery import OutputRunner
 from forwarder_core.ledger import NO_OUTPUT, Ledger, LedgerError, strict
 from forwarder_core.metrics import Metrics
-from forwarder_core.pagework import PreparedPage
+from forwarder_core.pagework import PageWork, PreparedPage
 from forwarder_core.plugin_api import Page, Source, parse_time
 from forwarder_core.prepare import Preparer, TransformEvents
 from forwarder_core.secrets import redact
@@ -239,12 +239,12 @@ class SourceRunner:
     def _prepare(self, page: Page, ledger: Ledger) -> PreparedPage:
         """The page prepared in its worker, or here (no workers, a small page, a worker that failed)."""
         work = self.offload.take(page) if self.offload is not None else None
-        if work is None:
-            local = self.preparer.prepare(page.events, page.ids)
-            prepared, filtered, rejected = PreparedPage(local.events), local.filtered, local.rejected
-        else:
+        if isinstance(work, PageWork):
             prepared = PreparedPage(work.events, work, page.events, self.preparer.raw_of)
             filtered, rejected = work.filtered, work.rejected
+        else:
+            local = work if work is not None else self.preparer.prepare(page.events, page.ids)
+            prepared, filtered, rejected = PreparedPage(local.events), local.filtered, local.rejected
         if filtered:
             ledger.filtered += filtered
             self.metrics.inc("events_filtered_total", filtered, source=self.name)

@@ -32,6 +32,7 @@ from forwarder_core.config import Config, default_plugin_paths
 from forwarder_core.pagework import PageTask, PageWork, run_task, start_worker
 from forwarder_core.plugin_api import Output, Page
 from forwarder_core.plugins import IN_PROCESS, PluginSet
+from forwarder_core.prepare import Prepared, Preparer
 from forwarder_core.secrets import redact
 
 if TYPE_CHECKING:
@@ -46,70 +47,142 @@ result back costs about what preparing them does."""
 _WAIT_STEP = 1.0
 
 
+class Ticket:
+    """One page's place in the pool: waiting for a free worker, then sent to one."""
+
+    __slots__ = ("task", "future", "executor")
+
+    def __init__(self, task: PageTask):
+        self.task = task
+        self.future: Future[PageWork] | None = None
+        self.executor: ProcessPoolExecutor | None = None
+
+
 class WorkerPool:
-    """The worker processes of one running configuration; replaced whole on SIGHUP."""
+    """The worker processes of one running configuration; replaced whole on SIGHUP.
+
+    A page goes to a worker only when one is free: until then it waits here, where the main
+    process may take it back and prepare it itself (:meth:`steal`) rather than sit idle.
+    """
 
     def __init__(self, size: int, init_args: tuple[Any, ...]):
         self.size = size
         self._init_args = init_args
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
+        self._waiting: deque[Ticket] = deque()
+        self._running: set[Future[PageWork]] = set()
+        self._wake = threading.Event()
+        self._dispatcher: threading.Thread | None = None
         self._closed = False
-        self.restarts = 0
 
-    def submit(self, task: PageTask) -> tuple[Future[PageWork], ProcessPoolExecutor] | None:
+    def submit(self, task: PageTask) -> Ticket | None:
         """Queue a page; None once the pool is closed (the caller prepares it in-process)."""
         with self._lock:
             if self._closed:
                 return None
-            if self._executor is None:
-                context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload(["forwarder_core.pagework"])
-                self._executor = ProcessPoolExecutor(self.size, mp_context=context, initializer=start_worker,
-                                                     initargs=self._init_args)
-                log.info("%d worker process(es) prepare and encode pages", self.size)
-            executor = self._executor
-        try:
-            return executor.submit(run_task, task), executor
-        except (BrokenProcessPool, RuntimeError):  # broken, or shut down by close() meanwhile
-            self.broken(executor)
-            return None
+            ticket = Ticket(task)
+            self._waiting.append(ticket)
+            self._dispatch_locked()
+        return ticket
 
-    def broken(self, executor: ProcessPoolExecutor) -> None:
+    def steal(self, ticket: Ticket) -> bool:
+        """Take back a page no worker has started on: True, and the caller prepares it."""
+        with self._lock:
+            if ticket.future is not None:
+                return False
+            self._waiting.remove(ticket)
+            return True
+
+    def _dispatch_locked(self) -> None:
+        self._running = {f for f in self._running if not f.done()}
+        while self._waiting and len(self._running) < self.size:
+            ticket = self._waiting.popleft()
+            executor = self._executor_locked()
+            future: Future[PageWork]
+            try:
+                future = executor.submit(run_task, ticket.task)
+            except (BrokenProcessPool, RuntimeError) as exc:  # broken, or shut down meanwhile
+                future = Future()
+                future.set_exception(BrokenProcessPool(str(exc)))
+            else:
+                self._running.add(future)
+                future.add_done_callback(self._finished)
+            ticket.future, ticket.executor = future, executor
+
+    def _executor_locked(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["forwarder_core.pagework"])
+            self._executor = ProcessPoolExecutor(self.size, mp_context=context, initializer=start_worker,
+                                                 initargs=self._init_args)
+            log.info("%d worker process(es) prepare and encode pages", self.size)
+        if self._dispatcher is None:
+            self._dispatcher = threading.Thread(target=self._dispatch_forever, name="workers-dispatch", daemon=True)
+            self._dispatcher.start()
+        return self._executor
+
+    def _finished(self, future: Future[PageWork]) -> None:
+        self._wake.set()  # the executor's own thread calls this: the dispatcher submits the next page
+
+    def _dispatch_forever(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                if self._closed:
+                    return
+                self._dispatch_locked()
+
+    def broken(self, executor: ProcessPoolExecutor | None) -> None:
         """Retire a broken pool (once, however many pages saw it break); the next page starts a new one."""
         with self._lock:
-            if self._executor is not executor:
+            if executor is None or self._executor is not executor:
                 return
             self._executor = None
-            self.restarts += 1
         log.warning("a worker process died; starting new worker processes for the pages after it")
         executor.shutdown(wait=False, cancel_futures=True)
+        self._wake.set()
 
     def close(self) -> None:
         """Stop the workers once the pages in flight were taken back (or abandoned)."""
         with self._lock:
             self._closed = True
             executor, self._executor = self._executor, None
+        self._wake.set()
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
 
 
 class Offload:
-    """One source's pages in the pool: submitted in order, a few ahead, taken back in order."""
+    """One source's pages in the pool: submitted in order, a few ahead, taken back in order.
+
+    While the main process waits for a page's worker it prepares, itself, the next page of the
+    source that no worker has started on, and keeps the result for that page's turn: on a host
+    with few CPUs the main process would otherwise sit idle for most of each page.
+    """
 
     def __init__(self, pool: WorkerPool, source: str, encode_for: list[str], events_back: bool,
-                 stop: threading.Event, metrics: Metrics):
+                 stop: threading.Event, metrics: Metrics, preparer: Preparer):
         self.pool = pool
         self.source = source
         self.encode_for = encode_for
         self.events_back = events_back
         self.stop = stop
         self.metrics = metrics
-        self._pending: dict[int, tuple[Future[PageWork], ProcessPoolExecutor]] = {}
+        self.preparer = preparer
+        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[Page, Ticket]] = {}
+        """Pages submitted and not yet taken, in page order."""
+        self._here: dict[int, Prepared] = {}
+        """Pages the main process prepared while it waited for an earlier one."""
 
     def ahead(self, pages: Iterator[Page]) -> Iterator[Page]:
         """``pages``, each submitted to the pool up to ``pool.size`` pages before it is yielded."""
-        self._forget(list(self._pending))  # what an earlier, interrupted poll left behind
+        with self._lock:
+            left = list(self._pending)  # what an earlier, interrupted poll left behind
+            self._here.clear()
+        self._forget(left)
         queue: deque[Page] = deque()
         try:
             for page in pages:
@@ -128,49 +201,78 @@ class Offload:
     def _submit(self, page: Page) -> None:
         if len(page.events) < SMALL_PAGE:
             return
-        submitted = self.pool.submit(PageTask(self.source, page.events, page.ids, self.encode_for,
-                                              self.events_back))
-        if submitted is not None:
-            self._pending[id(page)] = submitted
+        ticket = self.pool.submit(PageTask(self.source, page.events, page.ids, self.encode_for, self.events_back))
+        if ticket is not None:
+            with self._lock:
+                self._pending[id(page)] = (page, ticket)
 
     def _forget(self, keys: list[int]) -> None:
         for key in keys:
-            entry = self._pending.pop(key, None)
-            if entry is not None:
-                entry[0].cancel()
+            with self._lock:
+                entry = self._pending.pop(key, None)
+                self._here.pop(key, None)
+            if entry is not None and not self.pool.steal(entry[1]) and entry[1].future is not None:
+                entry[1].future.cancel()
 
-    def take(self, page: Page) -> PageWork | None:
-        """The page's work from its worker; None: prepare it in-process (small page, a worker
-        that failed, or stopping)."""
-        entry = self._pending.pop(id(page), None)
-        if entry is None:
+    def take(self, page: Page) -> PageWork | Prepared | None:
+        """The page prepared: by its worker (:class:`PageWork`), or here while an earlier page was
+        in a worker (:class:`~forwarder_core.prepare.Prepared`); None: prepare it in-process now
+        (a small page, no worker free, a worker that failed, or stopping)."""
+        with self._lock:
+            here = self._here.pop(id(page), None)
+            entry = self._pending.pop(id(page), None)
+        if here is not None or entry is None:
+            return here
+        ticket = entry[1]
+        if self.pool.steal(ticket):
             return None
-        future, executor = entry
-        while True:
+        future = ticket.future
+        assert future is not None
+        while not future.done():
+            if self._prepare_one_ahead():
+                continue
             try:
-                work = future.result(timeout=_WAIT_STEP)
+                future.result(timeout=_WAIT_STEP)
             except TimeoutError:
                 if self.stop.is_set():
                     future.cancel()
                     return None
-                continue
-            except CancelledError:
-                return None
-            except BrokenProcessPool:
-                log.warning("source %s: the worker preparing a page of %d event(s) died; the page is prepared "
-                            "again in the main process", self.source, len(page.events))
-                self.metrics.inc("worker_failures_total", source=self.source)
-                self.pool.broken(executor)
-                return None
-            except Exception as exc:
-                log.warning("source %s: a worker failed to prepare a page of %d event(s) (%s); the page is "
-                            "prepared again in the main process", self.source, len(page.events),
-                            redact(f"{type(exc).__name__}: {exc}")[:300])
-                self.metrics.inc("worker_failures_total", source=self.source)
-                return None
-            for name, labels, value in work.counters:
-                self.metrics.inc(name, value, **labels)
-            return work
+            except BaseException:  # read again below, where each outcome is handled
+                pass
+        return self._outcome(future, ticket, page)
+
+    def _prepare_one_ahead(self) -> bool:
+        with self._lock:
+            later = list(self._pending.items())
+        for key, (page, ticket) in later:
+            if self.pool.steal(ticket):
+                prepared = self.preparer.prepare(page.events, page.ids)
+                with self._lock:
+                    if self._pending.pop(key, None) is not None:
+                        self._here[key] = prepared
+                return True
+        return False
+
+    def _outcome(self, future: Future[PageWork], ticket: Ticket, page: Page) -> PageWork | None:
+        try:
+            work = future.result()
+        except CancelledError:
+            return None
+        except BrokenProcessPool:
+            log.warning("source %s: the worker preparing a page of %d event(s) died; the page is prepared "
+                        "again in the main process", self.source, len(page.events))
+            self.metrics.inc("worker_failures_total", source=self.source)
+            self.pool.broken(ticket.executor)
+            return None
+        except Exception as exc:
+            log.warning("source %s: a worker failed to prepare a page of %d event(s) (%s); the page is "
+                        "prepared again in the main process", self.source, len(page.events),
+                        redact(f"{type(exc).__name__}: {exc}")[:300])
+            self.metrics.inc("worker_failures_total", source=self.source)
+            return None
+        for name, labels, value in work.counters:
+            self.metrics.inc(name, value, **labels)
+        return work
 
 
 def encodes_in_worker(runner: Any, plugins: PluginSet) -> bool:
@@ -219,6 +321,6 @@ def attach(config: Config, plugins: PluginSet, runners: list[SourceRunner], stop
                              config.state_dir,
                              str(config.settings.get("log_level", "info"))))
     for runner, encode_for, events_back in plans:
-        runner.offload = Offload(pool, runner.name, encode_for, events_back, stop, metrics)
+        runner.offload = Offload(pool, runner.name, encode_for, events_back, stop, metrics, runner.preparer)
     return pool
 
