@@ -44,6 +44,8 @@ CORE_METRICS: dict[str, tuple[str, str]] = {
     "siem_forwarder_ledger_events_total": ("counter", "A source's ledger by term (read, delivered, quarantined, "
                                            "dead_lettered, filtered, already_delivered, held_back), per output where it applies."),
     "siem_forwarder_ledger_unbalanced_total": ("counter", "Pages whose ledger did not balance: a bug, logged at ERROR."),
+    "siem_forwarder_worker_failures_total": ("counter", "Pages a worker process failed to prepare (it died, or raised); "
+                                             "each was prepared again in the main process."),
 }
 
 

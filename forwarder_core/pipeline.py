@@ -2,7 +2,8 @@
 
 The cursor of a page is committed only after every output it is routed to accepted (or
 dead-lettered) each of its events. The next page is fetched while the current one ships, at
-most one page ahead, so memory stays flat on a backfill of millions of events.
+most one page ahead (with ``workers``, a page more per worker, prepared in worker processes
+meanwhile: :mod:`forwarder_core.workers`), so memory stays flat on a backfill of millions of events.
 """
 from __future__ import annotations
 
