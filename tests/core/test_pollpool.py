@@ -3,6 +3,7 @@ threads bounded by the pool whatever the number of sources, a long backlog that 
 a short one, and a SIGTERM that commits nothing early. Counts only, never times."""
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections import Counter
@@ -17,6 +18,7 @@ from forwarder_core.config import load_config
 from forwarder_core.pipeline import SourceResult
 from forwarder_core.plugins import load_plugins
 from forwarder_core.pollpool import SLICE_PAGES
+from tests.fakes.asana import AsanaFake
 from tests.helpers import read_jsonl, run_forwarder, start_forwarder, write_config
 
 
@@ -99,6 +101,46 @@ def test_once_cli_with_a_small_pool_keeps_its_summary_and_exit_status(tmp_path: 
     assert sum(f"src-{i:03d}" in done.stdout for i in range(40)) == 40, done.stdout
     got = delivered(tmp_path)
     assert set(got) == expected(sizes) and set(got.values()) == {1}
+
+
+def _sockets() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
+def test_sixty_asana_tenants_share_connections_instead_of_keeping_one_each(tmp_path: Path) -> None:
+    """One vendor host, many tenants: the idle keep-alive sockets are bounded by the pool, not by
+    the sources (a socket each ran a host with 2,000 sources out of file descriptors)."""
+    token = "2/1204/1207:many-tenants"
+    with AsanaFake(events=20, span=900, token=token, workspaces=60) as fake:
+        config = {
+            "state_dir": str(tmp_path / "state"), "max_concurrent_polls": 4,
+            "sources": [{"name": f"src-{i:03d}", "type": "asana", "start_time": fake.begin.isoformat(),
+                         "options": {"base_url": fake.url + "/api/1.0", "token": token, "workspace_gid": gid,
+                                     "settle_delay": 0}} for i, gid in enumerate(fake.workspace_gids)],
+            "outputs": [{"name": "out", "type": "file", "options": {"path": str(tmp_path / "out.jsonl")}}],
+        }
+        path = write_config(tmp_path / "config.yaml", config)
+        path.chmod(0o600)
+        loaded, plugins = load_config(str(path), load_plugins)
+        before = _sockets()
+        app = build_app(loaded, plugins)
+        try:
+            results = run_sources_once(app)
+            held = _sockets() - before
+        finally:
+            app.close()
+        want = {(f"src-{i:03d}", e["gid"]) for i, gid in enumerate(fake.workspace_gids)
+                for e in fake.events(workspace=gid)}
+    assert all(r.ok and r.done for r in results)
+    got = delivered(tmp_path)
+    assert set(got) == want and set(got.values()) == {1}
+    assert 0 < held <= 2 * 4, f"{held} sockets (both ends: the fake serves in this process)"
 
 
 def _threads(pid: int) -> int:
