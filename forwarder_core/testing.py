@@ -23,6 +23,11 @@ Fixtures:
     ``raw_events`` (each needs ``id`` and ``time``). ``run.quarantined`` and
     ``run.dead_letters`` hold what was set aside, ``run.metrics`` the counters.
 
+    Calls in one test share one state directory (``tmp_path / "state"``), so a second call
+    resumes from the cursor the first committed: that is how to test a resume. Pass
+    ``state_dir=`` (any top-level config key is a keyword) for a fresh start. The run is
+    strict about the ledger: a page whose ledger does not balance raises.
+
 ``forwarder_fake_api``
     A local HTTP server (:class:`forwarder_core.fakehttp.FakeServer`) to stand in for your
     vendor's API or your SIEM, programmed with routes, pages and faults::
@@ -139,9 +144,12 @@ def load_with_memory(plugin_paths: list[str], extra: list[Any] = ()) -> Any:  # 
 
 
 def run_once(tmp_path: Path, *, source: dict[str, Any] | None = None, output: dict[str, Any] | None = None,
-             raw_events: list[dict[str, Any]] | None = None, give_up_after: float = 30.0,
+             raw_events: list[dict[str, Any]] | None = None, give_up_after: float | None = None,
              plugins: list[Any] = (), **settings: Any) -> OnceRun:  # type: ignore[assignment]
-    """Run the pipeline once in-process; see the module docstring. ``plugins``: extra hook objects."""
+    """Run the pipeline once in-process; see the module docstring. ``plugins``: extra hook objects.
+
+    ``give_up_after`` (seconds an output may keep failing before the run stops) defaults to the
+    config's ``delivery.once_give_up_after``, as in ``siem-forwarder once``, else 30."""
     import yaml
 
     from forwarder_core.app import build_app, run_sources_once
@@ -159,6 +167,8 @@ def run_once(tmp_path: Path, *, source: dict[str, Any] | None = None, output: di
     config, plugin_set = load_config(str(path), lambda paths: load_with_memory(paths, extra))
     with _collected_lock:
         _collected.pop(output["name"], None)
+    if give_up_after is None:
+        give_up_after = float(config.setting("delivery", "once_give_up_after", 30.0))
     app = build_app(config, plugin_set)
     try:
         results = run_sources_once(app, give_up_after=give_up_after)
@@ -179,8 +189,15 @@ def forwarder_plugin_manager() -> Any:
 
 
 @pytest.fixture
-def forwarder_once(tmp_path: Path) -> Any:
-    """``forwarder_once(source=..., output=..., raw_events=...) -> OnceRun``; see the module docstring."""
+def forwarder_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``forwarder_once(source=..., output=..., raw_events=...) -> OnceRun``; see the module docstring.
+
+    Runs with the strict ledger (:data:`forwarder_core.ledger.STRICT_ENV`): a page whose ledger
+    does not balance raises :class:`~forwarder_core.ledger.LedgerError` instead of being logged.
+    """
+    from forwarder_core.ledger import STRICT_ENV
+
+    monkeypatch.setenv(STRICT_ENV, "1")
 
     def run(**kwargs: Any) -> OnceRun:
         return run_once(tmp_path, **kwargs)

@@ -125,7 +125,7 @@ class AsanaSource(WindowedSource):
     def open_window(self, start: int, end: int) -> dict[str, Any]:
         return {"start": start, "end": end, "from": start, "offset": None, "pos": None, "pos_ids": []}
 
-    def _read_window(self, state: WindowCursor) -> Iterator[Page]:
+    def read_window(self, state: WindowCursor) -> Iterator[Page]:
         win = state.window
         assert win is not None
         end = win["end"]

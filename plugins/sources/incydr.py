@@ -222,7 +222,7 @@ class IncydrSource(WindowedSource):
         self._span = end - start if (narrowed or limited) else None
         return start, end, count
 
-    def _read_window(self, state: WindowCursor) -> Iterator[Page]:
+    def read_window(self, state: WindowCursor) -> Iterator[Page]:
         win = state.window
         assert win is not None
         start, end = win["start"], win["end"]

@@ -282,7 +282,7 @@ class WindowedSource(Source):
     adds: ``page_size``, and ``settle_delay`` and ``lookback`` (seconds) held here as
     :attr:`settle` and :attr:`lookback` in milliseconds. Subclasses implement
     :meth:`open_window` (the cursor's ``window`` dict for a new span, with ``start`` and
-    ``end``) and ``_read_window(state)`` (yield the window's pages; set ``state.window`` to
+    ``end``) and ``read_window(state)`` (yield the window's pages; set ``state.window`` to
     None once the window is complete).
     """
 
@@ -307,7 +307,7 @@ class WindowedSource(Source):
                     return
                 state.window = self.open_window(*span)
             after = state.window["end"]
-            yield from self._read_window(state)
+            yield from self.read_window(state)
             if state.window is not None:  # stopped part-way
                 return
 
@@ -320,5 +320,5 @@ class WindowedSource(Source):
     def open_window(self, start: int, end: int) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _read_window(self, state: WindowCursor) -> Iterator[Page]:
+    def read_window(self, state: WindowCursor) -> Iterator[Page]:
         raise NotImplementedError

@@ -38,9 +38,6 @@ class WebhookOutput(Output):
             raise OutputError(str(exc)) from None
         return SendResult()
 
-    def close(self) -> None:
-        self.http.close()
-
 
 @hookimpl
 def forwarder_register_sources(registry):

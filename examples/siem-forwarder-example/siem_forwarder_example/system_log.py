@@ -136,9 +136,6 @@ class SystemLogSource(Source):
         self.http.request("GET", LOGS, params={"limit": 1}, expect_json=True)
         return f"read the System Log at {self.http.base_url}"
 
-    def close(self) -> None:
-        self.http.close()
-
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
