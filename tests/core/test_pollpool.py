@@ -3,21 +3,28 @@ threads bounded by the pool whatever the number of sources, a long backlog that 
 a short one, and a SIGTERM that commits nothing early. Counts only, never times."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from forwarder_core import daemon
 from forwarder_core.app import build_app, run_sources_once
 from forwarder_core.checkpoint import CheckpointStore
 from forwarder_core.config import load_config
-from forwarder_core.pipeline import SourceResult
+from forwarder_core.metrics import Metrics
+from forwarder_core.pipeline import SourceResult, SourceRunner
+from forwarder_core.plugin_api import ComponentConfig, Context, Page, Source
 from forwarder_core.plugins import load_plugins
 from forwarder_core.pollpool import SLICE_PAGES
+from forwarder_core.setaside import QUARANTINE, SetAside
 from tests.fakes.asana import AsanaFake
 from tests.helpers import read_jsonl, run_forwarder, start_forwarder, write_config
 
@@ -242,3 +249,67 @@ def test_sighup_with_a_pool_restarts_every_source_from_its_cursor(tmp_path: Path
     assert "reloaded: 6 source(s)" in err
     got = delivered(tmp_path)
     assert set(got) == expected(bigger) and set(got.values()) == {1}
+
+
+class Gate(Source):
+    """One page, fetched only once the test opens the gate; says when its poll has begun."""
+
+    type_name = "gate"
+    vendor = "Test"
+    product = "Gate"
+
+    def __init__(self, config: ComponentConfig, context: Context):
+        super().__init__(config, context)
+        self.entered = threading.Event()
+        self.open = threading.Event()
+
+    def poll(self, cursor: Any) -> Iterator[Page]:
+        self.entered.set()
+        self.open.wait(60)
+        yield Page([], {"done": True})
+
+    def normalize(self, raw: Any) -> dict[str, Any]:
+        raise AssertionError("no events")
+
+
+def test_the_watchdog_counts_a_hung_poll_not_a_source_waiting_for_its_slot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pool of one: the first source hangs in its fetch, the second waits its turn. Only the one
+    holding the slot is wedged (withholding the systemd watchdog ping); once it moves on, none is."""
+    monkeypatch.setattr(daemon, "WEDGED_AFTER", 0.0)
+    metrics, stop, log = Metrics(), threading.Event(), logging.getLogger("test.pool")
+    store = CheckpointStore(str(tmp_path))
+    gates = [Gate(ComponentConfig(f"gate-{i}", "gate", {}, interval=1), Context(f"gate-{i}", str(tmp_path), log, metrics))
+             for i in range(2)]
+    runners = [SourceRunner(g, [], store, SetAside(str(tmp_path), QUARANTINE), metrics, stop) for g in gates]
+    app = SimpleNamespace(config=SimpleNamespace(max_concurrent_polls=1), stop=stop, sources=runners)
+    scheduler = daemon.Scheduler(app)  # type: ignore[arg-type]
+    scheduler.start()
+    for g in gates:
+        g.config.interval = 3600  # started within 0.1 s; polled once only
+    try:
+        assert _await(lambda: any(g.entered.is_set() for g in gates))
+        first = 0 if gates[0].entered.is_set() else 1
+        assert scheduler.wedged() == [f"gate-{first}"]
+        gates[first].open.set()
+        assert _await(lambda: gates[1 - first].entered.is_set())
+        assert scheduler.wedged() == [f"gate-{1 - first}"]
+        gates[1 - first].open.set()
+        assert _await(lambda: not scheduler.pool.running)
+        assert scheduler.wedged() == []
+    finally:
+        for g in gates:
+            g.open.set()
+        assert scheduler.stop(30)
+        store.close()
+
+
+def _await(predicate: Any, timeout: float = 30.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
