@@ -1,9 +1,10 @@
 """Polling many sources from a bounded pool of slots, for ``once`` and ``run`` alike.
 
 A host forwarding for many tenants runs hundreds of sources. A thread per source (and one more
-fetching its next page) held 2,939 threads and 618 MB for 2,000 Asana sources in one ``once``;
-a pool of ``max_concurrent_polls`` slots holds two threads a slot (the slot's and its
-:class:`~forwarder_core.fetch.Fetcher`'s) whatever the number of sources.
+fetching its next page) held 2,910 threads and 589 MB for 2,000 Asana sources in one ``once``
+(``bench/run.py --only many``); a pool of ``max_concurrent_polls`` slots holds two threads a
+slot (the slot's and its :class:`~forwarder_core.fetch.Fetcher`'s) whatever the number of
+sources: 33 threads and 96 MB for the same run with the default 16.
 
 A source due for a poll waits in a FIFO queue for a free slot. It keeps the slot until it has
 caught up or, while other sources are waiting, until it has shipped :data:`SLICE_PAGES` pages or
