@@ -15,6 +15,7 @@ from forwarder_core.metrics import Metrics
 from forwarder_core.pipeline import Progress, SourceResult, SourceRunner
 from forwarder_core.plugin_api import ComponentConfig, Context
 from forwarder_core.plugins import PluginSet
+from forwarder_core.pollpool import PollPool
 from forwarder_core.setaside import DEAD_LETTER, QUARANTINE, SetAside
 from forwarder_core.statedir import StateLock, ensure_state_dir
 
@@ -115,18 +116,31 @@ def build_app(config: Config, plugins: PluginSet, *, metrics: Metrics | None = N
 
 
 def run_sources_once(app: App, progress: Progress | None = None, give_up_after: float | None = None) -> list[SourceResult]:
-    """Run every source until caught up, concurrently (one thread per source)."""
+    """Run every source until caught up, ``max_concurrent_polls`` at a time (:mod:`forwarder_core.pollpool`)."""
     results: dict[str, SourceResult] = {}
 
-    def work(runner: SourceRunner) -> None:
-        results[runner.name] = runner.run_until_caught_up(give_up_after=give_up_after, progress=progress)
+    def done(runner: SourceRunner, result: SourceResult) -> None:
+        results[runner.name] = result
 
-    threads = [threading.Thread(target=work, args=(r,), name=f"source-{r.name}") for r in app.sources]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return [results[r.name] for r in app.sources]
+    pool = PollPool(app.config.max_concurrent_polls, app.stop, on_done=done, progress=progress,
+                    give_up_after=give_up_after)
+    for runner in app.sources:
+        pool.submit(runner)
+    pool.start()
+    try:
+        pool.wait_idle()
+    finally:
+        pool.close()
+    if pool.error is not None:
+        raise pool.error
+    return [results.get(r.name) or _not_polled(r, progress) for r in app.sources]
+
+
+def _not_polled(runner: SourceRunner, progress: Progress | None) -> SourceResult:
+    """A source still waiting for a slot when ``once`` was stopped: it ends as stopped, like the rest."""
+    poll = runner.open_poll()
+    runner.end_poll(poll, progress)
+    return poll.result
 
 
 def drain_buffers(app: App, give_up_after: float | None) -> list[str]:

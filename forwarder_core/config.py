@@ -27,6 +27,8 @@ from forwarder_core.yamlsource import Located, expand_vars, json_path, read_yaml
 DEFAULT_CONFIG = "/etc/siem-forwarder/config.yaml"
 DEFAULT_STATE_DIR = "/var/lib/siem-forwarder"
 DEFAULT_PLUGIN_PATHS = ("/usr/local/lib/siem-forwarder/plugins",)
+DEFAULT_MAX_CONCURRENT_POLLS = 16
+"""Sources polled at once (docs/configuration.md says why 16)."""
 
 
 @dataclass
@@ -42,6 +44,11 @@ class Config:
 
     def setting(self, section: str, key: str, default: Any) -> Any:
         return (self.settings.get(section) or {}).get(key, default)
+
+    @property
+    def max_concurrent_polls(self) -> int:
+        """How many sources are polled at once; the others wait their turn (:mod:`forwarder_core.pollpool`)."""
+        return int(self.settings.get("max_concurrent_polls", DEFAULT_MAX_CONCURRENT_POLLS))
 
     @property
     def workers(self) -> int:

@@ -18,7 +18,8 @@ from typing import Any
 
 from forwarder_core.app import App, build_app
 from forwarder_core.errors import ConfigError, StateError
-from forwarder_core.pipeline import SourceRunner
+from forwarder_core.pipeline import SourceResult, SourceRunner
+from forwarder_core.pollpool import PollPool
 
 log = logging.getLogger("siem_forwarder.daemon")
 WEDGED_AFTER = 3600.0
@@ -43,47 +44,34 @@ class _Systemd:
 
 
 class Scheduler:
-    """One thread per source: poll until caught up, sleep the interval (with jitter), repeat."""
+    """Every source on its own interval (with jitter), polled ``max_concurrent_polls`` at a time."""
 
     def __init__(self, app: App):
         self.app = app
-        self.threads: list[threading.Thread] = []
-        self.heartbeat: dict[str, float] = {}
         self.last_delivery = 0.0
+        self.pool = PollPool(app.config.max_concurrent_polls, app.stop, on_done=self._done)
 
     def start(self) -> None:
         for runner in self.app.sources:
-            self.heartbeat[runner.name] = time.monotonic()
-            t = threading.Thread(target=self._loop, args=(runner,), name=f"source-{runner.name}", daemon=True)
-            t.start()
-            self.threads.append(t)
+            self.pool.submit(runner, random.uniform(0, min(5.0, runner.source.config.interval / 10)))
+        self.pool.start()
 
-    def _loop(self, runner: SourceRunner) -> None:
-        stop = self.app.stop
-        if stop.wait(random.uniform(0, min(5.0, runner.source.config.interval / 10))):
-            return
-        while not stop.is_set():
-            self.heartbeat[runner.name] = time.monotonic()
-            result = runner.run_until_caught_up(progress=self._beat)
-            if result.delivered:
-                self.last_delivery = time.time()
-            interval = runner.source.config.interval
-            stop.wait(interval * random.uniform(0.9, 1.1))
-
-    def _beat(self, result: Any) -> None:
-        self.heartbeat[result.name] = time.monotonic()
+    def _done(self, runner: SourceRunner, result: SourceResult) -> None:
+        if result.delivered:
+            self.last_delivery = time.time()
+        if not self.app.stop.is_set():
+            self.pool.submit(runner, runner.source.config.interval * random.uniform(0.9, 1.1))
 
     def stop(self, timeout: float) -> bool:
         """Ask every source to stop; True if all finished within ``timeout``."""
         self.app.stop.set()
-        deadline = time.monotonic() + timeout
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self.threads)
+        return self.pool.close(timeout)
 
     def wedged(self) -> list[str]:
+        """Sources holding a slot without progress for WEDGED_AFTER: a hung poll, which the watchdog
+        exists to restart. A source waiting for a slot is not wedged; /health reports it stale."""
         now = time.monotonic()
-        return [name for name, beat in self.heartbeat.items() if now - beat > WEDGED_AFTER]
+        return [name for name, beat in dict(self.pool.running).items() if now - beat > WEDGED_AFTER]
 
     def status(self) -> str:
         lags = [self.app.metrics.get("cursor_lag_seconds", source=r.name) for r in self.app.sources]

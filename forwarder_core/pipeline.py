@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from forwarder_core.checkpoint import CheckpointStore
 from forwarder_core.delivery import OutputRunner
+from forwarder_core.fetch import END, Fetcher, Pending
 from forwarder_core.ledger import NO_OUTPUT, Ledger, LedgerError, strict
 from forwarder_core.metrics import Metrics
 from forwarder_core.pagework import PageWork, PreparedPage
@@ -75,62 +76,25 @@ class SourceResult:
         return self.error is None
 
 
-class _Prefetcher:
-    """Runs the source's page generator in a thread, at most one page ahead of delivery."""
+@dataclass
+class Poll:
+    """One source's poll in progress: from its committed cursor until the source has nothing more.
 
-    _END = object()
+    A pool slot runs it a slice at a time (:meth:`SourceRunner.run_slice`). Between slices its page
+    generator stays suspended and no page is fetched ahead (with ``workers``, the pages already
+    handed to a worker stay there), so a poll waiting for a slot holds nothing a commit depends
+    on: its cursor is where its last commit left it.
+    """
 
-    def __init__(self, pages: Iterator[Page], name: str):
-        self._pages = pages
-        self._slot: list[Any] = []
-        self._ready = threading.Semaphore(0)
-        self._may_fetch = threading.Semaphore(1)
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"fetch-{name}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while True:
-                self._may_fetch.acquire()
-                if self._closed:
-                    return
-                try:
-                    item: Any = next(self._pages)
-                except StopIteration:
-                    item = self._END
-                except BaseException as exc:  # handed to the consumer, raised there
-                    item = exc
-                self._slot.append(item)
-                self._ready.release()
-                if item is self._END or isinstance(item, BaseException):
-                    return
-        finally:
-            close = getattr(self._pages, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:
-                    pass
-
-    def __iter__(self) -> Iterator[Page]:
-        while True:
-            self._ready.acquire()
-            item = self._slot.pop(0)
-            if item is self._END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            self._may_fetch.release()  # start fetching the next page while this one ships
-            yield item
-
-    def close(self) -> None:
-        self._closed = True
-        self._may_fetch.release()
+    result: SourceResult
+    pages: Iterator[Page]
+    backlog: tuple[float, float] | None
+    pending: Pending | None = None
+    """The next page being fetched while the current one ships."""
 
 
 class SourceRunner:
-    """Drives one source through the pipeline. One thread per source."""
+    """Drives one source through the pipeline, one poll at a time, in whichever thread runs it."""
 
     def __init__(self, source: Source, outputs: list[OutputRunner], store: CheckpointStore, quarantine: SetAside,
                  metrics: Metrics, stop: threading.Event, transform: TransformEvents | None = None,
@@ -153,35 +117,72 @@ class SourceRunner:
 
     def run_until_caught_up(self, give_up_after: float | None = None, progress: Progress | None = None) -> SourceResult:
         """Poll from the committed cursor until the source has nothing more; deliver and commit each page."""
+        poll = self.open_poll()
+        fetcher = Fetcher(f"fetch-{self.name}")
+        try:
+            self.run_slice(poll, fetcher, give_up_after=give_up_after, progress=progress)
+        finally:
+            fetcher.close()
+        return poll.result
+
+    def open_poll(self) -> Poll:
+        """A poll from the committed cursor; nothing is fetched until :meth:`run_slice`."""
         _tune_interpreter()
-        result = SourceResult(self.name)
         checkpoint = self.store.get(self.name)
         cursor = checkpoint.cursor if checkpoint else None
-        backlog = self._backlog(cursor)
-        prefetch = _Prefetcher(self._poll(cursor), self.name)
+        return Poll(SourceResult(self.name), self._poll(cursor), self._backlog(cursor))
+
+    def run_slice(self, poll: Poll, fetcher: Fetcher, *, give_up_after: float | None = None,
+                  progress: Progress | None = None, max_pages: int | None = None, max_seconds: float | None = None,
+                  others_waiting: Callable[[], bool] | None = None) -> bool:
+        """Deliver and commit pages of ``poll`` until it ends; True then, with its outcome recorded.
+
+        When it has shipped ``max_pages`` pages or run ``max_seconds`` and ``others_waiting()``,
+        it stops early and returns False instead: its last page committed, none fetched ahead.
+        """
+        result = poll.result
+        started = time.monotonic()
+        shipped = 0
         try:
-            for page in prefetch:
+            while True:
+                pending, poll.pending = poll.pending or fetcher.fetch(poll.pages), None
+                page = pending.result()
+                if page is END:
+                    result.done = True
+                    self.last_success = time.time()
+                    self.metrics.set("last_poll_timestamp_seconds", self.last_success, source=self.name)
+                    break
+                shipped += 1
+                spent = ((max_pages is not None and shipped >= max_pages)
+                         or (max_seconds is not None and time.monotonic() - started >= max_seconds))
+                yielding = spent and others_waiting is not None and others_waiting()
+                if not yielding and not self.stop.is_set():
+                    poll.pending = fetcher.fetch(poll.pages)  # the next page while this one ships
                 if not self._ship(page, result, give_up_after):
                     break
                 if progress is not None:
-                    if backlog is not None:
-                        result.progress = self._through(backlog, page.cursor)
+                    if poll.backlog is not None:
+                        result.progress = self._through(poll.backlog, page.cursor)
                     progress(result)
                 if self.stop.is_set():
                     break
-            else:
-                result.done = True
-                self.last_success = time.time()
-                self.metrics.set("last_poll_timestamp_seconds", self.last_success, source=self.name)
+                if yielding:
+                    return False
         except LedgerError:
+            self._close(poll)
             raise
         except Exception as exc:
             result.error = redact(f"poll failed: {exc}") if str(exc) else f"poll failed: {type(exc).__name__}"
             self.metrics.inc("poll_errors_total", source=self.name)
             self.log.error("source %s: %s; the cursor stays where it was", self.name, result.error)
             self.log.debug("source %s: poll traceback", self.name, exc_info=True)
-        finally:
-            prefetch.close()
+        self.end_poll(poll, progress)
+        return True
+
+    def end_poll(self, poll: Poll, progress: Progress | None = None) -> None:
+        """Close the poll (a page fetched ahead is dropped: it was never committed) and record how it ended."""
+        self._close(poll)
+        result = poll.result
         self._record_outcome(result)
         # Alert-ready: "no events for N minutes" is last_event_age_seconds > N*60 (counted from start
         # until the first event of this process arrives).
@@ -189,7 +190,20 @@ class SourceRunner:
                          source=self.name)
         if progress is not None:
             progress(result)
-        return result
+
+    def _close(self, poll: Poll) -> None:
+        pending, poll.pending = poll.pending, None
+        try:
+            if pending is not None:
+                pending.result()  # a generator cannot be closed while it runs
+        except BaseException:
+            pass
+        close = getattr(poll.pages, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                pass
 
     def _record_outcome(self, result: SourceResult) -> None:
         """For ``state``: how this poll ended. A store that fails here must not fail the poll."""

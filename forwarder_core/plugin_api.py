@@ -198,7 +198,7 @@ class Source(_Component):
 
     page_id: str | None = None
     """The id the current page gave the event being normalized (``Page.ids``); set by the core
-    around each :meth:`normalize` call (one thread per source, so it needs no lock)."""
+    around each :meth:`normalize` call (one thread at a time normalizes a source's pages, so it needs no lock)."""
 
     def normalize_as(self, raw: Any, page_id: str | None) -> dict[str, Any]:
         """:meth:`normalize` with the id ``Page.ids`` (or a quarantine record) gave the event.

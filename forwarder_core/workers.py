@@ -79,10 +79,10 @@ class Offload:
         queue: deque[Page] = deque()
         try:
             for page in pages:
-                self._submit(page)
+                submitted = self._submit(page)
                 queue.append(page)
-                if len(queue) > self.pool.size:
-                    yield queue.popleft()
+                while queue and (len(queue) > self.pool.size or not submitted):
+                    yield queue.popleft()  # a small page is not worth reading ahead for
             while queue:
                 yield queue.popleft()
         finally:
@@ -91,13 +91,15 @@ class Offload:
             if close is not None:
                 close()
 
-    def _submit(self, page: Page) -> None:
+    def _submit(self, page: Page) -> bool:
         if len(page.events) < SMALL_PAGE:
-            return
+            return False
         ticket = self.pool.submit(PageTask(self.source, page.events, page.ids, self.encode_for, self.events_back))
-        if ticket is not None:
-            with self._lock:
-                self._pending[id(page)] = (page, ticket)
+        if ticket is None:
+            return False
+        with self._lock:
+            self._pending[id(page)] = (page, ticket)
+        return True
 
     def _forget(self, keys: list[int]) -> None:
         for key in keys:

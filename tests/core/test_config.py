@@ -114,9 +114,19 @@ bogus: 1
         f"{cfg}:4: $.sources[1].options: 'workspace_gid' is a required property",
         f"{cfg}:4: $.sources[1]: 'name' is a required property",
         f"{cfg}:5: $.outputs: {{}} is not of type 'array'",
-        f"{cfg}:6: $: unknown option 'bogus' (known: delivery, log_level, metrics, outputs, plugin_paths, "
-        f"shutdown_timeout, sources, state_dir, workers)",
+        f"{cfg}:6: $: unknown option 'bogus' (known: delivery, log_level, max_concurrent_polls, "
+        f"metrics, outputs, plugin_paths, shutdown_timeout, sources, state_dir, workers)",
     ], result.stdout
+
+
+def test_max_concurrent_polls_is_a_whole_number_of_at_least_one(tmp_path: Path) -> None:
+    for value, message in (("0", "0 is less than the minimum of 1"), ("2.5", "2.5 is not of type 'integer'"),
+                           ("lots", "'lots' is not of type 'integer'")):
+        result = _check(tmp_path, f"state_dir: {tmp_path}/state\nmax_concurrent_polls: {value}\nsources: []\n"
+                                  "outputs: []\n")
+        cfg = str(tmp_path / "config.yaml")
+        assert result.returncode == 78
+        assert f"{cfg}:2: $.max_concurrent_polls: {message}" in result.stdout.splitlines(), result.stdout
 
 
 def test_yaml_syntax_error_names_its_line(tmp_path: Path) -> None:
