@@ -12,10 +12,11 @@ from forwarder_core.delivery import OutputRunner
 from forwarder_core.diskbuffer import BufferedOutputRunner
 from forwarder_core.errors import ConfigError
 from forwarder_core.metrics import Metrics
-from forwarder_core.pipeline import Progress, SourceResult, SourceRunner
+from forwarder_core.pipeline import SourceRunner
 from forwarder_core.plugin_api import ComponentConfig, Context
 from forwarder_core.plugins import PluginSet
 from forwarder_core.pollpool import PollPool
+from forwarder_core.polls import Progress, SourceResult
 from forwarder_core.setaside import DEAD_LETTER, QUARANTINE, SetAside
 from forwarder_core.statedir import StateLock, ensure_state_dir
 

@@ -18,8 +18,9 @@ from typing import Any
 
 from forwarder_core.app import App, build_app
 from forwarder_core.errors import ConfigError, StateError
-from forwarder_core.pipeline import SourceResult, SourceRunner
+from forwarder_core.pipeline import SourceRunner
 from forwarder_core.pollpool import PollPool
+from forwarder_core.polls import SourceResult
 
 log = logging.getLogger("siem_forwarder.daemon")
 WEDGED_AFTER = 3600.0

@@ -14,8 +14,13 @@ an event can leave the path and the term that counts it.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from forwarder_core.metrics import Metrics
 
 STRICT_ENV = "SIEM_FORWARDER_STRICT_LEDGER"
 TERMS = ("read", "delivered", "quarantined", "dead_lettered", "filtered", "already_delivered", "held_back")
@@ -102,3 +107,25 @@ class Ledger:
             elif term in TERMS:
                 setattr(ledger, term, count)
         return ledger
+
+
+def check_balance(ledger: Ledger, source: str, metrics: Metrics, log: logging.Logger, what: str) -> None:
+    """An unbalanced ledger is a bug: ERROR with the counts, and :class:`LedgerError` where
+    :func:`strict` (the test suites)."""
+    if ledger.balanced:
+        return
+    metrics.inc("ledger_unbalanced_total", source=source)
+    log.error("source %s: the %s's ledger does not balance, an event left the path uncounted: %s",
+              source, what, ledger.line())
+    if strict():
+        raise LedgerError(f"source {source}: unbalanced ledger: {ledger.line()}")
+
+
+def count_terms(ledger: Ledger, source: str, metrics: Metrics) -> None:
+    """Add a committed page's ledger to ``ledger_events_total``."""
+    for term, output, n in ledger.rows():
+        if n:
+            if output:
+                metrics.inc("ledger_events_total", n, source=source, term=term, output=output)
+            else:
+                metrics.inc("ledger_events_total", n, source=source, term=term)

@@ -201,7 +201,7 @@ def start_worker(main: int, document: dict[str, Any], sources: set[str], outputs
 
     setup_logging(log_level)
     _worker = _Worker(document, sources, outputs, plugin_paths, state_dir)
-    gc.collect()  # as the main process does (pipeline._tune_interpreter): the plugins and schemas
+    gc.collect()  # as the main process does (interpreter.tune_interpreter): the plugins and schemas
     gc.freeze()   # loaded now stay out of the collections a page of events sets off
 
 

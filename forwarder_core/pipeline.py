@@ -7,91 +7,27 @@ meanwhile: :mod:`forwarder_core.workers`), so memory stays flat on a backfill of
 """
 from __future__ import annotations
 
-import gc
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from forwarder_core.checkpoint import CheckpointStore
 from forwarder_core.delivery import OutputRunner
-from forwarder_core.fetch import END, Fetcher, Pending
-from forwarder_core.ledger import NO_OUTPUT, Ledger, LedgerError, strict
+from forwarder_core.fetch import END, Fetcher
+from forwarder_core.interpreter import tune_interpreter
+from forwarder_core.ledger import NO_OUTPUT, Ledger, LedgerError, check_balance, count_terms
 from forwarder_core.metrics import Metrics
 from forwarder_core.pagework import PageWork, PreparedPage
 from forwarder_core.plugin_api import Page, Source, parse_time
+from forwarder_core.polls import Poll, Progress, SourceResult, backlog, iso, through, watermark
 from forwarder_core.prepare import Preparer, TransformEvents
 from forwarder_core.secrets import redact
 from forwarder_core.setaside import SetAside
 
 if TYPE_CHECKING:
     from forwarder_core.workers import Offload
-
-Progress = Callable[["SourceResult"], None]
-_tuned = threading.Lock()
-SWITCH_INTERVAL = 0.05
-"""Seconds a thread may hold the GIL while another waits (CPython's default is 0.005)."""
-
-
-def _tune_interpreter() -> None:
-    """Once per process, at the first poll: set the interpreter up for throughput.
-
-    * The objects alive after startup (modules, plugins, compiled schemas) are frozen out of the
-      cyclic GC: a page of events allocates hundreds of thousands of containers, so full
-      collections run during a backfill, and each would walk all of those again.
-    * A longer GIL switch interval: a source's fetch thread decodes the next page while the
-      pipeline ships the current one, and at the default 5 ms the two threads hand the GIL (and
-      their caches) back and forth hundreds of times a second for no gain.
-
-    Measured on a 200k-event Incydr backfill into syslog_cef (bench/RESULTS.md): each takes
-    about 5% off the CPU, and the switch interval about 15% off the wall time.
-    """
-    if _tuned.acquire(blocking=False):
-        gc.collect()  # what is garbage now must not become immortal
-        gc.freeze()
-        sys.setswitchinterval(SWITCH_INTERVAL)
-
-
-@dataclass
-class SourceResult:
-    name: str
-    polled: int = 0
-    delivered: int = 0
-    quarantined: int = 0
-    filtered: int = 0
-    pages: int = 0
-    error: str | None = None
-    done: bool = False
-    progress: float | None = None
-    """How far through its backlog the source is (0..1), where its cursor tells the time."""
-    ledger: Ledger = field(default_factory=Ledger)
-    """The committed pages' ledger for this run."""
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass
-class Poll:
-    """One source's poll in progress: from its committed cursor until the source has nothing more.
-
-    A pool slot runs it a slice at a time (:meth:`SourceRunner.run_slice`). Between slices its page
-    generator stays suspended and no page is fetched ahead (with ``workers``, the pages already
-    handed to a worker stay there), so a poll waiting for a slot holds nothing a commit depends
-    on: its cursor is where its last commit left it.
-    """
-
-    result: SourceResult
-    pages: Iterator[Page]
-    backlog: tuple[float, float] | None
-    pending: Pending | None = None
-    """The next page being fetched while the current one ships."""
-
 
 class SourceRunner:
     """Drives one source through the pipeline, one poll at a time, in whichever thread runs it."""
@@ -127,10 +63,10 @@ class SourceRunner:
 
     def open_poll(self) -> Poll:
         """A poll from the committed cursor; nothing is fetched until :meth:`run_slice`."""
-        _tune_interpreter()
+        tune_interpreter()
         checkpoint = self.store.get(self.name)
         cursor = checkpoint.cursor if checkpoint else None
-        return Poll(SourceResult(self.name), self._poll(cursor), self._backlog(cursor))
+        return Poll(SourceResult(self.name), self._poll(cursor), backlog(self.source, cursor))
 
     def run_slice(self, poll: Poll, fetcher: Fetcher, *, give_up_after: float | None = None,
                   progress: Progress | None = None, max_pages: int | None = None, max_seconds: float | None = None,
@@ -162,7 +98,7 @@ class SourceRunner:
                     break
                 if progress is not None:
                     if poll.backlog is not None:
-                        result.progress = self._through(poll.backlog, page.cursor)
+                        result.progress = through(self.source, poll.backlog, page.cursor)
                     progress(result)
                 if self.stop.is_set():
                     break
@@ -218,32 +154,6 @@ class SourceRunner:
         except Exception as exc:
             self.log.warning("source %s: could not record the poll's outcome: %s", self.name, exc)
 
-    def _backlog(self, cursor: Any) -> tuple[float, float] | None:
-        """Where this poll starts and what "caught up" means (now), in epoch seconds, when the
-        source's cursor tells the time; None otherwise."""
-        try:
-            start = self.source.cursor_time(cursor) if cursor is not None else self.source.config.start_time
-        except Exception:
-            return None
-        now = time.time()
-        return (start.timestamp(), now) if start is not None and start.timestamp() < now else None
-
-    def _through(self, backlog: tuple[float, float], cursor: Any) -> float | None:
-        try:
-            at = self.source.cursor_time(cursor)
-        except Exception:
-            return None
-        if at is None:
-            return None
-        start, end = backlog
-        return min(1.0, max(0.0, (at.timestamp() - start) / (end - start)))
-
-    def _watermark(self, cursor: Any) -> str | None:
-        try:
-            return _iso(self.source.cursor_time(cursor))
-        except Exception:  # a plugin's view of its own cursor is informative only
-            return None
-
     # ------------------------------------------------------------------ one page
 
     def _poll(self, cursor: Any) -> Iterator[Page]:
@@ -298,14 +208,14 @@ class SourceRunner:
         stamp = prepared.newest() if newest is None and count else None
         if stamp is not None:
             newest = parse_time(stamp)
-        self._check_ledger(ledger, "page")
-        self.store.commit(self.name, page.cursor, _iso(newest), count, self._watermark(page.cursor), ledger)
+        check_balance(ledger, self.name, self.metrics, self.log, "page")
+        self.store.commit(self.name, page.cursor, iso(newest), count, watermark(self.source, page.cursor), ledger)
         result.pages += 1
         result.delivered += count
         result.quarantined += ledger.quarantined
         result.filtered += ledger.filtered
         result.ledger.add(ledger)
-        self._count_ledger(ledger)
+        count_terms(ledger, self.name, self.metrics)
         self.metrics.inc("pages_committed_total", source=self.name)
         if count:
             self.last_event = time.time()
@@ -314,28 +224,3 @@ class SourceRunner:
         if self.page_delivered is not None:
             self.page_delivered(source_name=self.name, count=count, cursor=page.cursor)
         return True
-
-    def _check_ledger(self, ledger: Ledger, what: str) -> None:
-        """An unbalanced ledger is a bug: ERROR with the counts, and an exception under tests."""
-        if ledger.balanced:
-            return
-        self.metrics.inc("ledger_unbalanced_total", source=self.name)
-        self.log.error("source %s: the %s's ledger does not balance, an event left the path uncounted: %s",
-                       self.name, what, ledger.line())
-        if strict():
-            raise LedgerError(f"source {self.name}: unbalanced ledger: {ledger.line()}")
-
-    def _count_ledger(self, ledger: Ledger) -> None:
-        inc = self.metrics.inc
-        for term, output, n in ledger.rows():
-            if n:
-                if output:
-                    inc("ledger_events_total", n, source=self.name, term=term, output=output)
-                else:
-                    inc("ledger_events_total", n, source=self.name, term=term)
-
-
-def _iso(dt: datetime | None) -> str | None:
-    if dt is None:
-        return None
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -24,7 +24,8 @@ from collections.abc import Callable
 
 from forwarder_core.fetch import Fetcher
 from forwarder_core.ledger import LedgerError
-from forwarder_core.pipeline import Poll, Progress, SourceResult, SourceRunner
+from forwarder_core.pipeline import SourceRunner
+from forwarder_core.polls import Poll, Progress, SourceResult
 
 log = logging.getLogger("siem_forwarder.pool")
 

@@ -20,10 +20,11 @@ from forwarder_core.app import build_app, run_sources_once
 from forwarder_core.checkpoint import CheckpointStore
 from forwarder_core.config import load_config
 from forwarder_core.metrics import Metrics
-from forwarder_core.pipeline import SourceResult, SourceRunner
+from forwarder_core.pipeline import SourceRunner
 from forwarder_core.plugin_api import ComponentConfig, Context, Page, Source
 from forwarder_core.plugins import load_plugins
 from forwarder_core.pollpool import SLICE_PAGES
+from forwarder_core.polls import SourceResult
 from forwarder_core.setaside import QUARANTINE, SetAside
 from tests.fakes.asana import AsanaFake
 from tests.helpers import read_jsonl, run_forwarder, start_forwarder, write_config

@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 
 from forwarder_core.metrics import Metrics
-from forwarder_core.pipeline import SourceResult
+from forwarder_core.polls import SourceResult
 from forwarder_core.progress import ProgressReporter, print_summary
 
 

@@ -100,7 +100,7 @@ def test_log_records_go_around_the_live_line_which_fits_the_terminal(tmp_path: P
 def test_the_line_fits_a_narrow_terminal_by_whole_parts() -> None:
     import io
 
-    from forwarder_core.pipeline import SourceResult
+    from forwarder_core.polls import SourceResult
     from forwarder_core.progress import ProgressReporter
 
     reporter = ProgressReporter(["asana-main", "incydr-eu", "pangea"], io.StringIO())
