@@ -171,6 +171,17 @@ def _wait(predicate: Any, proc: Any, timeout: float = 120.0, every: Any = None) 
     return False
 
 
+def _terminate_when(proc: Any, predicate: Any, every: Any = None) -> None:
+    """Wait until ``predicate()``, then SIGTERM ``proc`` and assert it drained and exited 0."""
+    try:
+        assert _wait(predicate, proc, every=every)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+
+
 def test_run_with_300_sources_and_a_pool_of_4_delivers_each_event_once_on_bounded_threads(
         tmp_path: Path, testkit_path: str) -> None:
     sizes = [20 + i % 5 for i in range(300)]
@@ -183,13 +194,7 @@ def test_run_with_300_sources_and_a_pool_of_4_delivers_each_event_once_on_bounde
         except OSError:
             pass
 
-    try:
-        assert _wait(lambda: len(read_jsonl(tmp_path / "out.jsonl")) >= sum(sizes), proc, every=sample)
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err
+    _terminate_when(proc, lambda: len(read_jsonl(tmp_path / "out.jsonl")) >= sum(sizes), every=sample)
     got = delivered(tmp_path)
     assert set(got) == expected(sizes) and set(got.values()) == {1}
     # main, the 4 slots and their 4 fetchers; a thread a source would be 300 more
@@ -200,13 +205,7 @@ def test_sigterm_during_pooled_polling_commits_nothing_early(tmp_path: Path, tes
     sizes = [3000] * 40
     config = counters(tmp_path, testkit_path, sizes, pool=3)
     proc = start_forwarder(tmp_path, config)
-    try:
-        assert _wait(lambda: len(read_jsonl(tmp_path / "out.jsonl")) >= 2000, proc)
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err
+    _terminate_when(proc, lambda: len(read_jsonl(tmp_path / "out.jsonl")) >= 2000)
     got = delivered(tmp_path)
     assert set(got.values()) == {1}
     assert len(got) < sum(sizes), "stopped before the end, or the test proves nothing"
