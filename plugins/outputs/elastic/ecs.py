@@ -56,7 +56,7 @@ def vendor_fields(raw: dict[str, Any], always_text: frozenset[str] = frozenset()
 
     Most audit events are flat: every value a string, number or boolean. Their copy is
     ``dict(raw)``, decided by one ``set(map(type, ...))`` in C instead of a Python loop that
-    tests each value (bulk encode 9.84 -> 9.16 us an Incydr event, bench/stages.py, median of 3).
+    tests each value (bulk encode 9.84 -> 9.16 us an event of bench/stages.py's page, median of 3).
     """
     if not always_text and _FLAT_TYPES.issuperset(map(type, raw.values())):
         return dict(raw)
