@@ -41,6 +41,8 @@ class Config:
     settings: dict[str, Any]
     document: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    plugin_paths: list[str] = field(default_factory=list)
+    """The directories plugins were loaded from: the config's ``plugin_paths``, then the defaults."""
 
     def setting(self, section: str, key: str, default: Any) -> Any:
         return (self.settings.get(section) or {}).get(key, default)
@@ -149,6 +151,11 @@ def default_plugin_paths() -> list[str]:
     return [p for p in DEFAULT_PLUGIN_PATHS if os.path.isdir(p)]
 
 
+def _listed_paths(value: Any) -> list[str]:
+    """``plugin_paths`` as a list of strings, whatever the document holds (the schema reports the rest)."""
+    return [p for p in value if isinstance(p, str)] if isinstance(value, list) else []
+
+
 def plugin_paths_of(path: str) -> list[str]:
     """The plugin directories a config names (read leniently: for ``plugins``, not for running)."""
     try:
@@ -156,9 +163,7 @@ def plugin_paths_of(path: str) -> list[str]:
             data = read_yaml(path, fh.read()).data
     except (OSError, ValueError):
         return []
-    paths = data.get("plugin_paths") if isinstance(data, dict) else None
-    found = [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
-    return found + default_plugin_paths()
+    return _listed_paths(data.get("plugin_paths") if isinstance(data, dict) else None) + default_plugin_paths()
 
 
 def load_config(path: str, plugin_loader: Callable[[list[str]], Any], env: Mapping[str, str] | None = None,
@@ -190,9 +195,8 @@ def load_config(path: str, plugin_loader: Callable[[list[str]], Any], env: Mappi
         broken.add(tuple(error.path[:2]))
 
     settings = {k: v for k, v in document.items() if k not in ("sources", "outputs")}
-    wanted_paths = document.get("plugin_paths")
-    plugin_paths = [p for p in wanted_paths if isinstance(p, str)] if isinstance(wanted_paths, list) else []
-    plugins = plugin_loader(plugin_paths + default_plugin_paths())
+    plugin_paths = _listed_paths(document.get("plugin_paths")) + default_plugin_paths()
+    plugins = plugin_loader(plugin_paths)
 
     sources = check_components(document, "sources", plugins.sources, problems, broken, leniency)
     outputs = check_components(document, "outputs", plugins.outputs, problems, broken, leniency)
@@ -218,6 +222,7 @@ def load_config(path: str, plugin_loader: Callable[[list[str]], Any], env: Mappi
         settings=settings,
         document=document,
         warnings=warnings,
+        plugin_paths=plugin_paths,
     )
     return config, plugins
 

@@ -27,7 +27,7 @@ from concurrent.futures import CancelledError, Future
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
-from forwarder_core.config import Config, default_plugin_paths
+from forwarder_core.config import Config
 from forwarder_core.pagework import PageTask, PageWork
 from forwarder_core.plugin_api import Output, Page
 from forwarder_core.plugins import IN_PROCESS, PluginSet
@@ -210,11 +210,8 @@ def attach(config: Config, plugins: PluginSet, runners: list[SourceRunner], stop
         outputs.update(encode_for)
     if not plans:
         return None
-    wanted = config.settings.get("plugin_paths")
-    paths = [p for p in wanted if isinstance(p, str)] if isinstance(wanted, list) else []
-    pool = WorkerPool(size, (os.getpid(), config.document, {r.name for r, _, _ in plans}, outputs, paths + default_plugin_paths(),
-                             config.state_dir,
-                             str(config.settings.get("log_level", "info"))))
+    pool = WorkerPool(size, (os.getpid(), config.document, {r.name for r, _, _ in plans}, outputs,
+                             config.plugin_paths, config.state_dir, str(config.settings.get("log_level", "info"))))
     for runner, encode_for, events_back in plans:
         runner.offload = Offload(pool, runner.name, encode_for, events_back, stop, metrics, runner.preparer)
     return pool
