@@ -9,12 +9,16 @@ leads to the measured one, and keeps the peak of the summed ``VmRSS``, the peak 
 (by pid and start time, so a reused pid is another process). This kernel has no
 ``/proc/<pid>/task/<tid>/children``, so each sample reads ``/proc/<pid>/stat`` of every process on
 the machine for the parent links (about 1 ms for 80 processes).
+
+The same figures are kept by role (:func:`role`: the measured program, its multiprocessing
+forkserver and resource tracker, the worker processes forked by the forkserver), so a run says
+where its CPU and memory went.
 """
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -28,6 +32,13 @@ class TreeUsage:
     peak_processes: int = 0
     cpu_s: float = 0.0  # sum over every process seen of its last sampled user + system time
     samples: int = 0
+    cpu_by_role: dict[str, float] = field(default_factory=dict)
+    peak_rss_kb_by_role: dict[str, int] = field(default_factory=dict)  # peak of each role's summed VmRSS
+
+    def roles(self) -> str:
+        """``main 3.47 s 160 MB, worker 2.17 s 84 MB, ...``: each role's CPU and peak memory."""
+        return ", ".join(f"{name} {cpu:.2f} s {self.peak_rss_kb_by_role.get(name, 0) / 1024:.0f} MB"
+                         for name, cpu in sorted(self.cpu_by_role.items(), key=lambda kv: -kv[1]))
 
 
 def _stat(pid: str) -> tuple[int, float, int] | None:
@@ -55,6 +66,27 @@ def _status(pid: int) -> tuple[int, int]:
     return rss, threads
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
+def role(pid: int, parent: int, root: int) -> str:
+    """``main`` (the measured program), ``forkserver``, ``resource tracker``, ``worker`` (forked by
+    the forkserver) or ``child`` (anything else it started)."""
+    if pid == root:
+        return "main"
+    cmdline = _cmdline(pid)
+    if b"resource_tracker" in cmdline:
+        return "resource tracker"
+    if b"forkserver" in cmdline:
+        return "forkserver" if parent == root else "worker"
+    return "child"
+
+
 class TreeSampler:
     """Samples the tree under ``root`` in a thread from :meth:`start` until :meth:`stop`."""
 
@@ -63,6 +95,7 @@ class TreeSampler:
         self.interval = interval
         self.usage = TreeUsage()
         self._cpu: dict[tuple[int, int], float] = {}
+        self._roles: dict[tuple[int, int], str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"sample-{root}", daemon=True)
 
@@ -77,6 +110,11 @@ class TreeSampler:
         if self._thread.ident is not None:
             self._thread.join()
         self.usage.cpu_s = sum(self._cpu.values())
+        by_role = self.usage.cpu_by_role
+        by_role.clear()
+        for key, cpu in self._cpu.items():
+            name = self._roles[key]
+            by_role[name] = by_role.get(name, 0.0) + cpu
         return self.usage
 
     def _loop(self) -> None:
@@ -87,7 +125,7 @@ class TreeSampler:
 
     def sample(self) -> None:
         children: dict[int, list[int]] = {}
-        stats: dict[int, tuple[float, int]] = {}
+        stats: dict[int, tuple[float, int, int]] = {}
         for name in os.listdir("/proc"):
             if not name.isdigit():
                 continue
@@ -96,19 +134,25 @@ class TreeSampler:
                 continue
             pid = int(name)
             children.setdefault(stat[0], []).append(pid)
-            stats[pid] = (stat[1], stat[2])
+            stats[pid] = (stat[1], stat[2], stat[0])
         if self.root not in stats:
             return
         tree, rss, threads = [self.root], 0, 0
         for pid in tree:  # grows while it is walked: breadth first
             tree.extend(children.get(pid, ()))
+        role_rss: dict[str, int] = {}
         for pid in tree:
-            cpu, started = stats[pid]
-            self._cpu[(pid, started)] = cpu
+            cpu, started, parent = stats[pid]
+            key = (pid, started)
+            self._cpu[key] = cpu
+            who = self._roles.get(key) or self._roles.setdefault(key, role(pid, parent, self.root))
             pid_rss, pid_threads = _status(pid)
             rss += pid_rss
             threads += pid_threads
+            role_rss[who] = role_rss.get(who, 0) + pid_rss
         usage = self.usage
+        for who, kb in role_rss.items():
+            usage.peak_rss_kb_by_role[who] = max(usage.peak_rss_kb_by_role.get(who, 0), kb)
         usage.samples += 1
         usage.peak_rss_kb = max(usage.peak_rss_kb, rss)
         usage.peak_threads = max(usage.peak_threads, threads)

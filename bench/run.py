@@ -119,6 +119,7 @@ class Measured:
     tree_rss_mb: float = float("nan")  # peak of the summed VmRSS (at least rss_mb)
     threads: float = float("nan")  # peak of the summed Threads
     processes: float = float("nan")  # peak number of processes in the tree
+    roles: str = ""  # each role's CPU and peak memory (TreeUsage.roles), where there are several
 
 
 RUN_TIMEOUT = 600.0
@@ -156,6 +157,8 @@ def measure(argv: list[str], workdir: Path, env: dict[str, str] | None = None, l
         m.cpu = max(cpu, tree.cpu_s)
         m.tree_rss_mb = max(rss, tree.peak_rss_kb / 1024.0)
         m.threads, m.processes = tree.peak_threads, tree.peak_processes
+        if len(tree.cpu_by_role) > 1:
+            m.roles = tree.roles()
     return m
 
 
@@ -363,6 +366,7 @@ class Bench:
         self.log(f"[bench]   {delivered} events in {m.wall:.2f}s = {delivered / m.wall:,.0f}/s, "
                  f"cpu {m.cpu:.2f}s (tree), rss {m.tree_rss_mb:.0f} MB (tree) / {m.rss_mb:.0f} MB (wait4), "
                  f"{m.threads:.0f} threads in {m.processes:.0f} process(es)"
+                 + (f" [{m.roles}]" if m.roles else "")
                  + ("" if m.returncode == 0 else f" EXIT {m.returncode}"))
 
     # ------------------------------------------------------------------ parallel and many sources

@@ -11,15 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import pickle
 import sys
 import time
 from collections.abc import Callable
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from forwarder_core.metrics import Metrics
+from forwarder_core.pagework import PageTask
 from forwarder_core.plugin_api import ComponentConfig, Context, apply_defaults, content_id
 from forwarder_core.prepare import Preparer
 from forwarder_core.schema import EventValidator
@@ -69,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         source._admit(raws, EdgeDedup(WindowCursor.load(None, 0), end, 3_600_000, tally=WindowTally()), end)
 
     stage("admit (content id, time, de-dup)", admit)
+    task = PageTask("code42", raws, None, ["siem"], False)
+    stage("page to a worker (pickle, main)", lambda: ForkingPickler.dumps(task))
+    sent = bytes(ForkingPickler.dumps(task))
+    stage("page in a worker (unpickle)", lambda: pickle.loads(sent))
     stage("normalize (content_id included)", lambda: [source.normalize(r) for r in raws])
     events = [source.normalize(r) for r in raws]
     validator = EventValidator(IncydrSource.event_schema)

@@ -105,3 +105,22 @@ def test_a_root_that_is_gone_gives_no_sample() -> None:
     sampler = proctree.TreeSampler(gone.pid)
     sampler.sample()
     assert sampler.stop().samples == 0
+
+
+def test_the_figures_are_kept_by_role_too() -> None:
+    proctree = bench_module("proctree")
+    parent = subprocess.Popen([sys.executable, "-c", TREE], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == b"ready\n"
+        sampler = proctree.TreeSampler(parent.pid)
+        sampler.sample()
+    finally:
+        assert parent.stdin is not None
+        parent.stdin.close()
+        assert parent.wait(60) == 0
+    usage = sampler.stop()
+    assert set(usage.cpu_by_role) == {"main", "child"}  # no multiprocessing here: plain children
+    assert abs(sum(usage.cpu_by_role.values()) - usage.cpu_s) < 1e-9
+    assert usage.peak_rss_kb_by_role["child"] >= 2 * 40 * MB // 1024
+    assert usage.peak_rss_kb_by_role["main"] + usage.peak_rss_kb_by_role["child"] >= usage.peak_rss_kb
+    assert usage.roles().startswith(("main ", "child "))
