@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from forwarder_core.encoded import Encoded
 from forwarder_core.errors import OutputError
 from forwarder_core.plugin_api import SendResult
 
@@ -69,6 +70,28 @@ class Limits:
         """The request body of ``parts``, gzip-compressed at ``level`` when ``gzip`` is on."""
         body = separator.join(parts)
         return gzip.compress(body, compresslevel=level, mtime=0) if self.gzip else body
+
+    def build_ahead(self, batch: Encoded, sizes: Sequence[int], separator: bytes, level: int) -> Encoded:
+        """``batch`` with the compressed bodies of its first attempt's requests (:attr:`Encoded.bodies`).
+
+        Called in ``encode_batch``, which runs in a worker process when there are workers: there
+        gzip is as much CPU as encoding, and in the main process it was the largest cost left
+        (a quarter of the main process's samples when sending to Elasticsearch). Without gzip, joining
+        the parts costs next to nothing, and nothing is built ahead.
+        """
+        if self.gzip:
+            parts = batch.parts
+            todo = [i for i in range(len(parts)) if i not in batch.rejected]
+            for chunk in self.chunks(todo, sizes):
+                batch.bodies[(chunk[0], len(chunk))] = (chunk, self.body([parts[i] for i in chunk], separator, level))
+        return batch
+
+    def body_of(self, chunk: list[int], batch: Encoded, separator: bytes, level: int) -> bytes:
+        """The body of the request holding ``chunk``: built ahead when one holds exactly these parts."""
+        ready = batch.bodies.get((chunk[0], len(chunk))) if batch.bodies else None
+        if ready is not None and ready[0] == chunk:
+            return ready[1]
+        return self.body([batch.parts[i] for i in chunk], separator, level)
 
 
 def chunks(indexes: Sequence[int], sizes: Sequence[int], max_bytes: int, max_events: int) -> deque[list[int]]:

@@ -200,17 +200,16 @@ class SplunkHec(Output):
             if len(data) > self.limits.max_bytes:
                 rejected[i] = (
                     f"event is {len(data)} bytes as HEC JSON, over batch_max_bytes ({self.limits.max_bytes})")
-        return Encoded(payloads, rejected)
+        return self.limits.build_ahead(Encoded(payloads, rejected), _sizes(payloads), _SEP, GZIP_LEVEL)
 
     def send_encoded(self, batch: Encoded) -> SendResult:
-        payloads = batch.parts
         result = SendResult(rejected=dict(batch.rejected))
-        todo = [i for i in range(len(payloads)) if i not in result.rejected]
-        sizes = [len(p) + len(_SEP) for p in payloads]
-        return send_in_rounds(todo, result, lambda indexes: self._round(indexes, sizes, payloads, result),
+        todo = [i for i in range(len(batch.parts)) if i not in result.rejected]
+        sizes = _sizes(batch.parts)
+        return send_in_rounds(todo, result, lambda indexes: self._round(indexes, sizes, batch, result),
                               rounds=_MAX_ACK_ROUNDS - 1, stop=self.context.stop)
 
-    def _round(self, indexes: list[int], sizes: list[int], payloads: list[bytes], result: SendResult) -> _Round:
+    def _round(self, indexes: list[int], sizes: list[int], batch: Encoded, result: SendResult) -> _Round:
         """Post ``indexes`` in capped requests, then wait for the acks of what HEC took.
 
         Events whose ack never came are the round's ``again``. Rejected events are recorded in
@@ -218,7 +217,7 @@ class SplunkHec(Output):
         """
         rnd = _Round()
         post_round(self.limits.chunks(indexes, sizes),
-                   lambda chunk, queue: self._post_chunk(chunk, queue, rnd, payloads, result), rnd)
+                   lambda chunk, queue: self._post_chunk(chunk, queue, rnd, batch, result), rnd)
         if rnd.sent:
             confirmed, lost = self._await_acks(rnd.sent)
             rnd.progressed = rnd.progressed or confirmed
@@ -229,10 +228,10 @@ class SplunkHec(Output):
                     self.name, len(lost), self.ack_timeout)
         return rnd
 
-    def _post_chunk(self, chunk: list[int], queue: deque[list[int]], rnd: _Round, payloads: list[bytes],
+    def _post_chunk(self, chunk: list[int], queue: deque[list[int]], rnd: _Round, batch: Encoded,
                     result: SendResult) -> None:
         """One request and what HEC's answer means for each of its events."""
-        status, body, headers = self._post(chunk, payloads)
+        status, body, headers = self._post(chunk, batch)
         code = body.get("code") if isinstance(body, dict) else None
         text = body.get("text", "") if isinstance(body, dict) else snippet(str(body))
         self.metrics.inc("hec_responses_total", output=self.name,
@@ -271,9 +270,9 @@ class SplunkHec(Output):
             what = f'code {code} "{text}"' if code is not None else text
             raise Retryable(f"Splunk HEC answered {status} ({what})", parse_retry_after(headers.get("Retry-After")))
 
-    def _post(self, chunk: list[int], payloads: list[bytes]) -> tuple[int, Any, Any]:
+    def _post(self, chunk: list[int], batch: Encoded) -> tuple[int, Any, Any]:
         """One request; returns (status, decoded body or its text, headers)."""
-        body = self.limits.body([payloads[i] for i in chunk], _SEP, GZIP_LEVEL)
+        body = self.limits.body_of(chunk, batch, _SEP, GZIP_LEVEL)
         try:
             resp = self.http.request("POST", EVENT_PATH, data=body, headers=self._headers, retry=False)
         except HttpError as exc:
@@ -363,6 +362,12 @@ class SplunkHec(Output):
                 raise OutputError(f"{_PAUSE_HINTS[14]}", pause=True)
             detail = "; indexer acknowledgement available"
         return f"HEC healthy at {self.http.base_url}; token accepted{detail}"
+
+
+def _sizes(payloads: list[bytes]) -> list[int]:
+    """What each payload adds to a request body, as the requests are cut (``batch_max_bytes``)."""
+    sep = len(_SEP)
+    return [len(p) + sep for p in payloads]
 
 
 def _status_hint(status: int) -> str:

@@ -1,6 +1,7 @@
 """The batching every HTTP output shares: requests capped by bytes and count, split on 413, rounds."""
 from __future__ import annotations
 
+import gzip
 import threading
 from collections import deque
 
@@ -8,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from forwarder_core.encoded import Encoded
 from forwarder_core.errors import OutputError
 from forwarder_core.plugin_api import SendResult
 from siem_forwarder_plugins.outputs.batching import Limits, Retryable, Round, chunks, post_round, send_in_rounds, split
@@ -100,3 +102,40 @@ def test_a_stop_request_ends_the_rounds_at_once() -> None:
     stop.set()
     result = send_in_rounds([0], SendResult(), lambda todo: Round(progressed=True, again=todo), rounds=9, stop=stop)
     assert result.retry == [0] and result.retry_after is None
+
+
+@given(st.lists(st.binary(min_size=0, max_size=40), max_size=40), st.sets(st.integers(min_value=0, max_value=39)),
+       st.integers(min_value=1, max_value=120), st.integers(min_value=1, max_value=9), st.booleans(),
+       st.lists(st.integers(min_value=0, max_value=39), max_size=12))
+def test_bodies_built_ahead_are_the_bodies_the_send_would_build(parts: list[bytes], rejected: set[int], max_bytes: int,
+                                                                max_events: int, gzip_on: bool,
+                                                                retry: list[int]) -> None:
+    limits = Limits(max_bytes, max_events, gzip_on)
+    batch = Encoded(parts, {i: "bad" for i in rejected if i < len(parts)})
+    sizes = [len(p) + 1 for p in parts]
+    limits.build_ahead(batch, sizes, b"\n", 1)
+    todo = [i for i in range(len(parts)) if i not in batch.rejected]
+    first = list(limits.chunks(todo, sizes))
+    if gzip_on:  # the first attempt's requests, each built once, ahead
+        assert sorted(c for c, _ in batch.bodies.values()) == sorted(first)
+    else:
+        assert batch.bodies == {}
+    for chunk in first:  # ... are byte for byte what sending would have built
+        assert limits.body_of(chunk, batch, b"\n", 1) == limits.body([parts[i] for i in chunk], b"\n", 1)
+    # A later request (a retry, half of a split) is built from its own parts, never from a body
+    # built for another set of parts.
+    again = sorted({i for i in retry if i < len(parts)})
+    if again:
+        assert limits.body_of(again, batch, b"\n", 1) == limits.body([parts[i] for i in again], b"\n", 1)
+        half = again[: max(1, len(again) // 2)]
+        assert limits.body_of(half, batch, b"\n", 1) == limits.body([parts[i] for i in half], b"\n", 1)
+
+
+def test_a_batch_taken_apart_for_a_retry_builds_its_bodies_again() -> None:
+    limits = Limits(1_000, 2, True)
+    batch = limits.build_ahead(Encoded([b"a", b"b", b"c", b"d"]), [2, 2, 2, 2], b"\n", 1)
+    assert set(batch.bodies) == {(0, 2), (2, 2)}
+    assert batch.take([0, 1, 2, 3]) is batch
+    again = batch.take([2, 3])  # re-indexed from 0: [0, 1] now means c, d
+    assert again.bodies == {}
+    assert gzip.decompress(limits.body_of([0, 1], again, b"\n", 1)) == b"c\nd"

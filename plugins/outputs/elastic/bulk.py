@@ -183,7 +183,7 @@ class ElasticBulk(Output):
             except (ValueError, TypeError, KeyError) as exc:  # NaN, a value JSON cannot hold, a broken event
                 lines.append(b"")
                 rejected[i] = f"event cannot be encoded as an Elasticsearch document: {exc!r}"
-        return Encoded(lines, rejected)
+        return self.limits.build_ahead(Encoded(lines, rejected), [len(line) for line in lines], b"", GZIP_LEVEL)
 
     def send_encoded(self, batch: Encoded) -> SendResult:
         lines = batch.parts
@@ -195,19 +195,20 @@ class ElasticBulk(Output):
             self.log.warning("%s: Elasticsearch still refuses %d of %d documents (429/5xx); they will be "
                              "sent again later", self.name, len(todo), len(lines))
 
-        return send_in_rounds(todo, result, lambda indexes: self._round(indexes, sizes, lines, result),
+        return send_in_rounds(todo, result, lambda indexes: self._round(indexes, sizes, batch, result),
                               rounds=self.item_retry_rounds, stop=self.context.stop, wait=ITEM_RETRY_BASE,
                               wait_cap=ITEM_RETRY_CAP, on_give_up=give_up)
 
-    def _round(self, indexes: list[int], sizes: list[int], lines: list[bytes], result: SendResult) -> Round:
+    def _round(self, indexes: list[int], sizes: list[int], batch: Encoded, result: SendResult) -> Round:
         rnd = Round()
         return post_round(self.limits.chunks(indexes, sizes),
-                          lambda chunk, queue: self._post_chunk(chunk, queue, rnd, lines, result), rnd)
+                          lambda chunk, queue: self._post_chunk(chunk, queue, rnd, batch, result), rnd)
 
-    def _post_chunk(self, chunk: list[int], queue: deque[list[int]], rnd: Round, lines: list[bytes],
+    def _post_chunk(self, chunk: list[int], queue: deque[list[int]], rnd: Round, batch: Encoded,
                     result: SendResult) -> None:
         """One ``_bulk`` request and what Elasticsearch's answer means for each of its documents."""
-        status, body, headers = self._post(chunk, lines)
+        lines = batch.parts
+        status, body, headers = self._post(chunk, batch)
         if status == 200:
             self._items(chunk, body, result, rnd)
         elif status == 413:
@@ -223,8 +224,8 @@ class ElasticBulk(Output):
             raise Retryable(f"Elasticsearch answered {status} to _bulk: {_describe(body)}",
                             parse_retry_after(headers.get("Retry-After")))
 
-    def _post(self, chunk: list[int], lines: list[bytes]) -> tuple[int, Any, Any]:
-        body = self.limits.body([lines[i] for i in chunk], b"", GZIP_LEVEL)
+    def _post(self, chunk: list[int], batch: Encoded) -> tuple[int, Any, Any]:
+        body = self.limits.body_of(chunk, batch, b"", GZIP_LEVEL)
         try:
             resp = self.http.request("POST", "/_bulk", params=self._params, data=body, headers=self._headers,
                                      retry=False)

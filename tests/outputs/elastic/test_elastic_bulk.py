@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from forwarder_core.errors import OutputError
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import ComponentConfig, Context, apply_defaults
 from forwarder_core.secrets import Secret
+from siem_forwarder_plugins.outputs import batching
 from siem_forwarder_plugins.outputs.elastic.bulk import ElasticBulk, document_id
 from tests.fakes.base import FakeServer, Response
 from tests.fakes.elastic import FakeElasticsearch
@@ -371,3 +373,25 @@ def test_check_connection_refuses_a_server_that_is_not_elasticsearch(tmp_path: P
         out = make_output(other, tmp_path)
         with pytest.raises(OutputError, match="is not Elasticsearch"):
             out.check_connection()
+
+
+def test_a_batch_encoded_in_a_worker_is_sent_with_the_bodies_compressed_there(
+        es: FakeElasticsearch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = make_output(es, tmp_path, api_key=api_key(es), batch_max_events=3)
+    events = [asana_event(n) for n in range(7)]
+    batch = pickle.loads(pickle.dumps(out.encode_batch(events)))  # what crosses back from a worker
+    assert len(batch.bodies) == 3
+
+    def compress(*args: Any, **kwargs: Any) -> bytes:
+        raise AssertionError("the main process compressed a request that was built ahead")
+
+    monkeypatch.setattr(batching.gzip, "compress", compress)
+    es.reject_requests(1, status=503, retry_after="0", after=1)
+    result = out.send_encoded(batch)
+    assert result.retry == [3, 4, 5, 6] and es.count(STREAM) == 3
+    monkeypatch.undo()  # the retry is a sub-batch, re-indexed: its requests are built here, from its own parts
+    assert out.send_encoded(batch.take(result.retry)).retry == []
+    assert es.count(STREAM) == 7
+    sent = [json.loads(line)["create"]["_id"] for call in es.calls("/_bulk$", "POST")
+            for line in call.body.split(b"\n")[0::2] if line]
+    assert sorted(set(sent)) == sorted(document_id("asana", str(120000 + n)) for n in range(7))
