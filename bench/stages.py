@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from forwarder_core.metrics import Metrics
 from forwarder_core.pagework import PageTask
-from forwarder_core.plugin_api import ComponentConfig, Context, apply_defaults, content_id
+from forwarder_core.plugin_api import ComponentConfig, Context, Page, PageBody, apply_defaults, content_id
 from forwarder_core.prepare import Preparer
 from forwarder_core.schema import EventValidator
 from forwarder_core.times import parse_ms
@@ -76,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     stage("page to a worker (pickle, main)", lambda: ForkingPickler.dumps(task))
     sent = bytes(ForkingPickler.dumps(task))
     stage("page in a worker (unpickle)", lambda: pickle.loads(sent))
+    as_bytes = PageTask.of("code42", Page(raws, None, body=PageBody(page, ("events",), list(range(len(raws))))),
+                           ["siem"], False)
+    stage("page to a worker as its bytes (main)", lambda: ForkingPickler.dumps(as_bytes))
+    sent_bytes = bytes(ForkingPickler.dumps(as_bytes))
+    stage("page in a worker from its bytes", lambda: pickle.loads(sent_bytes).page_items())
     stage("normalize (content_id included)", lambda: [source.normalize(r) for r in raws])
     events = [source.normalize(r) for r in raws]
     validator = EventValidator(IncydrSource.event_schema)
@@ -86,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     stage("syslog_cef encode (RFC 5424 + CEF)", lambda: cef.encode(events))
     hec = component(SplunkHec, {"url": "http://127.0.0.1:9", "token": "t"})
     stage("splunk_hec encode (envelope)", lambda: [hec.encode(e) for e in events])
+    stage("splunk_hec encode_batch (+ gzip bodies)", lambda: hec.encode_batch(events))
     bulk = component(ElasticBulk, {"url": "http://127.0.0.1:9", "index": "bench"})
     stage("elastic_bulk encode (action + ECS)", lambda: [bulk.encode(e, "2024-01-01T00:00:00.000Z") for e in events])
+    stage("elastic_bulk encode_batch (+ gzip bodies)", lambda: bulk.encode_batch(events))
     stage("file encode (JSON lines)", lambda: encode_lines(events))
     return 0
 

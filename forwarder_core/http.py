@@ -26,6 +26,7 @@ import requests.adapters
 from forwarder_core import __version__
 from forwarder_core.auth import Auth, BearerAuth, call_refresh
 from forwarder_core.errors import AuthError, HttpError, ResponseError, TransportError
+from forwarder_core.jsoncodec import decode
 from forwarder_core.secrets import redact
 from forwarder_core.waits import MAX_RETRY_AFTER, ResponseWait, parse_retry_after, server_wait
 
@@ -268,7 +269,7 @@ def decode_json(response: requests.Response) -> Any:
     if not body.strip():
         raise ResponseError(f"{where}: empty body where JSON was expected (status {response.status_code})")
     try:
-        return json.loads(body)
+        return decode(body)
     except RecursionError:  # hostile or broken nesting: the decoder's depth limit, not a crash
         raise ResponseError(f"{where}: JSON nested too deeply to decode ({len(body)} bytes)") from None
     except ValueError as exc:

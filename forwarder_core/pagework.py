@@ -1,4 +1,5 @@
-"""The page task of a worker process: a page's raw events in, its encoded batches and counts out.
+"""The page task of a worker process: a page's raw events in (or the bytes they were decoded from,
+``Page.body``), its encoded batches and counts out.
 
 A worker builds its own plugin manager from the installed entry points (and ``plugin_paths``),
 and its own source and output instances from the same config document the main process
@@ -25,6 +26,7 @@ from typing import Any
 from forwarder_core.encoded import Encoded, EncodedEvents
 from forwarder_core.metrics import Metrics
 from forwarder_core.prepare import Preparer, Rejected
+from forwarder_core.results import Page, PageBody
 
 log = logging.getLogger("siem_forwarder.workers")
 PARENT_CHECK = 0.5
@@ -37,11 +39,35 @@ class PageTask:
 
     source: str
     items: list[Any]
+    """The page's items; empty when they cross as ``body``."""
     ids: list[str | None] | None
     encode_for: list[str]
     """The routed outputs whose ``encode_batch`` runs in the worker."""
     events_back: bool
     """Whether the normalized events must cross back (a routed output that encodes in ``send``)."""
+    body: PageBody | None = None
+    """The bytes the page's items were decoded from (``Page.body``), decoded in the worker."""
+    extras: list[Any] | None = None
+    """The items that did not come from ``body`` (its ``picks`` of -1), in their order."""
+    count: int = 0
+    """How many items ``body`` must give back."""
+
+    @classmethod
+    def of(cls, source: str, page: Page, encode_for: list[str], events_back: bool) -> PageTask:
+        """The task of ``page``: its body's bytes where it has a usable one, else its items."""
+        body, events = page.body, page.events
+        if body is None or len(body.picks) != len(events):
+            return cls(source, events, page.ids, encode_for, events_back)
+        extras = [item for item, pick in zip(events, body.picks) if pick < 0]
+        return cls(source, [], page.ids, encode_for, events_back, body, extras, len(events))
+
+    def page_items(self) -> list[Any]:
+        if self.body is None:
+            return self.items
+        items = self.body.items(self.extras or [])
+        if len(items) != self.count:
+            raise ValueError(f"the page body gave {len(items)} item(s) where the page holds {self.count}")
+        return items
 
 
 @dataclass
@@ -146,7 +172,7 @@ class _Worker:
         hooks.forwarder_configure(config=document)
 
     def run(self, task: PageTask) -> PageWork:
-        prepared = self.preparers[task.source].prepare(task.items, task.ids)
+        prepared = self.preparers[task.source].prepare(task.page_items(), task.ids)
         events = prepared.events
         work = PageWork(prepared.origins, [e.get("id") for e in events],
                         max((e["timestamp"] for e in events), default=None),

@@ -159,7 +159,7 @@ class SourceRunner:
     def _poll(self, cursor: Any) -> Iterator[Page]:
         """The source's pages; with workers, each handed to one as soon as it is fetched."""
         pages = self.source.poll(cursor)
-        return pages if self.offload is None else self.offload.ahead(pages)
+        return _without_bodies(pages) if self.offload is None else self.offload.ahead(pages)
 
     def _prepare(self, page: Page, ledger: Ledger) -> PreparedPage:
         """The page prepared in its worker, or here (no workers, a small page, a worker that failed)."""
@@ -224,3 +224,15 @@ class SourceRunner:
         if self.page_delivered is not None:
             self.page_delivered(source_name=self.name, count=count, cursor=page.cursor)
         return True
+
+
+def _without_bodies(pages: Iterator[Page]) -> Iterator[Page]:
+    """The pages, each without the bytes it was decoded from (``Page.body``): only a worker process uses them."""
+    try:
+        for page in pages:
+            page.body = None
+            yield page
+    finally:
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()

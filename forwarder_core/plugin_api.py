@@ -31,7 +31,7 @@ from forwarder_core.context import ComponentConfig, Context
 from forwarder_core.encoded import Encoded
 from forwarder_core.jsoncodec import canonical_json, canonical_json_bytes, compact_json, content_id
 from forwarder_core.option_schemas import TLS_OPTIONS, apply_defaults, http_output_options_schema, source_options_schema
-from forwarder_core.results import Page, SendResult
+from forwarder_core.results import Page, PageBody, SendResult
 from forwarder_core.source_traits import (
     DEFAULT_SEVERITY,
     TRAITS,
@@ -293,7 +293,8 @@ class Output(_Component):
         raise NotImplementedError
 
 __all__ = [
-    "TLS_OPTIONS", "ComponentConfig", "Context", "Encoded", "Output", "Page", "SendResult", "Source", "SourceTraits",
+    "TLS_OPTIONS", "ComponentConfig", "Context", "Encoded", "Output", "Page", "PageBody", "SendResult", "Source",
+    "SourceTraits",
     "apply_defaults", "canonical_json", "canonical_json_bytes", "compact_json", "content_id", "format_time",
     "http_output_options_schema", "parse_time", "source_options_schema", "targets_of", "traits_of",
 ]

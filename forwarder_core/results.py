@@ -1,12 +1,15 @@
 """What a plugin hands back to the core: a source's :class:`Page`, an output's :class:`SendResult`.
 
-Re-exported by :mod:`forwarder_core.plugin_api`, where plugins import them from.
+Re-exported by :mod:`forwarder_core.plugin_api`, where plugins import them from; so is
+:class:`PageBody`, the bytes a page came from.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from forwarder_core.jsoncodec import decode
 
 
 @dataclass
@@ -33,6 +36,37 @@ class Page:
     ids: list[str | None] | None = None
     already_delivered: int = 0
     held_back: int = 0
+    body: PageBody | None = None
+    """The response body the events were decoded from, where the source has it: with worker
+    processes the page then crosses to a worker as those bytes, decoded there, not as the
+    decoded events pickled (:class:`PageBody`)."""
+
+
+@dataclass
+class PageBody:
+    """The JSON bytes a page's events were decoded from, and where each event is in them.
+
+    A worker process decodes ``data`` with :func:`forwarder_core.jsoncodec.decode` (what the
+    core's HTTP client decodes responses with), walks ``path`` to the list of items, and takes
+    ``picks``: for each item of ``Page.events``, its index in that list, or -1 for an item that
+    did not come from this body (a copy held back from an earlier page), which crosses as it is.
+    Give it only when the events are the decoded items themselves, unchanged, in their order
+    of ``picks``; a body that does not decode to as many items is ignored (the events cross pickled).
+    """
+
+    data: bytes
+    path: tuple[str | int, ...]
+    picks: list[int]
+
+    def items(self, extras: list[Any]) -> list[Any]:
+        """The page's events rebuilt from ``data``: the picked items, ``extras`` in the places of -1."""
+        found: Any = decode(self.data)
+        for step in self.path:
+            found = found[step]
+        if not isinstance(found, list):
+            raise TypeError(f"the page body holds a {type(found).__name__} at {list(self.path)}, not a list")
+        extra = iter(extras)
+        return [found[i] if i >= 0 else next(extra) for i in self.picks]
 
 
 @dataclass

@@ -27,7 +27,8 @@ class Ticket:
     __slots__ = ("task", "future", "executor")
 
     def __init__(self, task: PageTask):
-        self.task = task
+        self.task: PageTask | None = task
+        """Until the page is sent to a worker (then dropped: a page's bytes are not kept twice)."""
         self.future: Future[PageWork] | None = None
         self.executor: ProcessPoolExecutor | None = None
 
@@ -72,10 +73,12 @@ class WorkerPool:
         self._running = {f for f in self._running if not f.done()}
         while self._waiting and len(self._running) < self.size:
             ticket = self._waiting.popleft()
+            task, ticket.task = ticket.task, None
+            assert task is not None  # a ticket waits here until sent, once
             executor = self._executor_locked()
             future: Future[PageWork]
             try:
-                future = executor.submit(run_task, ticket.task)
+                future = executor.submit(run_task, task)
             except (BrokenProcessPool, RuntimeError) as exc:  # broken, or shut down meanwhile
                 future = Future()
                 future.set_exception(BrokenProcessPool(str(exc)))

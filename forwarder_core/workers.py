@@ -93,8 +93,11 @@ class Offload:
 
     def _submit(self, page: Page) -> bool:
         if len(page.events) < SMALL_PAGE:
+            page.body = None
             return False
-        ticket = self.pool.submit(PageTask(self.source, page.events, page.ids, self.encode_for, self.events_back))
+        task = PageTask.of(self.source, page, self.encode_for, self.events_back)
+        page.body = None  # the task holds the bytes until a worker has them; the page keeps its events
+        ticket = self.pool.submit(task)
         if ticket is None:
             return False
         with self._lock:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from forwarder_core import hookimpl
 from forwarder_core.errors import AuthError, ForwarderError, HttpError, SourceError
 from forwarder_core.http import Auth
-from forwarder_core.plugin_api import Page, content_id, format_time, parse_time, source_options_schema
+from forwarder_core.plugin_api import Page, PageBody, content_id, format_time, parse_time, source_options_schema
 from forwarder_core.secrets import register_secret_text, reveal
 from forwarder_core.times import ms_datetime, now_ms, parse_ms
 from siem_forwarder_plugins.sources.windows import KEY_CHARS, EdgeDedup, WindowCursor, WindowedSource, WindowTally
@@ -236,10 +236,11 @@ class IncydrSource(WindowedSource):
         tally = self._tally[1]
         dedup = EdgeDedup(state, end, self.lookback, tally=tally)
         while not self.context.stop.is_set():
-            answer = self._post(SEARCH, {**base, "page": win["page"]})
+            answer, data = self._search({**base, "page": win["page"]})
             events = self._events(answer)
             held_before = len(self._held)
-            fresh, ids, newest = self._admit(events, dedup, end)
+            fresh, ids, newest, picks = self._admit(events, dedup, end)
+            body = _body(data, picks)
             held = len(self._held) - held_before
             win["met"] = sum(tally.met.values()) - len(self._held)
             win["page"] += 1
@@ -263,20 +264,20 @@ class IncydrSource(WindowedSource):
                         self._last_held = sorted(cid for _, cid, _ in self._held)
                         self._held = []  # the new pass meets them again, and the recount decides
                         yield Page(fresh, state.dump(), newest, ids=ids,
-                                   already_delivered=dedup.take_already(), held_back=held)
+                                   already_delivered=dedup.take_already(), held_back=held, body=body)
                         continue
                 released = len(self._held)
-                newest = self._release_held(dedup, fresh, ids, newest)
+                newest = self._release_held(dedup, fresh, ids, newest, picks)
                 state.finish_window(end, self.lookback)
                 self._tally = None
                 self._last_held = []
                 # held_back is what this page kept minus what it now releases, so the ledger of
                 # every page balances and the window's held copies net out once delivered
                 yield Page(fresh, state.dump(), newest, ids=ids, already_delivered=dedup.take_already(),
-                           held_back=held - released)
+                           held_back=held - released, body=body)
                 return
             yield Page(fresh, state.dump(), newest, ids=ids, already_delivered=dedup.take_already(),
-                       held_back=held)
+                       held_back=held, body=body)
 
     def _stable(self, win: dict[str, Any], total: int) -> bool:
         """True when the window's result set did not change while this pass paged it: counted the
@@ -332,19 +333,23 @@ class IncydrSource(WindowedSource):
         except ValueError:
             return end
 
-    def _admit(self, events: list[Any], dedup: EdgeDedup, end: int) -> tuple[list[Any], list[str | None], datetime | None]:
-        """The page's new events and their occurrence ids; copies first met on an earlier page are held."""
+    def _admit(self, events: list[Any], dedup: EdgeDedup, end: int
+               ) -> tuple[list[Any], list[str | None], datetime | None, list[int]]:
+        """The page's new events, their occurrence ids, the newest one's time, and where each
+        is on the page (``PageBody.picks``); copies first met on an earlier page are held."""
         fresh: list[Any] = []
         ids: list[str | None] = []
+        picks: list[int] = []
         newest = -1
         tally = dedup.tally
         on_page: set[str] = set()
-        for raw in events:
+        for index, raw in enumerate(events):
             try:
                 cid = content_id(raw)
             except (TypeError, ValueError):
                 fresh.append(raw)  # unhashable (NaN...): let normalize fail and the core quarantine it
                 ids.append(None)
+                picks.append(index)
                 continue
             t = self._time(raw, end)
             key = cid[:KEY_CHARS]
@@ -357,12 +362,13 @@ class IncydrSource(WindowedSource):
             if oid is not None:
                 fresh.append(raw)
                 ids.append(oid)
+                picks.append(index)
                 if t > newest:
                     newest = t
-        return fresh, ids, (ms_datetime(newest) if newest >= 0 else None)
+        return fresh, ids, (ms_datetime(newest) if newest >= 0 else None), picks
 
     def _release_held(self, dedup: EdgeDedup, fresh: list[Any], ids: list[str | None],
-                      newest: datetime | None) -> datetime | None:
+                      newest: datetime | None, picks: list[int]) -> datetime | None:
         """The window's pass is confirmed: the held copies are real; number them and deliver the new."""
         held, self._held = self._held, []
         tally = dedup.tally
@@ -374,19 +380,28 @@ class IncydrSource(WindowedSource):
             if oid is not None:
                 fresh.append(raw)
                 ids.append(oid)
+                picks.append(-1)  # met on an earlier page: it crosses to a worker as it is
                 latest = max(latest, t)
         if latest >= 0 and (newest is None or ms_datetime(latest) > newest):
             return ms_datetime(latest)
         return newest
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._request(path, body)[0]
+
+    def _search(self, body: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """A search page decoded, and the bytes it was decoded from (a worker decodes them again)."""
+        return self._request(SEARCH, body)
+
+    def _request(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         try:
-            answer = self.http.post_json(path, body)
+            response = self.http.request("POST", path, json_body=body, expect_json=True)
         except ForwarderError as exc:
             raise SourceError(_failed(self.name, path, exc)) from None
+        answer = response.parsed  # type: ignore[attr-defined]
         if not isinstance(answer, dict):
             raise SourceError(f"{self.name}: Incydr {path}: expected a JSON object, got {type(answer).__name__}")
-        return answer
+        return answer, response.content
 
     def _count(self, start: int, end: int) -> int | None:
         """Events in ``[start, end)``; None when this tenant does not offer the count endpoint."""
@@ -465,6 +480,12 @@ class IncydrSource(WindowedSource):
             raise SourceError(f"cannot read the Incydr audit log: {exc}") from None
         counted = f"{count} audit events in the last hour" if count is not None else "audit log readable"
         return f"authenticated to {self.http.base_url} as API client {reveal(self.options['client_id'])}; {counted}"
+
+
+def _body(data: bytes, picks: list[int]) -> PageBody | None:
+    """The bytes of a search page for a worker to decode, when the page delivers some of its events
+    (``picks`` is the list the page goes on filling: copies released later are added as -1)."""
+    return PageBody(data, ("events",), picks) if picks else None
 
 
 def _failed(name: str, path: str, exc: Exception) -> str:

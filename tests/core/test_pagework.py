@@ -7,6 +7,7 @@ output's ``send`` encoding.
 """
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from forwarder_core.pagework import PageTask, PageWork, PreparedPage, _Worker
 from forwarder_core.plugins import load_plugins
 from forwarder_core.prepare import Preparer
 from forwarder_core.problems import Problems
+from forwarder_core.results import Page, PageBody
 from forwarder_core.yamlsource import Located
 from siem_forwarder_plugins.outputs.file import encode_lines
 
@@ -94,6 +96,46 @@ def test_a_page_prepared_in_a_worker_matches_the_in_process_path(sides: tuple[_W
             assert batch.batch.parts == mine.parts
     if here.events:
         assert b"".join(page.for_output("file").batch.parts) == encode_lines(here.events)  # type: ignore[union-attr]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=pages, data=st.data())
+def test_a_page_that_crosses_as_its_bytes_is_prepared_as_its_events(sides: tuple[_Worker, _Worker],
+                                                                   items: list[dict[str, Any]], data: Any) -> None:
+    """``Page.body``: the worker decodes the vendor's bytes and picks the page's items out of them
+    (a vendor page holds items the source does not deliver, and the source adds some it held)."""
+    worker, main = sides
+    served = data.draw(st.lists(raw_event, max_size=10))  # the items the source did not deliver
+    from_body = data.draw(st.lists(st.booleans(), min_size=len(items), max_size=len(items)))
+    listed = list(served)
+    picks = []
+    for item, in_body in zip(items, from_body):
+        if in_body:
+            at = data.draw(st.integers(0, len(listed)))
+            picks = [p + 1 if p >= at else p for p in picks]
+            listed.insert(at, item)
+            picks.append(at)
+        else:
+            picks.append(-1)
+    body = PageBody(json.dumps({"next": None, "data": {"items": listed}}).encode(), ("data", "items"), picks)
+    task = PageTask.of("counter", Page(items, None, body=body), OUTPUTS, True)
+    assert task.items == [] and task.body is body  # the bytes cross, not the decoded items
+    task = pickle.loads(pickle.dumps(task))
+    work: PageWork = pickle.loads(pickle.dumps(worker.run(task)))
+    here = main.preparers["counter"].prepare(items)
+    assert work.origins == here.origins
+    assert repr([(r.index, r.reason, r.event_id, r.raw) for r in work.rejected]) == \
+        repr([(r.index, r.reason, r.event_id, r.raw) for r in here.rejected])
+    assert repr(work.events) == repr(here.events)
+
+
+def test_a_body_that_does_not_fit_its_page_crosses_as_the_items() -> None:
+    items = [{"seq": 1}, {"seq": 2}]
+    short = PageBody(b'{"items": [{"seq": 1}]}', ("items",), [0])  # one pick for two items
+    assert PageTask.of("counter", Page(items, None, body=short), [], False).items == items
+    lying = PageTask.of("counter", Page(items, None, body=PageBody(b'{"items": []}', ("items",), [0, -1])), [], False)
+    with pytest.raises(IndexError):
+        lying.page_items()  # in a worker: the task fails and the main process prepares the page itself
 
 
 def test_the_worker_builds_only_what_it_is_given(testkit_path: str, tmp_path: Path) -> None:

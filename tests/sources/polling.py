@@ -42,11 +42,21 @@ class Drain:
         self.cursor = cursor
         self.events: list[dict[str, Any]] = []
         self.pages = 0
+        self.filled = 0  # pages with events
+        self.bodies = 0  # pages that came with the bytes they were decoded from (Page.body)
+        self.extras = 0  # items of those pages that did not come from the page's own bytes
 
     def pages_of(self, cursor: Any = None) -> Iterator[Page]:
         for page in self.source.poll(cursor if cursor is not None else self.cursor):
             json.dumps(page.cursor)  # every cursor must be JSON as it is
             self.pages += 1
+            self.filled += bool(page.events)
+            if page.body is not None:  # a worker process rebuilds the page from these bytes
+                self.bodies += 1
+                assert len(page.body.picks) == len(page.events)
+                extras = [item for item, pick in zip(page.events, page.body.picks) if pick < 0]
+                self.extras += len(extras)
+                assert repr(page.body.items(extras)) == repr(page.events)  # repr: NaN is never equal to itself
             ids = page.ids or [None] * len(page.events)
             self.events.extend(self.source.normalize_as(raw, pid) for raw, pid in zip(page.events, ids))
             self.cursor = page.cursor

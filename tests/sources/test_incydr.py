@@ -41,6 +41,14 @@ def expected_ids(fake: IncydrFake) -> Counter[str]:
     return Counter(content_id(e) for e in fake.events())
 
 
+def occurrences(fake: IncydrFake) -> Counter[str]:
+    """The ids of the fake's events as CONTRACT.md numbers identical ones: ``<digest>``, ``<digest>-2``, ..."""
+    met: Counter[str] = Counter()
+    for event in fake.events():
+        met[content_id(event)] += 1
+    return Counter(d if n == 1 else f"{d}-{n}" for d, count in met.items() for n in range(1, count + 1))
+
+
 def assert_exactly_once(drain: Drain, fake: IncydrFake) -> None:
     delivered = Counter(drain.ids())
     assert max(delivered.values()) == 1, [k for k, v in delivered.items() if v > 1][:3]
@@ -404,3 +412,33 @@ def test_the_fakes_date_range_is_start_inclusive_end_exclusive(fake):
     assert sorted(map(content_id, inclusive.json()["events"])) == sorted(map(content_id, same_ms))
     exclusive = _search(fake, {"page": 0, "pageSize": 100, "dateRange": {"startTime": at - 1, "endTime": at}}).json()
     assert first not in exclusive.get("events", [])
+
+
+# ---------------------------------------------------------------------------- the bytes a worker gets
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(copies=st.lists(st.integers(1, 9), min_size=1, max_size=12), page_size=st.sampled_from([3, 7, 50]),
+       extra=st.integers(0, 30))
+def test_the_bytes_a_page_carries_rebuild_exactly_its_events(copies, page_size, extra, tmp_path):
+    """Each page's ``body`` decodes, through its picks, to exactly the page's events: identical
+    events split across pages, copies held back and released at the window's end (which cross as
+    they are), pages of distinct events. Drain checks every page (tests/sources/polling.py)."""
+    start = datetime.now(timezone.utc) - timedelta(seconds=90)
+    with IncydrFake(events=extra, start=start, span=60, client_secret=SECRET) as fake:
+        for i, n in enumerate(copies):
+            fake.add_copies(fake.make_event(start + timedelta(milliseconds=10 * i), actorName=f"actor{i}"), n)
+        drain = Drain(source(fake, tmp_path, page_size=page_size))
+        drain.poll()
+        assert 0 < drain.bodies <= drain.filled
+        assert Counter(drain.ids()) == occurrences(fake)
+
+
+def test_copies_released_at_the_window_end_cross_as_they_are(tmp_path):
+    start = datetime.now(timezone.utc) - timedelta(seconds=90)
+    with IncydrFake(events=6, start=start, span=60, client_secret=SECRET) as fake:
+        fake.add_copies(fake.make_event(start), 5)  # one event five times among six others, pages of 3
+        drain = Drain(source(fake, tmp_path, page_size=3))
+        drain.poll()
+        assert drain.bodies > 0 and drain.extras > 0
+        assert Counter(drain.ids()) == occurrences(fake)
