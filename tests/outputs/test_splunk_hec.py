@@ -427,7 +427,7 @@ def test_a_batch_encoded_in_a_worker_is_sent_with_the_bodies_compressed_there(
     def compress(*args: Any, **kwargs: Any) -> bytes:
         raise AssertionError("the main process compressed a request that was built ahead")
 
-    monkeypatch.setattr(batching.gzip, "compress", compress)
+    monkeypatch.setattr(batching, "gzip_compress", compress)
     hec.fault("slow", path="/services/collector/event", count=1)  # the first request goes through
     hec.fault("status", path="/services/collector/event", status=503, count=1, retry_after="0",
               body={"text": "Server is busy", "code": 9})

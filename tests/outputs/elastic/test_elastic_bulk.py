@@ -385,7 +385,7 @@ def test_a_batch_encoded_in_a_worker_is_sent_with_the_bodies_compressed_there(
     def compress(*args: Any, **kwargs: Any) -> bytes:
         raise AssertionError("the main process compressed a request that was built ahead")
 
-    monkeypatch.setattr(batching.gzip, "compress", compress)
+    monkeypatch.setattr(batching, "gzip_compress", compress)
     es.reject_requests(1, status=503, retry_after="0", after=1)
     result = out.send_encoded(batch)
     assert result.retry == [3, 4, 5, 6] and es.count(STREAM) == 3
