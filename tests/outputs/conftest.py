@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.outputs.encoded import CompressHere
 from tests.rsyslog import INSTALL_HINT, Pki, Rsyslog, find_rsyslogd, gtls_available, make_pki
 
 
@@ -60,3 +61,10 @@ def own_tls_rsyslog(tmp_path: Path, pki: Pki) -> Iterator[Rsyslog]:
     receiver = _started(tmp_path / "rsyslog-tls", pki)
     yield receiver
     receiver.stop()
+
+
+@pytest.fixture
+def compress_here(monkeypatch: pytest.MonkeyPatch) -> CompressHere:
+    """For the tests that a batch encoded in a worker is sent with the bodies built there."""
+    return CompressHere(monkeypatch)
+

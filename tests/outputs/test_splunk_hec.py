@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -18,10 +17,10 @@ from forwarder_core.errors import OutputError
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import ComponentConfig, Context, SendResult, apply_defaults
 from forwarder_core.secrets import Secret
-from siem_forwarder_plugins.outputs import batching
 from siem_forwarder_plugins.outputs.splunk_hec import SplunkHec, classify
 from tests.fakes.splunk_hec import DEFAULT_TOKEN, SplunkHecFake, TokenConfig
 from tests.outputs.builtin import source_block
+from tests.outputs.encoded import CompressHere, from_a_worker
 
 WRONG_TOKEN = "99999999-8888-7777-6666-000000000000"
 ACK_TOKEN = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
@@ -418,22 +417,18 @@ def test_a_url_with_the_endpoint_path_pauses_with_a_hint(hec: SplunkHecFake, tmp
 
 
 def test_a_batch_encoded_in_a_worker_is_sent_with_the_bodies_compressed_there(
-        hec: SplunkHecFake, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        hec: SplunkHecFake, tmp_path: Any, compress_here: CompressHere) -> None:
     out = make_output(hec, tmp_path, batch_max_events=4)
     events = [event(i) for i in range(10)]
-    batch = pickle.loads(pickle.dumps(out.encode_batch(events)))  # what crosses back from a worker
+    batch = from_a_worker(out, events)
     assert len(batch.bodies) == 3
-
-    def compress(*args: Any, **kwargs: Any) -> bytes:
-        raise AssertionError("the main process compressed a request that was built ahead")
-
-    monkeypatch.setattr(batching, "gzip_compress", compress)
+    compress_here.forbid()
     hec.fault("slow", path="/services/collector/event", count=1)  # the first request goes through
     hec.fault("status", path="/services/collector/event", status=503, count=1, retry_after="0",
               body={"text": "Server is busy", "code": 9})
     result = out.send_encoded(batch)
     assert result.retry == [4, 5, 6, 7, 8, 9] and ids(hec) == [f"evt-{i}" for i in range(4)]
-    monkeypatch.undo()  # the retry is a sub-batch, re-indexed: its requests are built here, from its own parts
+    compress_here.allow()  # the retry is a sub-batch, re-indexed: its requests are built here, from its own parts
     again = out.send_encoded(batch.take(result.retry))
     assert again == SendResult()
     assert ids(hec) == [f"evt-{i}" for i in range(10)]

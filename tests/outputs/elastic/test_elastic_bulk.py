@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +22,10 @@ from forwarder_core.errors import OutputError
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import ComponentConfig, Context, apply_defaults
 from forwarder_core.secrets import Secret
-from siem_forwarder_plugins.outputs import batching
 from siem_forwarder_plugins.outputs.elastic.bulk import ElasticBulk, document_id
 from tests.fakes.base import FakeServer, Response
 from tests.fakes.elastic import FakeElasticsearch
+from tests.outputs.encoded import CompressHere, from_a_worker
 
 KEY_ID, KEY = "VuaCfGcBCdbkQm-e5aOx", "ui2lp2axTNmsyakw9tvNnw"
 STREAM = "logs-asana.audit-default"
@@ -376,20 +375,16 @@ def test_check_connection_refuses_a_server_that_is_not_elasticsearch(tmp_path: P
 
 
 def test_a_batch_encoded_in_a_worker_is_sent_with_the_bodies_compressed_there(
-        es: FakeElasticsearch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        es: FakeElasticsearch, tmp_path: Path, compress_here: CompressHere) -> None:
     out = make_output(es, tmp_path, api_key=api_key(es), batch_max_events=3)
     events = [asana_event(n) for n in range(7)]
-    batch = pickle.loads(pickle.dumps(out.encode_batch(events)))  # what crosses back from a worker
+    batch = from_a_worker(out, events)
     assert len(batch.bodies) == 3
-
-    def compress(*args: Any, **kwargs: Any) -> bytes:
-        raise AssertionError("the main process compressed a request that was built ahead")
-
-    monkeypatch.setattr(batching, "gzip_compress", compress)
+    compress_here.forbid()
     es.reject_requests(1, status=503, retry_after="0", after=1)
     result = out.send_encoded(batch)
     assert result.retry == [3, 4, 5, 6] and es.count(STREAM) == 3
-    monkeypatch.undo()  # the retry is a sub-batch, re-indexed: its requests are built here, from its own parts
+    compress_here.allow()  # the retry is a sub-batch, re-indexed: its requests are built here, from its own parts
     assert out.send_encoded(batch.take(result.retry)).retry == []
     assert es.count(STREAM) == 7
     sent = [json.loads(line)["create"]["_id"] for call in es.calls("/_bulk$", "POST")
