@@ -6,23 +6,25 @@ from typing import Any
 
 import pytest
 
+from siem_forwarder_plugins.outputs import batching
+
 
 class CompressHere:
     """Switches compressing a request body in this process into a test failure, and back."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch):
         self._monkeypatch = monkeypatch
+        self._compress = batching.gzip_compress
 
     def forbid(self) -> None:
-        from siem_forwarder_plugins.outputs import batching
-
         def compress(*args: Any, **kwargs: Any) -> bytes:
             raise AssertionError("the main process compressed a request that was built ahead")
 
         self._monkeypatch.setattr(batching, "gzip_compress", compress)
 
     def allow(self) -> None:
-        self._monkeypatch.undo()
+        """Only this switch back: other patches of the test stay."""
+        self._monkeypatch.setattr(batching, "gzip_compress", self._compress)
 
 
 def from_a_worker(output: Any, events: list[dict[str, Any]]) -> Any:
