@@ -49,8 +49,6 @@ class PageTask:
     """The bytes the page's items were decoded from (``Page.body``), decoded in the worker."""
     extras: list[Any] | None = None
     """The items that did not come from ``body`` (its ``picks`` of -1), in their order."""
-    count: int = 0
-    """How many items ``body`` must give back."""
 
     @classmethod
     def of(cls, source: str, page: Page, encode_for: list[str], events_back: bool) -> PageTask:
@@ -59,15 +57,11 @@ class PageTask:
         if body is None or len(body.picks) != len(events):
             return cls(source, events, page.ids, encode_for, events_back)
         extras = [item for item, pick in zip(events, body.picks) if pick < 0]
-        return cls(source, [], page.ids, encode_for, events_back, body, extras, len(events))
+        return cls(source, [], page.ids, encode_for, events_back, body, extras)
 
     def page_items(self) -> list[Any]:
-        if self.body is None:
-            return self.items
-        items = self.body.items(self.extras or [])
-        if len(items) != self.count:
-            raise ValueError(f"the page body gave {len(items)} item(s) where the page holds {self.count}")
-        return items
+        """The page's items: as they crossed, or rebuilt from the body (one per pick, by :meth:`of`)."""
+        return self.items if self.body is None else self.body.items(self.extras or [])
 
 
 @dataclass

@@ -51,7 +51,9 @@ class PageBody:
     ``picks``: for each item of ``Page.events``, its index in that list, or -1 for an item that
     did not come from this body (a copy held back from an earlier page), which crosses as it is.
     Give it only when the events are the decoded items themselves, unchanged, in their order
-    of ``picks``; a body that does not decode to as many items is ignored (the events cross pickled).
+    of ``picks``. A body without one pick per event is ignored (the events cross pickled); one
+    whose picks are not in the decoded list fails the worker's task, and the main process
+    prepares the page itself.
     """
 
     data: bytes
