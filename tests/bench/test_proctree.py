@@ -12,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 MB = 1 << 20
@@ -54,7 +55,8 @@ TREE = textwrap.dedent("""
 """)
 
 
-def test_a_sample_sums_memory_threads_and_processes_over_the_tree() -> None:
+def _sample_tree() -> Any:
+    """One sample of TREE (a parent and its two children) while it runs; the sampler's usage."""
     proctree = bench_module("proctree")
     parent = subprocess.Popen([sys.executable, "-c", TREE], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
@@ -65,7 +67,11 @@ def test_a_sample_sums_memory_threads_and_processes_over_the_tree() -> None:
         assert parent.stdin is not None
         parent.stdin.close()
         assert parent.wait(60) == 0
-    usage = sampler.stop()
+    return sampler.stop()
+
+
+def test_a_sample_sums_memory_threads_and_processes_over_the_tree() -> None:
+    usage = _sample_tree()
     assert usage.samples == 1
     assert usage.peak_processes == 3
     assert usage.peak_threads >= 1 + 2 * 2
@@ -108,17 +114,7 @@ def test_a_root_that_is_gone_gives_no_sample() -> None:
 
 
 def test_the_figures_are_kept_by_role_too() -> None:
-    proctree = bench_module("proctree")
-    parent = subprocess.Popen([sys.executable, "-c", TREE], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        assert parent.stdout is not None and parent.stdout.readline() == b"ready\n"
-        sampler = proctree.TreeSampler(parent.pid)
-        sampler.sample()
-    finally:
-        assert parent.stdin is not None
-        parent.stdin.close()
-        assert parent.wait(60) == 0
-    usage = sampler.stop()
+    usage = _sample_tree()
     assert set(usage.cpu_by_role) == {"main", "child"}  # no multiprocessing here: plain children
     assert abs(sum(usage.cpu_by_role.values()) - usage.cpu_s) < 1e-9
     assert usage.peak_rss_kb_by_role["child"] >= 2 * 40 * MB // 1024
