@@ -61,5 +61,17 @@ def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
+def lines_written(path: Path | str) -> int:
+    """How many whole lines a file a running forwarder is still appending to holds so far.
+
+    A predicate polled while the forwarder writes must not parse the file: the last line may be
+    half written when it is read. Counting newlines counts only the lines that are complete.
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0
+    return path.read_bytes().count(b"\n")
+
+
 def file_output(path: Path, name: str = "out", **extra: Any) -> dict[str, Any]:
     return {"name": name, "type": "file", "options": {"path": str(path)}, **extra}

@@ -5,7 +5,7 @@ import signal
 import time
 from pathlib import Path
 
-from tests.helpers import read_jsonl, start_forwarder, write_config
+from tests.helpers import lines_written, read_jsonl, start_forwarder, write_config
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool:
@@ -21,7 +21,7 @@ def test_sigterm_finishes_and_exits_zero(tmp_path: Path, counter_config) -> None
     config = counter_config(count=40, page_size=10)
     proc = start_forwarder(tmp_path, config)
     try:
-        assert wait_for(lambda: len(read_jsonl(tmp_path / "out.jsonl")) == 40)
+        assert wait_for(lambda: lines_written(tmp_path / "out.jsonl") == 40)
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=30)
     finally:
@@ -46,7 +46,7 @@ def test_sighup_bad_config_keeps_running_good_config_applies(tmp_path: Path, cou
     proc = start_forwarder(tmp_path, config)
     path = tmp_path / "config.yaml"
     try:
-        assert wait_for(lambda: len(read_jsonl(tmp_path / "out.jsonl")) == 5)
+        assert wait_for(lambda: lines_written(tmp_path / "out.jsonl") == 5)
         path.write_text("sources: [\n")
         proc.send_signal(signal.SIGHUP)
         time.sleep(1.0)
@@ -54,7 +54,7 @@ def test_sighup_bad_config_keeps_running_good_config_applies(tmp_path: Path, cou
         config["sources"][0]["options"]["count"] = 9
         write_config(path, config)
         proc.send_signal(signal.SIGHUP)
-        assert wait_for(lambda: len(read_jsonl(tmp_path / "out.jsonl")) == 9)
+        assert wait_for(lambda: lines_written(tmp_path / "out.jsonl") == 9)
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=30)
     finally:

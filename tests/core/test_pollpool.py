@@ -27,7 +27,7 @@ from forwarder_core.pollpool import SLICE_PAGES
 from forwarder_core.polls import SourceResult
 from forwarder_core.setaside import QUARANTINE, SetAside
 from tests.fakes.asana import AsanaFake
-from tests.helpers import read_jsonl, run_forwarder, start_forwarder, write_config
+from tests.helpers import lines_written, read_jsonl, run_forwarder, start_forwarder, write_config
 
 
 def counters(tmp_path: Path, testkit_path: str, sizes: list[int], pool: int, page_size: int = 10,
@@ -194,7 +194,7 @@ def test_run_with_300_sources_and_a_pool_of_4_delivers_each_event_once_on_bounde
         except OSError:
             pass
 
-    _terminate_when(proc, lambda: len(read_jsonl(tmp_path / "out.jsonl")) >= sum(sizes), every=sample)
+    _terminate_when(proc, lambda: lines_written(tmp_path / "out.jsonl") >= sum(sizes), every=sample)
     got = delivered(tmp_path)
     assert set(got) == expected(sizes) and set(got.values()) == {1}
     # main, the 4 slots and their 4 fetchers; a thread a source would be 300 more
@@ -205,7 +205,7 @@ def test_sigterm_during_pooled_polling_commits_nothing_early(tmp_path: Path, tes
     sizes = [3000] * 40
     config = counters(tmp_path, testkit_path, sizes, pool=3)
     proc = start_forwarder(tmp_path, config)
-    _terminate_when(proc, lambda: len(read_jsonl(tmp_path / "out.jsonl")) >= 2000)
+    _terminate_when(proc, lambda: lines_written(tmp_path / "out.jsonl") >= 2000)
     got = delivered(tmp_path)
     assert set(got.values()) == {1}
     assert len(got) < sum(sizes), "stopped before the end, or the test proves nothing"
@@ -234,13 +234,13 @@ def test_sighup_with_a_pool_restarts_every_source_from_its_cursor(tmp_path: Path
         source["interval"] = 1
     proc = start_forwarder(tmp_path, config)
     try:
-        assert _wait(lambda: len(read_jsonl(tmp_path / "out.jsonl")) >= sum(sizes), proc)
+        assert _wait(lambda: lines_written(tmp_path / "out.jsonl") >= sum(sizes), proc)
         bigger = [25] * 6
         for source in config["sources"]:
             source["options"]["count"] = 25
         write_config(tmp_path / "config.yaml", config)
         proc.send_signal(signal.SIGHUP)
-        assert _wait(lambda: len(read_jsonl(tmp_path / "out.jsonl")) >= sum(bigger), proc)
+        assert _wait(lambda: lines_written(tmp_path / "out.jsonl") >= sum(bigger), proc)
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)
     finally:

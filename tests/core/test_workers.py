@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from forwarder_core.config import worker_count
-from tests.helpers import read_jsonl, run_forwarder, start_forwarder, write_config
+from tests.helpers import lines_written, read_jsonl, run_forwarder, start_forwarder, write_config
 from tests.reliability.harness import ElasticSink, _drain_stderr, wait_until
 
 COUNT = 3000
@@ -185,14 +185,14 @@ def test_sighup_starts_new_workers_for_the_new_config_and_sigterm_stops_them(tmp
     log: list[str] = []
     _drain_stderr(proc, log)
     try:
-        wait_until(lambda: len(read_jsonl(out)) == 1000, 60, "the first 1000 events", proc, log)
+        wait_until(lambda: lines_written(out) == 1000, 60, "the first 1000 events", proc, log)
         first = _workers(proc.pid)
         assert len(first) == 1
         config["sources"][0]["options"]["count"] = 2000
         config["workers"] = 2
         write_config(tmp_path / "config.yaml", config)
         proc.send_signal(signal.SIGHUP)
-        wait_until(lambda: len(read_jsonl(out)) == 2000, 60, "the next 1000 events", proc, log)
+        wait_until(lambda: lines_written(out) == 2000, 60, "the next 1000 events", proc, log)
         assert not _alive(first), "the old configuration's worker outlived the reload"
         workers = _workers(proc.pid) | _children(proc.pid)
         assert len(_workers(proc.pid)) == 2
