@@ -5,7 +5,9 @@ reaped, and its ``ru_maxrss`` is the largest of those processes, never their sum
 whose worker processes run beside it needs the sum: :class:`TreeSampler` walks ``/proc`` every
 ``interval`` seconds while the measured program runs, finds every process whose chain of parents
 leads to the measured one, and keeps the peak of the summed ``VmRSS``, the peak of the summed
-``Threads``, the peak number of processes, and the last ``utime + stime`` seen of each process
+``Pss`` (``/proc/<pid>/smaps_rollup``: each page shared by several processes counted once, split
+between them, where the summed RSS counts it in every one; a worker forked from the forkserver
+shares the modules the forkserver loaded), the peak of the summed ``Threads``, the peak number of processes, and the last ``utime + stime`` seen of each process
 (by pid and start time, so a reused pid is another process). This kernel has no
 ``/proc/<pid>/task/<tid>/children``, so each sample reads ``/proc/<pid>/stat`` of every process on
 the machine for the parent links (about 1 ms for 80 processes).
@@ -28,6 +30,7 @@ class TreeUsage:
     """What the samples saw; the peaks are of sums over the tree at one instant."""
 
     peak_rss_kb: int = 0
+    peak_pss_kb: int = 0  # 0: the kernel has no smaps_rollup
     peak_threads: int = 0
     peak_processes: int = 0
     cpu_s: float = 0.0  # sum over every process seen of its last sampled user + system time
@@ -64,6 +67,18 @@ def _status(pid: int) -> tuple[int, int]:
     except OSError:
         pass
     return rss, threads
+
+
+def _pss(pid: int) -> int:
+    """Proportional set size of a process in kB; 0 for one gone or a kernel without smaps_rollup."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def _cmdline(pid: int) -> bytes:
@@ -137,7 +152,7 @@ class TreeSampler:
             stats[pid] = (stat[1], stat[2], stat[0])
         if self.root not in stats:
             return
-        tree, rss, threads = [self.root], 0, 0
+        tree, rss, pss, threads = [self.root], 0, 0, 0
         for pid in tree:  # grows while it is walked: breadth first
             tree.extend(children.get(pid, ()))
         role_rss: dict[str, int] = {}
@@ -148,6 +163,7 @@ class TreeSampler:
             who = self._roles.get(key) or self._roles.setdefault(key, role(pid, parent, self.root))
             pid_rss, pid_threads = _status(pid)
             rss += pid_rss
+            pss += _pss(pid)
             threads += pid_threads
             role_rss[who] = role_rss.get(who, 0) + pid_rss
         usage = self.usage
@@ -155,5 +171,6 @@ class TreeSampler:
             usage.peak_rss_kb_by_role[who] = max(usage.peak_rss_kb_by_role.get(who, 0), kb)
         usage.samples += 1
         usage.peak_rss_kb = max(usage.peak_rss_kb, rss)
+        usage.peak_pss_kb = max(usage.peak_pss_kb, pss)
         usage.peak_threads = max(usage.peak_threads, threads)
         usage.peak_processes = max(usage.peak_processes, len(tree))

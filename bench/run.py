@@ -117,6 +117,7 @@ class Measured:
     cpu_wait4: float = float("nan")
     cpu_sampled: float = float("nan")
     tree_rss_mb: float = float("nan")  # peak of the summed VmRSS (at least rss_mb)
+    tree_pss_mb: float = float("nan")  # peak of the summed Pss: shared pages counted once
     threads: float = float("nan")  # peak of the summed Threads
     processes: float = float("nan")  # peak number of processes in the tree
     roles: str = ""  # each role's CPU and peak memory (TreeUsage.roles), where there are several
@@ -156,6 +157,8 @@ def measure(argv: list[str], workdir: Path, env: dict[str, str] | None = None, l
         m.cpu_sampled = tree.cpu_s
         m.cpu = max(cpu, tree.cpu_s)
         m.tree_rss_mb = max(rss, tree.peak_rss_kb / 1024.0)
+        if tree.peak_pss_kb:
+            m.tree_pss_mb = tree.peak_pss_kb / 1024.0
         m.threads, m.processes = tree.peak_threads, tree.peak_processes
         if len(tree.cpu_by_role) > 1:
             m.roles = tree.roles()
@@ -213,6 +216,7 @@ class Scenario:
                 "cpu_s": cpu, "cpu_us_per_event": 1e6 * cpu / self.events if self.events else float("nan"),
                 "cpu_wait4_s": self.median("cpu_wait4"), "cpu_sampled_s": self.median("cpu_sampled"),
                 "rss_mb": self.median("rss"), "tree_rss_mb": self.median("tree_rss"),
+                "tree_pss_mb": self.median("tree_pss"),
                 "threads": self.median("threads"), "processes": self.median("processes"),
                 "source_fake_cpu_pct": self.median("source_cpu_pct"), "sink_cpu_pct": self.median("sink_cpu_pct"),
                 "runs": len(self.runs), "counts_ok": self.counts_ok, "problems": self.problems, "note": self.note,
@@ -223,6 +227,7 @@ def record(scenario: Scenario, m: Measured, delivered: int, source: Service | No
            cpu_before: dict[str, float]) -> None:
     run = {"seconds": m.wall, "rate": delivered / m.wall if m.wall > 0 else 0.0, "cpu": m.cpu, "rss": m.rss_mb,
            "cpu_wait4": m.cpu_wait4, "cpu_sampled": m.cpu_sampled, "tree_rss": m.tree_rss_mb,
+           "tree_pss": m.tree_pss_mb,
            "threads": m.threads, "processes": m.processes}
     if source is not None:
         run["source_cpu_pct"] = 100 * (source.cpu() - cpu_before[source.name]) / m.wall
@@ -365,6 +370,7 @@ class Bench:
     def log_run(self, m: Measured, delivered: int) -> None:
         self.log(f"[bench]   {delivered} events in {m.wall:.2f}s = {delivered / m.wall:,.0f}/s, "
                  f"cpu {m.cpu:.2f}s (tree), rss {m.tree_rss_mb:.0f} MB (tree) / {m.rss_mb:.0f} MB (wait4), "
+                 f"pss {m.tree_pss_mb:.0f} MB (tree), "
                  f"{m.threads:.0f} threads in {m.processes:.0f} process(es)"
                  + (f" [{m.roles}]" if m.roles else "")
                  + ("" if m.returncode == 0 else f" EXIT {m.returncode}"))
@@ -723,20 +729,24 @@ def render(results: list[Scenario], headline: dict[str, Scenario | None], rss: l
              "starts (worker processes included). CPU is user+system seconds: the larger of `wait4`'s figure "
              "for the child (itself and every descendant it reaped) and the sum over the processes `/proc` "
              "showed. Peak RSS and threads are the peaks of the sums of `VmRSS` and `Threads` over those "
-             f"processes, sampled every {1000 * SAMPLE_INTERVAL:.0f} ms; main maxrss is `wait4`'s `ru_maxrss` "
+             f"processes, sampled every {1000 * SAMPLE_INTERVAL:.0f} ms; peak PSS is the peak of the sum of "
+             "their `Pss` (`smaps_rollup`), which counts a page that processes share once (a worker shares "
+             "with the forkserver it was forked from the modules the forkserver loaded; the RSS sum counts "
+             "them in both); main maxrss is `wait4`'s `ru_maxrss` "
              "of the child (the largest single process). Fake CPU is the CPU the source fake (and the sink "
              "or SIEM fake) spent during the run, as a share of the run's wall time.", "",
-             "| scenario | events | runs | seconds | events/s | CPU s | CPU us/event | peak RSS MB | main maxrss MB "
+             "| scenario | events | runs | seconds | events/s | CPU s | CPU us/event | peak RSS MB | peak PSS MB "
+             "| main maxrss MB "
              "| peak threads | processes | source fake CPU | sink CPU | counts |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for s in results:
         d = s.summary()
         if not s.supported:
-            lines.append(f"| {s.name} | {s.events:,} | 0 |" + " - |" * 10 + f" {NOT_SUPPORTED} |")
+            lines.append(f"| {s.name} | {s.events:,} | 0 |" + " - |" * 11 + f" {NOT_SUPPORTED} |")
             continue
         lines.append(f"| {s.name} | {s.events:,} | {d['runs']} | {fmt(d['seconds'], 2)} | {fmt(d['events_per_s'])} | "
                      f"{fmt(d['cpu_s'], 2)} | {fmt(d['cpu_us_per_event'], 1)} | {fmt(d['tree_rss_mb'])} | "
-                     f"{fmt(d['rss_mb'])} | {fmt(d['threads'])} | {fmt(d['processes'])} | "
+                     f"{fmt(d['tree_pss_mb'])} | {fmt(d['rss_mb'])} | {fmt(d['threads'])} | {fmt(d['processes'])} | "
                      f"{fmt(d['source_fake_cpu_pct'])}% | {fmt(d['sink_cpu_pct'])}% | "
                      f"{'ok' if s.counts_ok else 'WRONG'} |")
     problems = [f"- {s.name}: {p}" for s in results for p in s.problems]
@@ -781,7 +791,8 @@ def render(results: list[Scenario], headline: dict[str, Scenario | None], rss: l
         a, b = rss[0].median("tree_rss"), rss[1].median("tree_rss")
         goals.append((f"peak RSS, all processes, {rss[0].events:,} vs {rss[1].events:,} events: < 250 MB and flat "
                       "within 10%", f"{fmt(a)} MB vs {fmt(b)} MB ({100 * (b - a) / a:+.1f}%; main maxrss "
-                      f"{fmt(rss[0].median('rss'))} vs {fmt(rss[1].median('rss'))} MB)",
+                      f"{fmt(rss[0].median('rss'))} vs {fmt(rss[1].median('rss'))} MB; PSS, shared pages "
+                      f"once: {fmt(rss[0].median('tree_pss'))} vs {fmt(rss[1].median('tree_pss'))} MB)",
                       max(a, b) < 250 and abs(b - a) <= 0.1 * a))
     if parallel:
         ran = {s.settings["workers"]: s for s in parallel if s.supported and s.runs}

@@ -14,6 +14,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 MB = 1 << 20
 
@@ -120,3 +122,42 @@ def test_the_figures_are_kept_by_role_too() -> None:
     assert usage.peak_rss_kb_by_role["child"] >= 2 * 40 * MB // 1024
     assert usage.peak_rss_kb_by_role["main"] + usage.peak_rss_kb_by_role["child"] >= usage.peak_rss_kb
     assert usage.roles().startswith(("main ", "child "))
+
+
+# A parent that writes 60 MB, then forks a child that only reads it: the pages are resident in
+# both and shared, so the sum of RSS counts them twice and the sum of PSS once.
+FORKED = textwrap.dedent("""
+    import os, sys
+    held = bytearray(60 << 20)
+    for i in range(0, len(held), 4096):
+        held[i] = 1
+    r, w = os.pipe()
+    if os.fork() == 0:
+        total = sum(held[i] for i in range(0, len(held), 4096))  # reads every page: shared, not copied
+        os.write(w, b"up")
+        os.read(0, 1)
+        os._exit(0 if total else 1)
+    assert os.read(r, 2) == b"up"
+    print("ready", flush=True)
+    sys.stdin.read()
+    os.wait()
+""")
+
+
+def test_pages_a_forked_child_shares_count_once_in_the_pss_and_twice_in_the_rss() -> None:
+    if not Path("/proc/self/smaps_rollup").exists():
+        pytest.skip("this kernel has no /proc/<pid>/smaps_rollup")
+    proctree = bench_module("proctree")
+    parent = subprocess.Popen([sys.executable, "-c", FORKED], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == b"ready\n"
+        sampler = proctree.TreeSampler(parent.pid)
+        sampler.sample()
+    finally:
+        assert parent.stdin is not None
+        parent.stdin.close()  # the child shares the parent's stdin: both see it closed
+        assert parent.wait(60) == 0
+    usage = sampler.stop()
+    assert usage.peak_processes == 2
+    assert usage.peak_rss_kb * 1024 >= 2 * 60 * MB  # the shared 60 MB, counted in each process
+    assert 60 * MB <= usage.peak_pss_kb * 1024 < usage.peak_rss_kb * 1024 - 50 * MB  # counted once
