@@ -57,10 +57,10 @@ TREE = textwrap.dedent("""
 """)
 
 
-def _sample_tree() -> Any:
-    """One sample of TREE (a parent and its two children) while it runs; the sampler's usage."""
+def _sample_tree(script: str = TREE) -> Any:
+    """One sample of ``script`` (TREE: a parent and its two children) once it says "ready"; the sampler's usage."""
     proctree = bench_module("proctree")
-    parent = subprocess.Popen([sys.executable, "-c", TREE], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert parent.stdout is not None and parent.stdout.readline() == b"ready\n"
         sampler = proctree.TreeSampler(parent.pid)
@@ -147,17 +147,7 @@ FORKED = textwrap.dedent("""
 def test_pages_a_forked_child_shares_count_once_in_the_pss_and_twice_in_the_rss() -> None:
     if not Path("/proc/self/smaps_rollup").exists():
         pytest.skip("this kernel has no /proc/<pid>/smaps_rollup")
-    proctree = bench_module("proctree")
-    parent = subprocess.Popen([sys.executable, "-c", FORKED], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        assert parent.stdout is not None and parent.stdout.readline() == b"ready\n"
-        sampler = proctree.TreeSampler(parent.pid)
-        sampler.sample()
-    finally:
-        assert parent.stdin is not None
-        parent.stdin.close()  # the child shares the parent's stdin: both see it closed
-        assert parent.wait(60) == 0
-    usage = sampler.stop()
+    usage = _sample_tree(FORKED)
     assert usage.peak_processes == 2
     assert usage.peak_rss_kb * 1024 >= 2 * 60 * MB  # the shared 60 MB, counted in each process
     assert 60 * MB <= usage.peak_pss_kb * 1024 < usage.peak_rss_kb * 1024 - 50 * MB  # counted once
