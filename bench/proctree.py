@@ -7,8 +7,9 @@ whose worker processes run beside it needs the sum: :class:`TreeSampler` walks `
 leads to the measured one, and keeps the peak of the summed ``VmRSS``, the peak of the summed
 ``Pss`` (``/proc/<pid>/smaps_rollup``: each page shared by several processes counted once, split
 between them, where the summed RSS counts it in every one; a worker forked from the forkserver
-shares the modules the forkserver loaded), the peak of the summed ``Threads``, the peak number of processes, and the last ``utime + stime`` seen of each process
-(by pid and start time, so a reused pid is another process). This kernel has no
+shares the modules the forkserver loaded), the peak of the summed ``Threads``, the peak number
+of processes, and the last ``utime + stime`` seen of each process (by pid and start time, so a
+reused pid is another process). This kernel has no
 ``/proc/<pid>/task/<tid>/children``, so each sample reads ``/proc/<pid>/stat`` of every process on
 the machine for the parent links (about 1 ms for 80 processes).
 
