@@ -29,11 +29,11 @@ except ImportError:  # where isal has no wheel the outputs use zlib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from forwarder_core.config.schema import EventValidator
+from forwarder_core.engine.pagework import PageTask
+from forwarder_core.engine.prepare import Preparer
 from forwarder_core.metrics import Metrics
-from forwarder_core.pagework import PageTask
 from forwarder_core.plugin_api import ComponentConfig, Context, Page, PageBody, apply_defaults, content_id
-from forwarder_core.prepare import Preparer
-from forwarder_core.schema import EventValidator
 from forwarder_core.times import parse_ms
 from siem_forwarder_plugins.outputs.elastic.bulk import ElasticBulk
 from siem_forwarder_plugins.outputs.file import encode_lines

@@ -46,7 +46,7 @@ def _orjson_exact(value: Any, depth: int = 0) -> bool:
 
 def decode(data: bytes) -> Any:
     """A JSON body decoded: what the HTTP client gives the sources, and what a worker process
-    rebuilds a page's events with from its bytes (:class:`~forwarder_core.results.PageBody`).
+    rebuilds a page's events with from its bytes (:class:`~forwarder_core.plugin.results.PageBody`).
 
     :mod:`json`, not orjson: orjson turns an integer beyond 64 bits into a float and refuses NaN
     and lone surrogates, which :mod:`json` keeps, and which change an event's content id. Object

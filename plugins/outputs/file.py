@@ -1,6 +1,6 @@
 """The ``file`` output: one normalized event as JSON per line, appended, fsynced before success.
 
-A partial last line left by a crash is cut off before the first append (:mod:`forwarder_core.durable`),
+A partial last line left by a crash is cut off before the first append (:mod:`forwarder_core.state.durable`),
 so the file holds only whole JSON lines.
 """
 from __future__ import annotations
@@ -9,9 +9,16 @@ import os
 from typing import Any
 
 from forwarder_core import hookimpl
-from forwarder_core.durable import LineAppender
-from forwarder_core.errors import OutputError
-from forwarder_core.plugin_api import ComponentConfig, Context, Encoded, Output, SendResult, compact_json
+from forwarder_core.plugin_api import (
+    ComponentConfig,
+    Context,
+    Encoded,
+    LineAppender,
+    Output,
+    OutputError,
+    SendResult,
+    compact_json,
+)
 
 
 def encode_lines(events: list[dict[str, Any]]) -> bytes:

@@ -30,19 +30,23 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from forwarder_core import hookimpl
-from forwarder_core.errors import HttpError, OutputError
-from forwarder_core.http import BearerAuth, HttpClient, parse_retry_after, snippet
 from forwarder_core.plugin_api import (
+    BearerAuth,
     ComponentConfig,
     Context,
     Encoded,
+    HttpClient,
+    HttpError,
     Output,
+    OutputError,
     SendResult,
     compact_json,
     http_output_options_schema,
+    parse_ms,
+    parse_retry_after,
+    snippet,
     traits_of,
 )
-from forwarder_core.times import parse_ms
 from siem_forwarder_plugins.outputs.batching import Limits, Retryable, Round, post_round, send_in_rounds, split
 
 if TYPE_CHECKING:

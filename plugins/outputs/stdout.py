@@ -5,8 +5,7 @@ import sys
 from typing import Any
 
 from forwarder_core import hookimpl
-from forwarder_core.errors import OutputError
-from forwarder_core.plugin_api import Output, SendResult
+from forwarder_core.plugin_api import Output, OutputError, SendResult
 from siem_forwarder_plugins.outputs.file import encode_lines
 
 

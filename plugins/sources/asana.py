@@ -20,10 +20,23 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from forwarder_core import hookimpl
-from forwarder_core.errors import AuthError, ForwarderError, HttpError, SourceError
-from forwarder_core.http import BearerAuth, HttpClient
-from forwarder_core.plugin_api import Page, content_id, format_time, parse_time, source_options_schema
-from forwarder_core.times import iso_ms, ms_datetime, now_ms, parse_ms
+from forwarder_core.plugin_api import (
+    AuthError,
+    BearerAuth,
+    ForwarderError,
+    HttpClient,
+    HttpError,
+    Page,
+    SourceError,
+    content_id,
+    format_time,
+    iso_ms,
+    ms_datetime,
+    now_ms,
+    parse_ms,
+    parse_time,
+    source_options_schema,
+)
 from siem_forwarder_plugins.sources.windows import EdgeDedup, WindowCursor, WindowedSource
 
 if TYPE_CHECKING:

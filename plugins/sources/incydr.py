@@ -32,18 +32,30 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from forwarder_core import hookimpl
-from forwarder_core.errors import AuthError, ForwarderError, HttpError, SourceError
-from forwarder_core.http import Auth
-from forwarder_core.plugin_api import Page, PageBody, content_id, format_time, parse_time, source_options_schema
-from forwarder_core.secrets import register_secret_text, reveal
-from forwarder_core.times import ms_datetime, now_ms, parse_ms
+from forwarder_core.plugin_api import (
+    Auth,
+    AuthError,
+    ForwarderError,
+    HttpError,
+    Page,
+    PageBody,
+    SourceError,
+    content_id,
+    format_time,
+    ms_datetime,
+    now_ms,
+    parse_ms,
+    parse_time,
+    register_secret_text,
+    reveal,
+    source_options_schema,
+)
 from siem_forwarder_plugins.sources.windows import KEY_CHARS, EdgeDedup, WindowCursor, WindowedSource, WindowTally
 
 if TYPE_CHECKING:
     from requests import Response
 
-    from forwarder_core.http import HttpClient
-    from forwarder_core.plugin_api import ComponentConfig, Context
+    from forwarder_core.plugin_api import ComponentConfig, Context, HttpClient
 
 SEARCH = "/v1/audit/search-audit-log"
 COUNT = "/v1/audit/search-results-count"

@@ -40,9 +40,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from forwarder_core.errors import SourceError
-from forwarder_core.plugin_api import ComponentConfig, Context, Page, Source
-from forwarder_core.times import iso_ms, ms_datetime, now_ms, to_ms
+from forwarder_core.plugin_api import (
+    ComponentConfig,
+    Context,
+    Page,
+    Source,
+    SourceError,
+    iso_ms,
+    ms_datetime,
+    now_ms,
+    to_ms,
+)
 
 MAX_SEEN = 20_000
 """The most event ids a cursor keeps for de-duplication at window edges, for every windowed source:
@@ -278,7 +286,7 @@ class EdgeDedup:
 class WindowedSource(Source):
     """A source that reads closed windows through a :class:`WindowCursor`.
 
-    The window settings come from the options :func:`~forwarder_core.option_schemas.source_options_schema`
+    The window settings come from the options :func:`~forwarder_core.plugin.option_schemas.source_options_schema`
     adds: ``page_size``, and ``settle_delay`` and ``lookback`` (seconds) held here as
     :attr:`settle` and :attr:`lookback` in milliseconds. Subclasses implement
     :meth:`open_window` (the cursor's ``window`` dict for a new span, with ``start`` and

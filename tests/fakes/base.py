@@ -1,4 +1,4 @@
-"""The vendor and SIEM fakes' HTTP server (:mod:`forwarder_core.fakehttp`), and running one as a process.
+"""The vendor and SIEM fakes' HTTP server (:mod:`forwarder_core.testing.fakehttp`), and running one as a process.
 
 Run a fake in its own process (for the demo and the benchmarks) with :func:`serve_forever_cli`.
 """
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 
-from forwarder_core.fakehttp import HTML_ERROR, FakeServer, Fault, Handler, Request, Response, json_response
+from forwarder_core.testing.fakehttp import HTML_ERROR, FakeServer, Fault, Handler, Request, Response, json_response
 
 __all__ = ["HTML_ERROR", "Fault", "FakeServer", "Handler", "Request", "Response", "json_response", "serve_forever_cli"]
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from forwarder_core.encoded import Encoded
 from forwarder_core.errors import OutputError
+from forwarder_core.plugin.encoded import Encoded
 from forwarder_core.plugin_api import SendResult
 from siem_forwarder_plugins.outputs.batching import Limits, Retryable, Round, chunks, post_round, send_in_rounds, split
 

@@ -143,7 +143,7 @@ def test_events_queued_by_an_older_version_keep_their_sourcetype_and_data_stream
         tmp_path: Path, counter_config: Any) -> None:
     """Disk buffers written before events carried their source's declarations drain after the
     upgrade into the same sourcetype and data stream as before (the loaded class says them)."""
-    from forwarder_core.diskbuffer import DiskBuffer
+    from forwarder_core.engine.diskbuffer import DiskBuffer
     from tests.fakes.elastic import FakeElasticsearch
     from tests.fakes.splunk_hec import DEFAULT_TOKEN, SplunkHecFake
     from tests.helpers import run_forwarder

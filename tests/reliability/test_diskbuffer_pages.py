@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from forwarder_core.diskbuffer import DRAIN_BATCH, DiskBuffer
+from forwarder_core.engine.diskbuffer import DRAIN_BATCH, DiskBuffer
 
 
 def _events(first: int, count: int) -> list[dict[str, object]]:

@@ -24,10 +24,10 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from forwarder_core.config.schema import EventValidator
 from forwarder_core.errors import ForwarderError, QuarantineEvent
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import ComponentConfig, Context, Source, apply_defaults
-from forwarder_core.schema import EventValidator
 from siem_forwarder_plugins.sources.agilicus.source import AgilicusAudits
 from siem_forwarder_plugins.sources.asana import AsanaSource
 from siem_forwarder_plugins.sources.incydr import IncydrSource

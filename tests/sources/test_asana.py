@@ -13,8 +13,8 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from forwarder_core.config.schema import EventValidator
 from forwarder_core.errors import SourceError
-from forwarder_core.schema import EventValidator
 from siem_forwarder_plugins.sources.asana import AsanaSource
 from tests.fakes.asana import AsanaFake
 from tests.helpers import file_output, read_jsonl, run_forwarder

@@ -13,10 +13,10 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from forwarder_core.config.schema import EventValidator
 from forwarder_core.errors import SourceError
-from forwarder_core.http import HttpClient
+from forwarder_core.net.client import HttpClient
 from forwarder_core.plugin_api import content_id
-from forwarder_core.schema import EventValidator
 from siem_forwarder_plugins.sources.incydr import IncydrOAuth, IncydrSource
 from tests.fakes.incydr import COUNT, SEARCH, IncydrFake
 from tests.helpers import file_output, read_jsonl, run_forwarder

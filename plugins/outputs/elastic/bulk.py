@@ -34,20 +34,22 @@ from datetime import datetime, timezone
 from typing import Any
 
 from forwarder_core import hookimpl
-from forwarder_core.errors import HttpError, OutputError
-from forwarder_core.http import parse_retry_after, snippet
 from forwarder_core.plugin_api import (
     Encoded,
+    HttpError,
     Output,
+    OutputError,
     SendResult,
     SourceTraits,
     compact_json,
     format_time,
     http_output_options_schema,
+    parse_retry_after,
+    reveal,
+    slug,
+    snippet,
     traits_of,
 )
-from forwarder_core.secrets import reveal
-from forwarder_core.source_traits import slug
 from siem_forwarder_plugins.outputs.batching import Limits, Retryable, Round, post_round, send_in_rounds, split
 from siem_forwarder_plugins.outputs.elastic.ecs import ecs_document
 

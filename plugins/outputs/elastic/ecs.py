@@ -27,8 +27,7 @@ import json
 import re
 from typing import Any
 
-from forwarder_core.plugin_api import SourceTraits, compact_json, targets_of
-from forwarder_core.source_traits import slug
+from forwarder_core.plugin_api import SourceTraits, compact_json, slug, targets_of
 
 ECS_VERSION = "8.11.0"
 

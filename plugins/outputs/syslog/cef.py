@@ -12,7 +12,7 @@ receivers rewrite (tab and the other control characters, Unicode line separators
 surrogates) are replaced: tab by a space, the others by U+FFFD. Header fields cannot hold line
 breaks at all, so there CR and LF become spaces.
 
-The strict parser that judges it lives in :mod:`forwarder_core.cef_parser` and is
+The strict parser that judges it lives in :mod:`forwarder_core.plugin.cef` and is
 re-exported here; ``python -m siem_forwarder_plugins.outputs.syslog.cef < sample.log`` checks a sample.
 
 The header's Name is the event's ``name``, else its ``action``, else the ``cef_name`` its source
@@ -34,9 +34,9 @@ from functools import lru_cache
 from typing import Any
 
 from forwarder_core import __version__
-from forwarder_core.cef_parser import FORBIDDEN_CODEPOINTS, CEFError, main, parse_cef, strip_syslog_header
-from forwarder_core.plugin_api import targets_of, traits_of
-from forwarder_core.times import parse_ms
+from forwarder_core.plugin_api import CEF_FORBIDDEN_CODEPOINTS as FORBIDDEN_CODEPOINTS
+from forwarder_core.plugin_api import CEFError, parse_cef, parse_ms, strip_syslog_header, targets_of, traits_of
+from forwarder_core.plugin_api import cef_check as main
 
 __all__ = ["CEFError", "format_event", "format_parts", "main", "parse_cef", "strip_syslog_header", "truncate"]
 

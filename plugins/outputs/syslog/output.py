@@ -18,8 +18,7 @@ import time
 from typing import Any
 
 from forwarder_core import __version__, hookimpl
-from forwarder_core.errors import ConfigError, OutputError
-from forwarder_core.plugin_api import ComponentConfig, Context, Encoded, Output, SendResult
+from forwarder_core.plugin_api import ComponentConfig, ConfigError, Context, Encoded, Output, OutputError, SendResult
 from siem_forwarder_plugins.outputs.syslog import cef
 from siem_forwarder_plugins.outputs.syslog.transport import DatagramConnection, Endpoint, StreamConnection, tls_context
 

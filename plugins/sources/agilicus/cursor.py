@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from forwarder_core.times import iso_us, parse_us
+from forwarder_core.plugin_api import iso_us, parse_us
 from siem_forwarder_plugins.sources.windows import KEY_CHARS, SeenSet
 
 HASH_CHARS = KEY_CHARS

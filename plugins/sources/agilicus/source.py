@@ -32,27 +32,34 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from forwarder_core import hookimpl
-from forwarder_core.errors import AuthError, ConfigError, HttpError, ResponseError, SourceError
-from forwarder_core.http import Auth
 from forwarder_core.plugin_api import (
+    Auth,
+    AuthError,
     ComponentConfig,
+    ConfigError,
     Context,
+    HttpError,
     Page,
+    ResponseError,
     Source,
+    SourceError,
     content_id,
     format_time,
+    iso_us,
     parse_time,
+    parse_us,
+    register_secret_text,
+    reveal,
     source_options_schema,
+    to_us,
 )
-from forwarder_core.secrets import register_secret_text, reveal
-from forwarder_core.times import iso_us, parse_us, to_us
 from siem_forwarder_plugins.sources.agilicus.cursor import HASH_CHARS, WindowCursor
 from siem_forwarder_plugins.sources.windows import MAX_SEEN
 
 if TYPE_CHECKING:
     from requests import Response
 
-    from forwarder_core.http import HttpClient
+    from forwarder_core.plugin_api import HttpClient
 
 API_MAX_LIMIT = 500
 OVERFLOW_METRIC = "agilicus_window_overflow_total"

@@ -15,8 +15,7 @@ import json
 import time
 from typing import Any
 
-from forwarder_core.errors import AuthError, HttpError, ResponseError, SourceError
-from forwarder_core.http import HttpClient, snippet
+from forwarder_core.plugin_api import AuthError, HttpClient, HttpError, ResponseError, SourceError, snippet
 
 ENVELOPE_KEYS = frozenset({"request_id", "request_time", "response_time", "status", "summary", "result"})
 EXPIRED_STATUSES = frozenset({"NotFound", "BadOffset"})

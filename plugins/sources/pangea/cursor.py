@@ -23,8 +23,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from forwarder_core.plugin_api import parse_time
-from forwarder_core.times import iso_us, to_us
+from forwarder_core.plugin_api import iso_us, parse_time, to_us
 from siem_forwarder_plugins.sources.windows import KEY_CHARS, MAX_SEEN, SeenSet
 
 __all__ = ["KEY_LEN", "MAX_SEEN", "Cursor"]

@@ -15,9 +15,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from forwarder_core.errors import ForwarderError, HttpError
-from forwarder_core.http import HttpClient
-from forwarder_core.secrets import redact
+from forwarder_core.plugin_api import ForwarderError, HttpClient, HttpError, redact
 from siem_forwarder_plugins.sources.pangea.verify import FAIL, NONE, PASS, verify_consistency_proof
 
 _MAX_CACHED_ROOTS = 4096

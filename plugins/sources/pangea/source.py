@@ -22,19 +22,23 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from forwarder_core import hookimpl
-from forwarder_core.errors import QuarantineEvent, ResponseError, SourceError
-from forwarder_core.http import BearerAuth
 from forwarder_core.plugin_api import (
+    BearerAuth,
     ComponentConfig,
     Context,
     Page,
+    QuarantineEvent,
+    ResponseError,
     Source,
+    SourceError,
     canonical_json,
     format_time,
+    from_us,
+    iso_us,
     parse_time,
     source_options_schema,
+    to_us,
 )
-from forwarder_core.times import from_us, iso_us, to_us
 from siem_forwarder_plugins.sources.pangea.api import PangeaApi, PangeaError, ResultSetExpired
 from siem_forwarder_plugins.sources.pangea.cursor import Cursor
 from siem_forwarder_plugins.sources.pangea.ledger import Ledger, consistency_verdict, sizes_needed

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from forwarder_core import __version__
-from forwarder_core.cef_parser import FORBIDDEN_CODEPOINTS
+from forwarder_core.plugin.cef import FORBIDDEN_CODEPOINTS
 from forwarder_core.plugin_api import traits_of
 from forwarder_core.times import parse_ms
 from siem_forwarder_plugins.outputs.syslog import cef

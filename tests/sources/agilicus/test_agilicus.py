@@ -20,10 +20,10 @@ from typing import Any
 import jsonschema
 import pytest
 
+from forwarder_core.config.schema import load_schema
 from forwarder_core.errors import AuthError, SourceError
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import ComponentConfig, Context, apply_defaults, canonical_json, content_id
-from forwarder_core.schema import load_schema
 from forwarder_core.times import iso_us as iso_from_us
 from forwarder_core.times import parse_us as us_from_text
 from forwarder_core.times import to_us as us_from_datetime

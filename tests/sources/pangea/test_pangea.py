@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from forwarder_core.config.schema import EventValidator
 from forwarder_core.errors import AuthError, QuarantineEvent, ResponseError, SourceError
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import ComponentConfig, Context, apply_defaults
-from forwarder_core.schema import EventValidator
 from forwarder_core.secrets import Secret
 from siem_forwarder_plugins.sources.pangea.source import PangeaSource
 from tests.fakes.pangea import TOKEN, PangeaFake, canonical

@@ -1,0 +1,9 @@
+"""What an operator runs: the command line and everything the daemon shows the world.
+
+``cli`` (argument parsing, one function per command), ``daemon`` (``run``: schedule, signals,
+reload), ``systemd`` (notify, watchdog), ``health`` (``/health`` and ``/metrics``), ``progress``
+(``once``'s progress and summary), ``statecmd`` (``state``), ``replay`` (``quarantine``
+list/replay), ``connect`` (``check --connect``).
+
+Imports: every other package; nothing imports it but :mod:`forwarder_core.__main__`.
+"""

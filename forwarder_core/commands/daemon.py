@@ -1,0 +1,204 @@
+"""``siem-forwarder run``: every source on its interval, forever, until SIGTERM.
+
+SIGTERM/SIGINT: stop polling, let the batch in flight finish (or abandon it after
+``shutdown_timeout``, its cursor unmoved), close, exit 0. SIGHUP: read the config again; if it
+is valid, restart the sources with it (cursors are kept: they live in the state directory); if
+not, log every problem and keep running the old one.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from forwarder_core.engine.app import App, build_app
+from forwarder_core.engine.pipeline import SourceRunner
+from forwarder_core.engine.pollpool import PollPool
+from forwarder_core.engine.polls import SourceResult
+from forwarder_core.errors import ConfigError, StateError
+
+log = logging.getLogger("siem_forwarder.daemon")
+WEDGED_AFTER = 3600.0
+
+
+class _Systemd:
+    """sd_notify when running under systemd; silent otherwise."""
+
+    def __init__(self) -> None:
+        try:
+            from forwarder_core.commands import systemd
+        except ImportError:  # pragma: no cover
+            systemd = None  # type: ignore[assignment]
+        self.mod = systemd
+
+    def send(self, *fields: str) -> None:
+        if self.mod is not None:
+            self.mod.notify(*fields)
+
+    def watchdog_interval(self) -> float | None:
+        return self.mod.watchdog_interval() if self.mod is not None else None
+
+
+class Scheduler:
+    """Every source on its own interval (with jitter), polled ``max_concurrent_polls`` at a time."""
+
+    def __init__(self, app: App):
+        self.app = app
+        self.last_delivery = 0.0
+        self.pool = PollPool(app.config.max_concurrent_polls, app.stop, on_done=self._done)
+
+    def start(self) -> None:
+        for runner in self.app.sources:
+            self.pool.submit(runner, random.uniform(0, min(5.0, runner.source.config.interval / 10)))
+        self.pool.start()
+
+    def _done(self, runner: SourceRunner, result: SourceResult) -> None:
+        if result.delivered:
+            self.last_delivery = time.time()
+        if not self.app.stop.is_set():
+            self.pool.submit(runner, runner.source.config.interval * random.uniform(0.9, 1.1))
+
+    def stop(self, timeout: float) -> bool:
+        """Ask every source to stop; True if all finished within ``timeout``."""
+        self.app.stop.set()
+        return self.pool.close(timeout)
+
+    def wedged(self) -> list[str]:
+        """Sources holding a slot without progress for WEDGED_AFTER: a hung poll, which the watchdog
+        exists to restart. A source waiting for a slot is not wedged; /health reports it stale."""
+        now = time.monotonic()
+        return [name for name, beat in dict(self.pool.running).items() if now - beat > WEDGED_AFTER]
+
+    def status(self) -> str:
+        lags = [self.app.metrics.get("cursor_lag_seconds", source=r.name) for r in self.app.sources]
+        lag = f", max lag {max(lags):.0f}s" if lags else ""
+        last = time.strftime("%H:%M:%S", time.localtime(self.last_delivery)) if self.last_delivery else "none yet"
+        paused = [o.name for o in self.app.outputs if o.state != "ok"]
+        bad = f", outputs failing: {', '.join(paused)}" if paused else ""
+        return f"polling {len(self.app.sources)} source(s){lag}, last delivery {last}{bad}"
+
+
+def _health_problems(app: App, scheduler: Scheduler) -> list[str]:
+    problems = []
+    stale_after = float(app.config.setting("metrics", "stale_after", 3600))
+    now = time.time()
+    for runner in app.sources:
+        last = runner.last_success or app.metrics.started
+        if now - last > max(stale_after, 2 * runner.source.config.interval):
+            problems.append(f"source {runner.name}: no successful poll for {now - last:.0f}s")
+    for output in app.outputs:
+        if output.state != "ok":
+            problems.append(f"output {output.name}: {output.state}: {output.reason}")
+    problems.extend(f"source {name}: no progress for over {WEDGED_AFTER:.0f}s" for name in scheduler.wedged())
+    return problems
+
+
+def _start_metrics(app: App, scheduler_ref: list[Scheduler]) -> Any:
+    listen = app.config.setting("metrics", "listen", None)
+    if not listen:
+        return None
+    from forwarder_core.commands.health import HealthServer
+
+    host, _, port = listen.rpartition(":")
+    server = HealthServer(app.metrics, lambda: _health_problems(app, scheduler_ref[0]),
+                          host=host or "127.0.0.1", port=int(port))
+    server.start()
+    log.info("metrics and health on http://%s:%s/metrics and /health", host or "127.0.0.1", server.port)
+    return server
+
+
+def run_daemon(args: argparse.Namespace, load: Callable[..., Any]) -> int:
+    # Signals first: a SIGTERM while the config and plugins load is a clean stop, not a kill.
+    reload_requested = threading.Event()
+    shutdown = threading.Event()
+    wake = threading.Event()
+
+    def on_term(signum: int, frame: Any) -> None:
+        shutdown.set()
+        wake.set()
+
+    def on_hup(signum: int, frame: Any) -> None:
+        reload_requested.set()
+        wake.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, on_hup)
+
+    loaded = load(args)
+    if loaded is None:
+        return 78
+    config, plugins = loaded
+    sd = _Systemd()
+    try:
+        app = build_app(config, plugins)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem)
+        return 78
+    except StateError as exc:
+        log.error("%s", exc)
+        return 74
+
+    scheduler = Scheduler(app)
+    holder = [scheduler]
+    metrics_server = _start_metrics(app, holder)
+    scheduler.start()
+    log.info("siem-forwarder running: %d source(s), %d output(s), state in %s",
+             len(app.sources), len(app.outputs), config.state_dir)
+    sd.send("READY=1", f"STATUS={scheduler.status()}")
+    tick = min(10.0, sd.watchdog_interval() or 10.0)
+    while not shutdown.is_set():
+        wake.wait(tick)
+        wake.clear()
+        if reload_requested.is_set() and not shutdown.is_set():
+            reload_requested.clear()
+            app, scheduler = _reload(args, load, app, scheduler, sd)
+            holder[0] = scheduler
+        if not scheduler.wedged():
+            sd.send("WATCHDOG=1", f"STATUS={scheduler.status()}")
+        else:
+            log.error("sources not making progress: %s; withholding the watchdog ping", ", ".join(scheduler.wedged()))
+    sd.send("STOPPING=1", "STATUS=stopping: finishing batches in flight")
+    timeout = float(app.config.settings.get("shutdown_timeout", 30))
+    log.info("stopping: finishing batches in flight (up to %.0fs)", timeout)
+    if not scheduler.stop(timeout):
+        log.warning("stopping: batches still in flight after %.0fs were abandoned; their cursors did not move, "
+                    "so they will be sent again on the next start", timeout)
+    app.close()
+    if metrics_server is not None:
+        metrics_server.stop()
+    log.info("stopped")
+    return 0
+
+
+def _reload(args: argparse.Namespace, load: Callable[..., Any], app: App, scheduler: Scheduler,
+            sd: _Systemd) -> tuple[App, Scheduler]:
+    fields = ["RELOADING=1", f"MONOTONIC_USEC={int(time.monotonic() * 1_000_000)}"]
+    sd.send(*fields)
+    log.info("SIGHUP: reloading %s", args.config)
+    loaded = load(args)
+    if loaded is None:
+        log.error("reload refused: the new config has problems (listed above); still running the previous one")
+        sd.send("READY=1", f"STATUS=reload refused (bad config); {scheduler.status()}")
+        return app, scheduler
+    config, plugins = loaded
+    timeout = float(app.config.settings.get("shutdown_timeout", 30))
+    scheduler.stop(timeout)
+    old = app
+    old.close()
+    try:
+        new_app = build_app(config, plugins, metrics=old.metrics)
+    except (ConfigError, StateError) as exc:
+        log.error("reload failed (%s); restarting the previous configuration", exc)
+        new_app = build_app(old.config, old.plugins, metrics=old.metrics)
+    new_scheduler = Scheduler(new_app)
+    new_scheduler.start()
+    log.info("reloaded: %d source(s), %d output(s)", len(new_app.sources), len(new_app.outputs))
+    sd.send("READY=1", f"STATUS={new_scheduler.status()}")
+    return new_app, new_scheduler

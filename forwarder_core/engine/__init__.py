@@ -1,0 +1,11 @@
+"""Moving events: from a source's page to every output and back to a committed cursor.
+
+``app`` (assembles sources, outputs, runners from a Config), ``pipeline`` (SourceRunner: one
+source's pages, the commit rule), ``polls`` (a poll's state, where its cursor stands in time),
+``fetch`` (reading pages ahead, bounded), ``prepare`` (normalize, validate, transform),
+``delivery`` (OutputRunner: send, retry, dead-letter), ``diskbuffer`` (the optional durable buffer
+of one output), ``pollpool`` (a bounded pool for many sources), ``workers``/``workerpool``/
+``pagework`` (per-event CPU work in worker processes) and ``interpreter`` (GC and switch settings).
+
+Imports: config, state, plugin, net and the top-level helpers; never commands.
+"""

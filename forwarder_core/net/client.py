@@ -1,0 +1,302 @@
+"""The one HTTP client every plugin uses: retries, timeouts, TLS, auth refresh, redaction.
+
+One :class:`HttpClient` (one ``requests.Session``) per plugin instance, its connections drawn
+from one pool for the whole process (:func:`shared_adapter`). It retries connection
+errors, timeouts, 5xx and 429 with exponential backoff and full jitter (``backoff``'s
+generators), and waits exactly what the server says when it says it: ``Retry-After`` (seconds
+or an HTTP date) or the vendor's own signal, read by the plugin's ``response_wait``
+(:mod:`forwarder_core.net.waits`). It never retries other 4xx. On a 401 it asks the
+:class:`~forwarder_core.net.auth.Auth` to refresh once, handing it the refused response, and tries
+again. Every message it produces passes through :func:`forwarder_core.secrets.redact`.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import backoff
+import requests
+import requests.adapters
+
+from forwarder_core import __version__
+from forwarder_core.errors import AuthError, HttpError, ResponseError, TransportError
+from forwarder_core.jsoncodec import decode
+from forwarder_core.net.auth import Auth, BearerAuth, call_refresh
+from forwarder_core.net.bodies import BODY_SNIPPET, snippet
+from forwarder_core.net.waits import MAX_RETRY_AFTER, ResponseWait, parse_retry_after, server_wait
+from forwarder_core.secrets import redact
+
+if TYPE_CHECKING:
+    from forwarder_core.metrics import Metrics
+
+USER_AGENT = f"siem-forwarder/{__version__}"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_warned_insecure: set[str] = set()
+SHARED_POOL_SIZE = 64
+"""Idle connections kept per host, and hosts kept, by the process's one connection pool."""
+
+
+@functools.cache
+def shared_adapter() -> requests.adapters.HTTPAdapter:
+    """The connection pool every client's session mounts: one per process, keyed by host and TLS settings.
+
+    A host forwarding for 2,000 tenants of one vendor held a keep-alive socket per source (2,008
+    descriptors, past the 1,024 that systemd allows a service by default, where polls failed
+    with "connection failed"). Shared, the sockets are bounded by the polls running at once and
+    one source's idle connection serves the next. Only connections are shared: each session
+    keeps its own headers and cookies, and urllib3 keys a pool by the TLS verification, CA
+    file and client certificate as well as the host, so no two settings share a socket.
+    """
+    return requests.adapters.HTTPAdapter(pool_connections=SHARED_POOL_SIZE, pool_maxsize=SHARED_POOL_SIZE)
+
+
+class HttpClient:
+    """A ``requests.Session`` with the forwarder's policies. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        component: str,
+        options: Mapping[str, Any],
+        auth: Auth | None = None,
+        base_url: str | None = None,
+        response_wait: ResponseWait | None = None,
+        metrics: "Metrics | None" = None,
+        logger: logging.Logger | None = None,
+        stop: threading.Event | None = None,
+        max_tries: int = 6,
+        max_backoff: float = 60.0,
+        backoff_factor: float = 0.5,
+        single_attempt: bool = False,
+    ):
+        self.component = component
+        self.auth = auth
+        self.response_wait = response_wait
+        self.base_url = (base_url or options.get("base_url") or options.get("url") or "").rstrip("/")
+        self.timeout = float(options.get("timeout", 30))
+        self.metrics = metrics
+        self.log = logger or logging.getLogger(f"siem_forwarder.{component}")
+        self.stop = stop or threading.Event()
+        self.max_tries = max_tries
+        self.max_backoff = max_backoff
+        self.backoff_factor = backoff_factor
+        self.single_attempt = single_attempt
+        self.session = requests.Session()
+        for prefix in ("https://", "http://"):
+            self.session.mount(prefix, shared_adapter())
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.session.trust_env = True
+        verify: bool | str = bool(options.get("tls_verify", True))
+        if verify and options.get("ca_file"):
+            verify = str(options["ca_file"])
+        self.session.verify = verify
+        if verify is False and component not in _warned_insecure:
+            _warned_insecure.add(component)
+            self.log.warning(
+                "%s: TLS certificate verification is OFF (tls_verify: false); anyone on the path "
+                "can read and alter this traffic",
+                component,
+            )
+
+    # ------------------------------------------------------------------ helpers
+
+    def url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def _count(self, status: int) -> None:
+        if self.metrics is not None:
+            self.metrics.inc("http_requests_total", component=self.component, status=str(status))
+
+    def sleep(self, seconds: float) -> None:
+        """Wait, but wake at once on shutdown (then raise, so no half-done work is committed)."""
+        if self.stop.wait(seconds):
+            raise TransportError(f"{self.component}: stopped while waiting to retry")
+
+    def close(self) -> None:
+        self.session.adapters.clear()  # the shared pool outlives any one client
+        self.session.close()
+
+    # ------------------------------------------------------------------ the request loop
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        auth_required: bool = True,
+        retry: bool = True,
+        ok_statuses: frozenset[int] | None = None,
+        max_tries: int | None = None,
+        timeout: float | None = None,
+        expect_json: bool = False,
+    ) -> requests.Response:
+        """Send a request with the retry policy; return the response or raise :class:`HttpError`.
+
+        ``path`` is joined to the client's base URL unless it is a full URL (a vendor's ``next``
+        link). ``params``, ``json_body``, ``data`` and ``headers`` go to ``requests`` as they are;
+        the :class:`Auth` headers are added unless ``auth_required=False`` (a token endpoint).
+        A 2xx (or a status in ``ok_statuses``) is returned. With ``retry=False`` every HTTP
+        answer is returned as it is (the caller decides, as outputs do with HEC codes) and only
+        transport failures raise. With ``expect_json`` a 2xx body that is not JSON (an HTML
+        error page from a proxy, a truncated body) is retried like a 5xx, and the decoded value
+        is left on ``response.parsed``. ``max_tries`` and ``timeout`` override the client's.
+        """
+        url = self.url(path)
+        tries = 1 if self.single_attempt else (max_tries or self.max_tries)
+        waits = backoff.expo(base=2, factor=self.backoff_factor, max_value=self.max_backoff)
+        next(waits)  # backoff's generators start with a priming None
+        refreshed = False
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            if self.stop.is_set():
+                raise TransportError(f"{self.component}: stopped before {method} {redact(url)}")
+            req_headers = dict(headers or {})
+            if self.auth is not None and auth_required:
+                req_headers.update(self.auth.headers(self))
+            try:
+                response = self.session.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json_body,
+                    data=data,
+                    headers=req_headers,
+                    timeout=timeout or self.timeout,
+                    # Explicit, because requests lets $REQUESTS_CA_BUNDLE override session.verify,
+                    # which would silently ignore the configured ca_file.
+                    verify=self.session.verify,
+                )
+            except requests.RequestException as exc:
+                self._count(0)
+                reason = _describe_transport_error(exc)
+                if not retry or attempt >= tries:
+                    raise TransportError(
+                        f"{method} {redact(url)}: {reason}"
+                        + (f" (after {attempt} attempts over {time.monotonic() - started:.0f}s)" if attempt > 1 else "")
+                    ) from None
+                self._retry_wait(method, url, reason, backoff.full_jitter(next(waits)), attempt)
+                continue
+
+            status = response.status_code
+            self._count(status)
+            if status == 401 and self.auth is not None and auth_required and not refreshed:
+                refreshed = True
+                self.log.info("%s: %s %s answered 401; refreshing credentials once", self.component, method, redact(url))
+                call_refresh(self.auth, self, response)
+                attempt -= 1
+                continue
+            if not retry:
+                return response
+            if 200 <= status < 300 or (ok_statuses and status in ok_statuses):
+                if expect_json:
+                    try:
+                        response.parsed = decode_json(response)  # type: ignore[attr-defined]
+                    except ResponseError as exc:
+                        if attempt >= tries:
+                            raise
+                        self._retry_wait(method, url, str(exc), backoff.full_jitter(next(waits)), attempt)
+                        continue
+                return response
+            if status in (401, 403):
+                raise AuthError(
+                    f"{method} {redact(url)}: {status} {response.reason}: credentials refused: {snippet(response.text)}"
+                )
+            if status in RETRY_STATUSES and attempt < tries:
+                wait = server_wait(response, self.response_wait, self.component)
+                if status == 429 and self.metrics is not None:
+                    self.metrics.inc("rate_limit_waits_total", component=self.component)
+                    self.metrics.inc("rate_limit_wait_seconds_total", wait or 0, component=self.component)
+                if wait is None:
+                    wait = backoff.full_jitter(next(waits))
+                else:
+                    next(waits)
+                self._retry_wait(method, url, f"{status} {response.reason}", wait, attempt)
+                continue
+            raise HttpError(
+                f"{method} {redact(url)}: {status} {response.reason}"
+                + (f" after {attempt} attempts" if attempt > 1 else "")
+                + f": {snippet(response.text)}",
+                status=status,
+                body=redact(response.text[:4096]),
+                headers=dict(response.headers),
+            )
+
+    def _retry_wait(self, method: str, url: str, reason: str, wait: float, attempt: int) -> None:
+        if self.metrics is not None:
+            self.metrics.inc("http_retries_total", component=self.component)
+        log = self.log.warning if attempt == 1 else self.log.debug
+        log("%s: %s %s: %s; retrying in %.1fs", self.component, method, redact(url), reason, wait)
+        self.sleep(wait)
+
+    def get_json(self, path: str, **kwargs: Any) -> Any:
+        """GET and decode JSON; non-JSON 2xx bodies are retried, then raise ResponseError."""
+        return self.request("GET", path, expect_json=True, **kwargs).parsed  # type: ignore[attr-defined]
+
+    def post_json(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+        """POST a JSON body and decode the JSON answer (same retry policy as :meth:`get_json`)."""
+        return self.request("POST", path, json_body=body, expect_json=True, **kwargs).parsed  # type: ignore[attr-defined]
+
+    def json(self, response: requests.Response) -> Any:
+        """Decode a JSON body, or raise :class:`ResponseError` saying what came instead."""
+        return decode_json(response)
+
+
+def decode_json(response: requests.Response) -> Any:
+    """Decode a JSON body, or raise :class:`ResponseError` naming what came instead."""
+    ctype = response.headers.get("Content-Type", "")
+    where = f"{response.request.method} {redact(response.url)}" if response.request is not None else redact(response.url)
+    body = response.content
+    if not body.strip():
+        raise ResponseError(f"{where}: empty body where JSON was expected (status {response.status_code})")
+    try:
+        return decode(body)
+    except RecursionError:  # hostile or broken nesting: the decoder's depth limit, not a crash
+        raise ResponseError(f"{where}: JSON nested too deeply to decode ({len(body)} bytes)") from None
+    except ValueError as exc:
+        text = body[:BODY_SNIPPET].decode("utf-8", "replace")
+        if "html" in ctype.lower() or text.lstrip().lower().startswith(("<!doctype", "<html")):
+            kind = f"an HTML page ({ctype or 'no content type'})"
+        else:
+            kind = (f"invalid or truncated JSON ({exc.msg} at byte {exc.pos} of {len(body)})"
+                    if isinstance(exc, json.JSONDecodeError) else "invalid JSON")
+        raise ResponseError(f"{where}: expected JSON, got {kind}: {snippet(text)}") from None
+
+
+def _describe_transport_error(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"TLS error: {redact(str(exc.args[0]) if exc.args else str(exc))}"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return "timed out waiting for the response"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        text = str(exc)
+        if "Connection refused" in text:
+            return "connection refused"
+        if "Name or service not known" in text or "Temporary failure in name resolution" in text:
+            return "host name not found"
+        if "RemoteDisconnected" in text or "Connection aborted" in text or "reset" in text.lower():
+            return "connection closed by the server before a complete response"
+        return f"connection failed: {redact(text)[:200]}"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "response truncated (connection broken mid-body)"
+    return f"{type(exc).__name__}: {redact(str(exc))[:200]}"
+
+
+__all__ = [
+    "MAX_RETRY_AFTER", "RETRY_STATUSES", "Auth", "BearerAuth", "HttpClient", "ResponseWait", "decode_json",
+    "parse_retry_after", "snippet",
+]

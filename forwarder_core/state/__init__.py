@@ -1,0 +1,10 @@
+"""What the forwarder keeps between runs: the state directory and everything in it.
+
+``statedir`` (created 0700, locked), ``checkpoint`` (SQLite cursors, poll records and ledger totals),
+``ledger`` (read = delivered + set aside + ..., checked per page), ``durable`` (appends that survive
+a crash mid-line), ``setaside`` (quarantine and dead-letter writers), ``setaside_files`` (reading
+them back).
+
+Imports: the packages below it in the order (plugin, net) and the top-level helpers (today it needs
+only the helpers); never config, engine or commands.
+"""

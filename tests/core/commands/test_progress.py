@@ -1,0 +1,65 @@
+"""`once` progress: a live bar on a terminal, plain lines otherwise, and the summary table."""
+from __future__ import annotations
+
+import io
+
+from forwarder_core.commands.progress import ProgressReporter, print_summary
+from forwarder_core.engine.polls import SourceResult
+from forwarder_core.metrics import Metrics
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_terminal_gets_one_redrawn_line_with_every_source() -> None:
+    out = Terminal()
+    reporter = ProgressReporter(["asana", "incydr"], out)
+    reporter.update(SourceResult("asana", delivered=1200, pages=12))
+    reporter.update(SourceResult("incydr", delivered=5, done=True))
+    reporter.finish()
+    frames = out.getvalue().split("\r")
+    assert "asana 1,200 …" in frames[-1] and "incydr 5 ✓" in frames[-1]
+    assert out.getvalue().endswith("\n") and out.getvalue().count("\n") == 1
+
+
+def test_plain_output_has_a_line_per_source_when_done_and_while_slow() -> None:
+    out = io.StringIO()
+    reporter = ProgressReporter(["asana"], out, plain_every=0)
+    reporter.update(SourceResult("asana", delivered=10, pages=1))
+    reporter.update(SourceResult("asana", delivered=20, quarantined=1, pages=2, done=True))
+    assert out.getvalue().splitlines() == [
+        "asana: 10 delivered, 0 quarantined, 1 page(s) [running]",
+        "asana: 20 delivered, 1 quarantined, 2 page(s) [done]",
+    ]
+    quiet = io.StringIO()
+    reporter = ProgressReporter(["asana"], quiet, plain_every=60)
+    reporter.update(SourceResult("asana", delivered=10, pages=1))
+    assert quiet.getvalue() == ""
+
+
+def test_summary_table() -> None:
+    metrics = Metrics()
+    metrics.inc("events_dead_lettered_total", 2, output="hec", source="a")
+    out = io.StringIO()
+    print_summary([SourceResult("a", polled=5, delivered=3, pages=1, done=True),
+                   SourceResult("b", error="output hec kept failing: 503")], metrics, out)
+    rows = [line.split(None, 6) for line in out.getvalue().splitlines()]
+    assert rows[0] == ["SOURCE", "POLLED", "DELIVERED", "QUARANTINED", "DEAD-LETTERED", "PAGES", "STATUS"]
+    assert rows[1] == ["a", "5", "3", "0", "2", "1", "ok"]
+    assert rows[2][-1] == "output hec kept failing: 503"
+
+
+def test_the_summary_prints_each_sources_ledger_and_marks_one_that_does_not_balance() -> None:
+    from forwarder_core.state.ledger import Ledger
+
+    good = SourceResult("a", polled=7, delivered=4, done=True,
+                        ledger=Ledger(read=7, quarantined=1, already_delivered=2, delivered={"out": 4}))
+    bad = SourceResult("b", done=True, ledger=Ledger(read=3, delivered={"out": 2}))
+    out = io.StringIO()
+    print_summary([good, bad], Metrics(), out)
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("ledger ")]
+    assert lines[0] == ("ledger a: read 7 = delivered 4 + quarantined 1 + dead-lettered 0 + filtered 0"
+                        " + already delivered 2 + held back 0")
+    assert lines[1].startswith("ledger b: read 3 = delivered 2 ") and "!! UNBALANCED for out" in lines[1]
