@@ -115,7 +115,7 @@ def test_child_process_sees_no_watchdog_for_itself(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("WATCHDOG_USEC", "10000000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     out = subprocess.run(
-        [sys.executable, "-c", "from forwarder_core import systemd; print(systemd.watchdog_interval())"],
+        [sys.executable, "-c", "from forwarder_core.commands import systemd; print(systemd.watchdog_interval())"],
         capture_output=True, text=True, check=True, timeout=30,
     )
     assert out.stdout.strip() == "None"
