@@ -10,6 +10,9 @@ import pytest
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
+collect_ignore = ["fixtures"]
+"""Plugins the tests install (their own tests run inside those tests, against the installed copy)."""
+
 
 def _pip_target(package: Path, target: Path) -> Path:
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check",

@@ -13,9 +13,7 @@ import os
 from typing import Any
 
 from forwarder_core import hookimpl
-from forwarder_core.errors import OutputError
-from forwarder_core.net.client import BearerAuth
-from forwarder_core.plugin_api import Output, SendResult, http_output_options_schema
+from forwarder_core.plugin_api import BearerAuth, Output, OutputError, SendResult, http_output_options_schema
 from siem_forwarder_example.system_log import SystemLogSource
 
 _site = {"value": os.environ.get("SITE", "")}

@@ -3,7 +3,7 @@
 ``GET {base_url}/api/v1/logs?since=&until=&limit=&sortOrder=ASCENDING``, the next page named by
 the ``Link: <...>; rel="next"`` header, ``Authorization: SSWS <token>``. On a 429 the API says
 when its limit resets in ``X-Rate-Limit-Reset`` (epoch seconds) instead of ``Retry-After``; the
-source hands the core client an :func:`~forwarder_core.net.waits.epoch_header` reader for it, so it
+source hands the core client an :func:`~forwarder_core.plugin_api.epoch_header` reader for it, so it
 writes no retry loop of its own.
 
 The cursor is the ``published`` time of the newest event delivered and the ``uuid`` of every
@@ -16,14 +16,14 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from forwarder_core.errors import AuthError
-from forwarder_core.net.client import BearerAuth
-from forwarder_core.net.waits import epoch_header
 from forwarder_core.plugin_api import (
+    AuthError,
+    BearerAuth,
     ComponentConfig,
     Context,
     Page,
     Source,
+    epoch_header,
     format_time,
     parse_time,
     source_options_schema,
@@ -32,7 +32,7 @@ from forwarder_core.plugin_api import (
 if TYPE_CHECKING:
     from requests import Response
 
-    from forwarder_core.net.client import HttpClient
+    from forwarder_core.plugin_api import HttpClient
 
 LOGS = "/api/v1/logs"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import email.utils
 import time
 
-from forwarder_core.testing.fakehttp import json_response
+from forwarder_core.testing import json_response
 
 LOGS = "/api/v1/logs"
 

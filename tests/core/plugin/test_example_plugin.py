@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from forwarder_core.testing.fakehttp import FakeServer
+from forwarder_core.testing import FakeServer
 from tests.conftest import _pip_target
 from tests.helpers import REPO, forwarder_env, read_jsonl, run_forwarder
 
@@ -39,6 +39,19 @@ def test_the_examples_own_tests_pass_with_the_pytest_plugin(example_path: str, t
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 passed" in result.stdout
+
+
+def test_a_plugin_written_against_the_old_module_paths_still_passes_its_tests(tmp_path: Path) -> None:
+    """The example as it was written before the core was grouped by concern (``forwarder_core.http``,
+    ``.waits``, ``.fakehttp``) installs and passes its own tests unchanged, told where to import from now."""
+    old = _pip_target(REPO / "tests" / "fixtures" / "oldpaths_example", tmp_path / "plugin")
+    env = forwarder_env({"PYTHONPATH": str(old)})
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "always::DeprecationWarning",
+                             str(REPO / "tests" / "fixtures" / "oldpaths_example" / "tests")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout
+    assert "forwarder_core.http has moved; import from forwarder_core.plugin_api instead" in result.stdout
 
 
 def test_the_example_source_runs_in_the_daemon_and_resumes(example_path: str, tmp_path: Path) -> None:
