@@ -46,12 +46,14 @@ log = logging.getLogger("siem_forwarder.workers")
 SMALL_PAGE = 100
 """Pages with fewer events are prepared in the main process: sending them to a worker and the
 result back costs about what preparing them does."""
-BACKLOG = 5_000
+BACKLOG = 20_000
 """``workers: auto``: a poll's pages go to the workers (starting them if they are not running) only
-once the pages before them in the same poll held this many events. Only a backlog gets there: a
-caught-up source reads what a vendor logged during one interval, a few hundred to a few thousand
-events, and a poll that reads on past this many is paging faster than one process prepares
-(about 40 µs an event, so 0.2 s of the main process's CPU for these alone)."""
+once the pages before them in the same poll held this many events. A caught-up source reads what
+a vendor logged during one interval, a few hundred to a few thousand events, and never gets
+here; a poll that reads on past this many is a backlog, paging faster than one process prepares.
+Starting the pool costs about a second of CPU (the forkserver, a worker loading the plugins and
+the resource tracker: ``bench/run.py`` prints each), what the main process spends preparing some
+25,000 events, so a shorter backlog is cheaper prepared where it is."""
 _WAIT_STEP = 1.0
 
 

@@ -20,7 +20,7 @@ from tests.helpers import lines_written, read_jsonl, run_forwarder, start_forwar
 from tests.reliability.harness import _drain_stderr, wait_until
 
 PAGE = 1000
-BACKFILL = 20_000
+BACKFILL = 30_000  # BACKLOG events prepared in the main process, then pages for the workers
 
 pytestmark = pytest.mark.skipif(worker_count("auto") < 1, reason="workers: auto means none on one CPU")
 
