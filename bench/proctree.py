@@ -34,6 +34,10 @@ class TreeUsage:
     peak_pss_kb: int = 0  # 0: the kernel has no smaps_rollup
     peak_threads: int = 0
     peak_processes: int = 0
+    last_rss_kb: int = 0  # the same sums at the last sample
+    last_pss_kb: int = 0
+    last_threads: int = 0
+    last_processes: int = 0
     cpu_s: float = 0.0  # sum over every process seen of its last sampled user + system time
     samples: int = 0
     cpu_by_role: dict[str, float] = field(default_factory=dict)
@@ -133,6 +137,10 @@ class TreeSampler:
             by_role[name] = by_role.get(name, 0.0) + cpu
         return self.usage
 
+    def cpu_now(self) -> float:
+        """User + system seconds of every process seen so far, as of the last sample."""
+        return sum(self._cpu.values())
+
     def _loop(self) -> None:
         while True:
             self.sample()
@@ -175,3 +183,4 @@ class TreeSampler:
         usage.peak_pss_kb = max(usage.peak_pss_kb, pss)
         usage.peak_threads = max(usage.peak_threads, threads)
         usage.peak_processes = max(usage.peak_processes, len(tree))
+        usage.last_rss_kb, usage.last_pss_kb, usage.last_threads, usage.last_processes = rss, pss, threads, len(tree)

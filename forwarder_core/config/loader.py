@@ -28,6 +28,7 @@ DEFAULT_CONFIG = "/etc/siem-forwarder/config.yaml"
 DEFAULT_STATE_DIR = "/var/lib/siem-forwarder"
 DEFAULT_PLUGIN_PATHS = ("/usr/local/lib/siem-forwarder/plugins",)
 DEFAULT_MAX_CONCURRENT_POLLS = 16
+DEFAULT_WORKERS_IDLE_STOP = 60.0
 """Sources polled at once (docs/configuration.md says why 16)."""
 
 
@@ -56,6 +57,14 @@ class Config:
     def workers(self) -> int:
         """How many worker processes prepare pages (0: the main process does)."""
         return worker_count(self.settings.get("workers", "auto"))
+
+    @property
+    def workers_idle_stop(self) -> float | None:
+        """``workers: auto``: seconds without a page after which the worker processes stop (they
+        start again with the next backlog); None for ``workers: N``, whose N processes stay."""
+        if self.settings.get("workers", "auto") != "auto":
+            return None
+        return float(self.settings.get("workers_idle_stop", DEFAULT_WORKERS_IDLE_STOP))
 
 
 def worker_count(setting: Any) -> int:

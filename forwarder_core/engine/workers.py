@@ -1,6 +1,8 @@
 """Worker processes that prepare and encode pages while the main process pages, delivers and commits.
 
-``workers: N`` gives the sources a pool of N processes (:mod:`forwarder_core.engine.workerpool`). Each
+``workers: N`` gives the sources a pool of N processes (:mod:`forwarder_core.engine.workerpool`);
+``workers: auto`` gives them one on demand: a poll's pages go there only once it is a backlog
+(:data:`BACKLOG`), and the pool stops when idle (``workers_idle_stop``). Each
 source's pages are submitted in order, a few ahead of the one being delivered
 (:meth:`Offload.ahead`), and taken back in the same order (:meth:`Offload.take`), so pages are
 still delivered and committed one at a time, strictly in order, and a cursor never moves before
@@ -44,6 +46,14 @@ log = logging.getLogger("siem_forwarder.workers")
 SMALL_PAGE = 100
 """Pages with fewer events are prepared in the main process: sending them to a worker and the
 result back costs about what preparing them does."""
+BACKLOG = 20_000
+"""``workers: auto``: a poll's pages go to the workers (starting them if they are not running) only
+once the pages before them in the same poll held this many events. A caught-up source reads what
+a vendor logged during one interval, a few hundred to a few thousand events, and never gets
+here; a poll that reads on past this many is a backlog, paging faster than one process prepares.
+Starting the pool costs about a second of CPU (the forkserver, a worker loading the plugins and
+the resource tracker: ``bench/run.py`` prints each), what the main process spends preparing some
+25,000 events, so a shorter backlog is cheaper prepared where it is."""
 _WAIT_STEP = 1.0
 
 
@@ -56,8 +66,10 @@ class Offload:
     """
 
     def __init__(self, pool: WorkerPool, source: str, encode_for: list[str], events_back: bool,
-                 stop: threading.Event, metrics: Metrics, preparer: Preparer):
+                 stop: threading.Event, metrics: Metrics, preparer: Preparer, backlog: int = 0):
         self.pool = pool
+        self.backlog = backlog
+        """How many events a poll reads in the main process before its pages go to the pool."""
         self.source = source
         self.encode_for = encode_for
         self.events_back = events_back
@@ -77,9 +89,11 @@ class Offload:
             self._here.clear()
         self._forget(left)
         queue: deque[Page] = deque()
+        read = 0
         try:
             for page in pages:
-                submitted = self._submit(page)
+                submitted = self._submit(page) if read >= self.backlog else _keep_here(page)
+                read += len(page.events)
                 queue.append(page)
                 while queue and (len(queue) > self.pool.size or not submitted):
                     yield queue.popleft()  # a small page is not worth reading ahead for
@@ -160,7 +174,7 @@ class Offload:
             log.warning("source %s: the worker preparing a page of %d event(s) died; the page is prepared "
                         "again in the main process", self.source, len(page.events))
             self.metrics.inc("worker_failures_total", source=self.source)
-            self.pool.broken(ticket.executor)
+            self.pool.broken(ticket.generation)
             return None
         except Exception as exc:
             log.warning("source %s: a worker failed to prepare a page of %d event(s) (%s); the page is "
@@ -171,6 +185,11 @@ class Offload:
         for name, labels, value in work.counters:
             self.metrics.inc(name, value, **labels)
         return work
+
+
+def _keep_here(page: Page) -> bool:
+    page.body = None  # only a worker decodes the bytes again
+    return False
 
 
 def encodes_in_worker(runner: Any, plugins: PluginSet) -> bool:
@@ -223,9 +242,12 @@ def attach(config: Config, plugins: PluginSet, runners: Sequence[SourceRunnerLik
         outputs.update(encode_for)
     if not plans:
         return None
+    on_demand = config.workers_idle_stop
     pool = WorkerPool(size, (os.getpid(), config.document, {r.name for r, _, _ in plans}, outputs,
-                             config.plugin_paths, config.state_dir, str(config.settings.get("log_level", "info"))))
+                             config.plugin_paths, config.state_dir, str(config.settings.get("log_level", "info"))),
+                      idle_stop=on_demand)
     for runner, encode_for, events_back in plans:
-        runner.offload = Offload(pool, runner.name, encode_for, events_back, stop, metrics, runner.preparer)
+        runner.offload = Offload(pool, runner.name, encode_for, events_back, stop, metrics, runner.preparer,
+                                 backlog=BACKLOG if on_demand is not None else 0)
     return pool
 

@@ -71,3 +71,27 @@ def test_quick_benchmark_completes_with_exact_counts(tmp_path: Path) -> None:
     assert "| CPU per event, all processes <= 20 us" in text
     assert "| throughput with 1 worker vs 2 (reported) |" in text
     assert "| 50 sources in one process: < 300 MB, threads bounded by the pool |" in text
+
+
+@pytest.mark.timeout(240)
+def test_idle_footprint_scenario_counts_every_event_and_the_processes(tmp_path: Path) -> None:
+    """Four sources of 300 events in ``run``, left caught up: the default starts no worker
+    process (no backlog), ``workers: 1`` keeps its worker, forkserver and resource tracker."""
+    out = tmp_path / "bench.json"
+    results = tmp_path / "RESULTS.md"
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--only", "idle",
+                           "--idle-seconds", "1", "--json", str(out), "--results", str(results)],
+                          cwd=REPO, capture_output=True, text=True, timeout=230, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    scenarios = {s["settings"].get("workers", "auto"): s for s in json.loads(out.read_text())["scenarios"]}
+    assert set(scenarios) == {"auto", 0, 1}
+    for scenario in scenarios.values():
+        assert scenario["kind"] == "idle" and scenario["events"] == 1_200
+        assert scenario["counts_ok"] and scenario["problems"] == [], scenario["problems"]
+        assert scenario["final_rss_mb"] > 0 and scenario["final_threads"] >= 1
+    assert scenarios["auto"]["processes"] == scenarios["auto"]["final_processes"] == 1
+    assert scenarios[0]["processes"] == 1
+    assert scenarios[1]["final_processes"] == 4  # main, forkserver, resource tracker, worker
+    text = results.read_text()
+    assert "## Idle footprint" in text
+    assert "| idle `run`, 4 sources, default settings: peak RSS of the tree <= 70 MB, one process |" in text

@@ -78,6 +78,9 @@ def test_a_sample_sums_memory_threads_and_processes_over_the_tree() -> None:
     assert usage.peak_processes == 3
     assert usage.peak_threads >= 1 + 2 * 2
     assert usage.peak_rss_kb * 1024 >= 2 * 40 * MB
+    # one sample: the last figures are the peaks
+    assert (usage.last_rss_kb, usage.last_pss_kb, usage.last_threads, usage.last_processes) == (
+        usage.peak_rss_kb, usage.peak_pss_kb, usage.peak_threads, usage.peak_processes)
 
 
 # A parent whose two children each burn CPU, report their own user+system seconds, and are reaped.
