@@ -74,19 +74,21 @@ class Leases:
         return self.db.run(run)
 
     def take(self, sources: list[str], limit: int) -> list[Taken]:
-        """Take up to ``limit`` of ``sources`` that are free or whose lease expired."""
+        """Take up to ``limit`` of ``sources`` that are free, whose lease expired, or that this
+        instance held before it lost track of them (PostgreSQL was away): each under a new token."""
         if limit <= 0 or not sources:
             return []
 
         def run(cur: Any) -> list[Taken]:
             cur.execute(
                 "WITH picked AS (SELECT source, owner FROM sf_leases WHERE source = ANY(%s) "
-                "AND (owner IS NULL OR expires IS NULL OR expires < now()) ORDER BY expires NULLS FIRST, source "
+                "AND (owner IS NULL OR owner = %s OR expires IS NULL OR expires < now()) "
+                "ORDER BY expires NULLS FIRST, source "
                 "LIMIT %s FOR UPDATE SKIP LOCKED) "
                 "UPDATE sf_leases l SET owner = %s, token = nextval('sf_lease_tokens'), "
                 "expires = now() + make_interval(secs => %s) FROM picked WHERE l.source = picked.source "
                 "RETURNING l.source, l.token, picked.owner",
-                (sources, limit, self.instance, self.ttl))
+                (sources, self.instance, limit, self.instance, self.ttl))
             return [Taken(r[0], r[1], r[2] if r[2] != self.instance else None) for r in cur.fetchall()]
         return self.db.run(run)
 
