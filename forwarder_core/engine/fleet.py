@@ -70,7 +70,7 @@ class Fleet:
         self.idle = idle
         self.interval = max(1.0, leases.ttl / 3)
         self.held: dict[str, int] = {}
-        self.problem: str | None = "not yet connected to PostgreSQL"
+        self.problem: str | None = None
         self.last_renewed = time.monotonic()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None

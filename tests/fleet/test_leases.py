@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
+from forwarder_core.engine.fleet import Fleet
 from forwarder_core.errors import StateError
 from forwarder_core.metrics import Metrics
 from forwarder_core.state.leases import Leases, fair_share, instances
 from forwarder_core.state.ledger import Ledger
 from forwarder_core.state.pg import SCHEMA_VERSION, Database
 from forwarder_core.state.pgstore import FenceError, PgStore
-from forwarder_core.engine.fleet import Fleet
 from tests.postgres import Postgres
 
 SOURCES = [f"s{i:02d}" for i in range(10)]

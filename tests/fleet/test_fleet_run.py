@@ -1,0 +1,239 @@
+"""Several ``siem-forwarder run`` processes on one config, sharing its sources through a real PostgreSQL.
+
+Every instance writes what it delivered to a file of its own, and the ``counter`` sources log
+each poll's start and end with the polling process's pid, so the tests can see who polled what,
+and when. Events are ``counter-<seq>`` per source; a source is done when its cursor reached
+``COUNT``.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from forwarder_core.errors import StateError
+from forwarder_core.state.pg import Database
+from tests.helpers import read_jsonl, start_forwarder, write_config
+from tests.postgres import Postgres
+
+SOURCES = 12
+COUNT = 300
+PAGE = 20
+TTL = 5
+
+
+class Fleet:
+    def __init__(self, tmp_path: Path, postgres: Postgres, testkit_path: str):
+        self.tmp = tmp_path
+        self.pg = postgres
+        self.procs: dict[str, subprocess.Popen[str]] = {}
+        self.config_path = tmp_path / "fleet.yaml"
+        self.poll_log = tmp_path / "polls.log"
+        self.config: dict[str, Any] = {
+            "state_dir": "${SF_STATE}",
+            "plugin_paths": [testkit_path],
+            "workers": 0,
+            "shutdown_timeout": 5,
+            "cluster": {"dsn": postgres.dsn, "instance": "${SF_INSTANCE}", "lease_ttl": TTL},
+            "sources": [{"name": f"c{i:02d}", "type": "counter", "interval": 1,
+                         "options": {"count": COUNT, "page_size": PAGE, "page_delay": 0.05,
+                                     "poll_log": str(self.poll_log)}} for i in range(SOURCES)],
+            "outputs": [{"name": "out", "type": "file", "options": {"path": "${SF_OUT}"}}],
+        }
+        write_config(self.config_path, self.config)
+
+    def out(self, name: str) -> Path:
+        return self.tmp / f"out-{name}.jsonl"
+
+    def start(self, name: str) -> subprocess.Popen[str]:
+        (self.tmp / f"state-{name}").mkdir(exist_ok=True)
+        env = {"SF_INSTANCE": name, "SF_STATE": str(self.tmp / f"state-{name}"), "SF_OUT": str(self.out(name))}
+        proc = start_forwarder(self.tmp, dict(self.config), "run", env=env, config_path=self.config_path)
+        self.procs[name] = proc
+        return proc
+
+    def delivered(self) -> dict[str, Counter[str]]:
+        """source -> how often each event id was delivered, over every instance."""
+        seen: dict[str, Counter[str]] = defaultdict(Counter)
+        for name in self.procs:
+            for event in _complete_lines(self.out(name)):
+                seen[event["source"]["name"]][event["id"]] += 1
+        return seen
+
+    def cursors(self) -> dict[str, int]:
+        db = Database(self.pg.dsn)
+        try:
+            rows = db.run(lambda cur: (cur.execute("SELECT source, cursor FROM sf_checkpoints"), cur.fetchall())[1])
+        except StateError:
+            return {}  # not created yet, or PostgreSQL restarting
+        finally:
+            db.close()
+        import json
+        return {r[0]: json.loads(r[1])["next"] for r in rows}
+
+    def done(self) -> bool:
+        cursors = self.cursors()
+        return len(cursors) == SOURCES and all(n == COUNT for n in cursors.values())
+
+    def held(self) -> dict[str, int]:
+        db = Database(self.pg.dsn)
+        try:
+            rows = db.run(lambda cur: (cur.execute(
+                "SELECT owner, count(*) FROM sf_leases WHERE owner IS NOT NULL AND expires > now() GROUP BY owner"),
+                cur.fetchall())[1])
+        except StateError:
+            return {}
+        finally:
+            db.close()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.kill(proc.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _complete_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    whole = data[: data.rfind(b"\n") + 1]
+    import json
+    return [json.loads(line) for line in whole.decode().split("\n") if line.strip()]
+
+
+def wait_for(what: Callable[[], bool], timeout: float, why: str, procs: dict[str, subprocess.Popen[str]]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if what():
+            return
+        dead = {n: p.returncode for n, p in procs.items() if p.poll() is not None and p.returncode not in (0, -9)}
+        assert not dead, f"instances exited: {dead}: " + "".join((p.stderr.read() if p.stderr else "")[-2000:]
+                                                              for p in procs.values() if p.poll() is not None)
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {why}")
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, postgres: Postgres, testkit_path: str) -> Iterator[Fleet]:
+    f = Fleet(tmp_path, postgres, testkit_path)
+    try:
+        yield f
+    finally:
+        f.stop_all()
+
+
+def _assert_every_event_delivered(fleet: Fleet, max_extra: int) -> None:
+    seen = fleet.delivered()
+    assert sorted(seen) == [f"c{i:02d}" for i in range(SOURCES)]
+    for source, ids in seen.items():
+        missing = {f"counter-{n}" for n in range(COUNT)} - set(ids)
+        assert not missing, f"{source}: {len(missing)} event(s) never delivered"
+    extra = sum(n - 1 for ids in seen.values() for n in ids.values())
+    assert extra <= max_extra, f"{extra} duplicate deliveries, more than {max_extra}"
+
+
+def _polls_never_overlap(log: Path, exclude_pids: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+    """No two processes polled one source at the same time (from the sources' own poll log)."""
+    spans: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
+    open_: dict[tuple[int, str], float] = {}
+    for line in log.read_text().splitlines():
+        pid, source, what, at = line.split()
+        if int(pid) in exclude_pids:
+            continue
+        if what == "start":
+            open_[(int(pid), source)] = float(at)
+        elif (int(pid), source) in open_:
+            spans[source].append((open_.pop((int(pid), source)), float(at), int(pid)))
+    for source, items in spans.items():
+        items.sort()
+        for (s1, e1, p1), (s2, _e2, p2) in zip(items, items[1:]):
+            assert p1 == p2 or s2 >= e1, f"{source}: pid {p1} polled until {e1}, pid {p2} started at {s2}"
+
+
+def test_three_instances_share_every_source_and_deliver_every_event_once(fleet: Fleet) -> None:
+    for name in ("a", "b", "c"):
+        fleet.start(name)
+    wait_for(fleet.done, 180, "every source caught up", fleet.procs)
+    wait_for(lambda: sorted(fleet.held().values()) == [4, 4, 4], 60, "fair shares of 4", fleet.procs)
+    _assert_every_event_delivered(fleet, max_extra=PAGE * SOURCES)
+    _polls_never_overlap(fleet.poll_log)
+    db = Database(fleet.pg.dsn)
+    try:
+        ledger = db.run(lambda cur: (cur.execute(
+            "SELECT source, term, sum(count) FROM sf_ledger GROUP BY source, term"), cur.fetchall())[1])
+    finally:
+        db.close()
+    by_source: dict[str, dict[str, int]] = defaultdict(dict)
+    for source, term, n in ledger:
+        by_source[source][term] = int(n)
+    for source, terms in by_source.items():
+        assert terms.get("read") == COUNT, (source, terms)  # one commit per page: each event counted once
+
+
+def test_a_killed_instance_s_sources_resume_on_the_others_from_their_committed_cursor(fleet: Fleet) -> None:
+    for name in ("a", "b", "c"):
+        fleet.start(name)
+    wait_for(lambda: sum(len(c) for c in fleet.delivered().values()) > COUNT, 120, "a backfill under way",
+             fleet.procs)
+    os.kill(fleet.procs["b"].pid, signal.SIGKILL)
+    fleet.procs["b"].wait()
+    wait_for(fleet.done, 180, "every source caught up without b", fleet.procs)
+    _assert_every_event_delivered(fleet, max_extra=PAGE * SOURCES)
+    wait_for(lambda: sorted(fleet.held()) == ["a", "c"] and sorted(fleet.held().values()) == [6, 6], 60,
+             "a and c holding 6 each", fleet.procs)
+
+
+def test_a_paused_instance_is_fenced_off_and_loses_nothing(fleet: Fleet) -> None:
+    fleet.start("a")
+    wait_for(lambda: len(fleet.delivered()) >= SOURCES // 2, 120, "a backfill under way", fleet.procs)
+    os.kill(fleet.procs["a"].pid, signal.SIGSTOP)
+    fleet.start("b")
+    time.sleep(2 * TTL)  # a's leases expire; b takes every source over
+    wait_for(lambda: fleet.held().get("b") == SOURCES, 60, "b holding every source", fleet.procs)
+    os.kill(fleet.procs["a"].pid, signal.SIGCONT)
+    wait_for(fleet.done, 180, "every source caught up", fleet.procs)
+    wait_for(lambda: sorted(fleet.held().values()) == [6, 6], 60, "a back with its share", fleet.procs)
+    _assert_every_event_delivered(fleet, max_extra=PAGE * SOURCES * 2)
+    cursors = fleet.cursors()
+    assert all(n == COUNT for n in cursors.values())
+
+
+def test_a_fourth_instance_joining_gets_its_share(fleet: Fleet) -> None:
+    for name in ("a", "b", "c"):
+        fleet.start(name)
+    wait_for(lambda: sorted(fleet.held().values()) == [4, 4, 4], 120, "three shares of 4", fleet.procs)
+    fleet.start("d")
+    wait_for(lambda: sorted(fleet.held().values()) == [3, 3, 3, 3], 120, "four shares of 3", fleet.procs)
+    wait_for(fleet.done, 180, "every source caught up", fleet.procs)
+    _assert_every_event_delivered(fleet, max_extra=PAGE * SOURCES)
+    _polls_never_overlap(fleet.poll_log)
+
+
+def test_postgresql_restarting_mid_run_loses_nothing(fleet: Fleet) -> None:
+    for name in ("a", "b"):
+        fleet.start(name)
+    wait_for(lambda: sum(len(c) for c in fleet.delivered().values()) > COUNT, 120, "a backfill under way",
+             fleet.procs)
+    fleet.pg.stop()
+    time.sleep(2)
+    fleet.pg.start()
+    wait_for(fleet.done, 180, "every source caught up after the restart", fleet.procs)
+    _assert_every_event_delivered(fleet, max_extra=PAGE * SOURCES * 2)
