@@ -44,7 +44,9 @@ class Leases:
     def declare(self, sources: list[str]) -> None:
         """Give every source of the config a lease row (free until someone takes it)."""
         self.db.run(lambda cur: cur.execute(
-            "INSERT INTO sf_leases (source) SELECT unnest(%s::text[]) ON CONFLICT (source) DO NOTHING", (sources,)))
+            # NOT EXISTS first: a row locked by a paused instance must not make this statement wait
+            "INSERT INTO sf_leases (source) SELECT s FROM unnest(%s::text[]) AS s "
+            "WHERE NOT EXISTS (SELECT 1 FROM sf_leases WHERE source = s) ON CONFLICT (source) DO NOTHING", (sources,)))
 
     def register(self, version: str, config_hash: str) -> None:
         self.db.run(lambda cur: cur.execute(

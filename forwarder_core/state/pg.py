@@ -62,7 +62,9 @@ class Database:
     """One connection (autocommit, explicit transactions), reopened after a failure; thread-safe.
 
     TCP keepalives and ``tcp_user_timeout`` bound how long a call can hang on a cut network, so
-    an instance notices within seconds that it cannot commit.
+    an instance notices within seconds that it cannot commit; ``idle_in_transaction_session_timeout``
+    makes PostgreSQL end the session of an instance paused inside a transaction (``SIGSTOP``, a
+    frozen VM), so the row locks it held do not outlive it.
     """
 
     def __init__(self, dsn: str, *, application: str = "siem-forwarder", timeout: float = 5.0):
@@ -79,7 +81,8 @@ class Database:
             self._dsn, autocommit=True, connect_timeout=max(1, int(self._timeout)),
             application_name=self._application, keepalives=1, keepalives_idle=max(1, int(self._timeout)),
             keepalives_interval=1, keepalives_count=3, tcp_user_timeout=ms,
-            options=f"-c statement_timeout={ms * 4} -c lock_timeout={ms * 2}")
+            options=f"-c statement_timeout={ms * 4} -c lock_timeout={ms * 2} "
+                    f"-c idle_in_transaction_session_timeout={ms * 2}")
 
     @contextmanager
     def cursor(self) -> Iterator[Any]:

@@ -7,10 +7,14 @@ and when. Events are ``counter-<seq>`` per source; a source is done when its cur
 """
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,8 +24,9 @@ import pytest
 
 from forwarder_core.errors import StateError
 from forwarder_core.state.pg import Database
-from tests.helpers import read_jsonl, start_forwarder, write_config
+from tests.helpers import forwarder_env, write_config
 from tests.postgres import Postgres
+from tests.rsyslog import free_port
 
 SOURCES = 12
 COUNT = 300
@@ -34,6 +39,7 @@ class Fleet:
         self.tmp = tmp_path
         self.pg = postgres
         self.procs: dict[str, subprocess.Popen[str]] = {}
+        self._ports: dict[str, int] = {}
         self.config_path = tmp_path / "fleet.yaml"
         self.poll_log = tmp_path / "polls.log"
         self.config: dict[str, Any] = {
@@ -41,7 +47,8 @@ class Fleet:
             "plugin_paths": [testkit_path],
             "workers": 0,
             "shutdown_timeout": 5,
-            "cluster": {"dsn": postgres.dsn, "instance": "${SF_INSTANCE}", "lease_ttl": TTL},
+            "metrics": {"listen": "127.0.0.1:${SF_METRICS_PORT}"},
+            "cluster": {"dsn": "${SF_DSN}", "instance": "${SF_INSTANCE}", "lease_ttl": TTL},
             "sources": [{"name": f"c{i:02d}", "type": "counter", "interval": 1,
                          "options": {"count": COUNT, "page_size": PAGE, "page_delay": 0.05,
                                      "poll_log": str(self.poll_log)}} for i in range(SOURCES)],
@@ -52,12 +59,32 @@ class Fleet:
     def out(self, name: str) -> Path:
         return self.tmp / f"out-{name}.jsonl"
 
-    def start(self, name: str) -> subprocess.Popen[str]:
+    def start(self, name: str, dsn: str | None = None) -> subprocess.Popen[str]:
         (self.tmp / f"state-{name}").mkdir(exist_ok=True)
-        env = {"SF_INSTANCE": name, "SF_STATE": str(self.tmp / f"state-{name}"), "SF_OUT": str(self.out(name))}
-        proc = start_forwarder(self.tmp, dict(self.config), "run", env=env, config_path=self.config_path)
+        env = {"SF_INSTANCE": name, "SF_STATE": str(self.tmp / f"state-{name}"), "SF_OUT": str(self.out(name)),
+               "SF_DSN": dsn or self.pg.dsn, "SF_METRICS_PORT": str(self.metrics_port(name))}
+        with open(self.log(name), "a") as log:  # a file, not a pipe nobody reads while the test waits
+            proc = subprocess.Popen([sys.executable, "-m", "forwarder_core", "run", "-c", str(self.config_path)],
+                                    stdout=log, stderr=log, text=True, env=forwarder_env(env), stdin=subprocess.DEVNULL)
         self.procs[name] = proc
         return proc
+
+    def metrics_port(self, name: str) -> int:
+        if name not in self._ports:
+            self._ports[name] = free_port()
+        return self._ports[name]
+
+    def get(self, name: str, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port(name)}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    def log(self, name: str) -> Path:
+        return self.tmp / f"log-{name}.txt"
 
     def delivered(self) -> dict[str, Counter[str]]:
         """source -> how often each event id was delivered, over every instance."""
@@ -125,8 +152,7 @@ def wait_for(what: Callable[[], bool], timeout: float, why: str, procs: dict[str
         if what():
             return
         dead = {n: p.returncode for n, p in procs.items() if p.poll() is not None and p.returncode not in (0, -9)}
-        assert not dead, f"instances exited: {dead}: " + "".join((p.stderr.read() if p.stderr else "")[-2000:]
-                                                              for p in procs.values() if p.poll() is not None)
+        assert not dead, f"instances exited: {dead} (their logs are log-NAME.txt in the test's directory)"
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {why}")
 
@@ -164,7 +190,7 @@ def _polls_never_overlap(log: Path, exclude_pids: set[int] = frozenset()) -> Non
             spans[source].append((open_.pop((int(pid), source)), float(at), int(pid)))
     for source, items in spans.items():
         items.sort()
-        for (s1, e1, p1), (s2, _e2, p2) in zip(items, items[1:]):
+        for (_s1, e1, p1), (s2, _e2, p2) in itertools.pairwise(items):
             assert p1 == p2 or s2 >= e1, f"{source}: pid {p1} polled until {e1}, pid {p2} started at {s2}"
 
 
@@ -214,6 +240,8 @@ def test_a_paused_instance_is_fenced_off_and_loses_nothing(fleet: Fleet) -> None
     _assert_every_event_delivered(fleet, max_extra=PAGE * SOURCES * 2)
     cursors = fleet.cursors()
     assert all(n == COUNT for n in cursors.values())
+    fleet.stop_all()
+    assert "commit refused, the lease moved to another instance" in fleet.log("a").read_text()
 
 
 def test_a_fourth_instance_joining_gets_its_share(fleet: Fleet) -> None:
@@ -237,3 +265,98 @@ def test_postgresql_restarting_mid_run_loses_nothing(fleet: Fleet) -> None:
     fleet.pg.start()
     wait_for(fleet.done, 180, "every source caught up after the restart", fleet.procs)
     _assert_every_event_delivered(fleet, max_extra=PAGE * SOURCES * 2)
+
+
+def test_an_instance_cut_off_from_postgresql_stops_polling_and_comes_back_by_itself(fleet: Fleet) -> None:
+    with TcpProxy(fleet.pg.port) as proxy:
+        fleet.start("a", dsn=fleet.pg.dsn.replace(f"port={fleet.pg.port}", f"port={proxy.port}"))
+        fleet.start("b")
+        wait_for(lambda: sorted(fleet.held().values()) == [6, 6], 120, "two shares of 6", fleet.procs)
+        proxy.cut()
+        wait_for(lambda: fleet.held() == {"b": SOURCES}, 60, "b holding every source", fleet.procs)
+        wait_for(lambda: "PostgreSQL unreachable for longer than lease_ttl" in fleet.log("a").read_text(), 60,
+                 "a dropping its sources", fleet.procs)
+        status, said = fleet.get("a", "/health")
+        assert status == 503 and "fleet: cannot reach PostgreSQL" in said
+        assert 'siem_forwarder_fleet_connected{instance="a"} 0.0' in fleet.get("a", "/metrics")[1]
+        assert 'siem_forwarder_fleet_leases_held{instance="a"} 0.0' in fleet.get("a", "/metrics")[1]
+        proxy.restore()
+        wait_for(lambda: sorted(fleet.held().values()) == [6, 6], 120, "a back with its share", fleet.procs)
+        wait_for(fleet.done, 180, "every source caught up", fleet.procs)
+    _assert_every_event_delivered(fleet, max_extra=PAGE * SOURCES * 2)
+
+
+class TcpProxy:
+    """A loopback TCP forwarder to PostgreSQL that can cut every connection and refuse new ones."""
+
+    def __init__(self, target_port: int):
+        import socket
+
+        self.target = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open = True
+        self.conns: list[Any] = []
+        self._stop = False
+
+    def __enter__(self) -> TcpProxy:
+        import threading
+
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop = True
+        self.cut()
+        self.listener.close()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        self.listener.settimeout(0.5)
+        while not self._stop:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                continue
+            if not self.open:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: Any, dst: Any) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        import socket
+
+        self.open = False
+        for sock in self.conns:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            except OSError:
+                pass
+        self.conns = []
+
+    def restore(self) -> None:
+        self.open = True
