@@ -253,6 +253,11 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         return list_fleet_set_aside(config, sys.stdout)
     if args.action == "list":
         return list_command(config, args.source, args.output, sys.stdout)
+    if config.cluster is not None:
+        from forwarder_core.commands.fleetcmd import replay_fleet
+
+        return replay_fleet(config, plugins, sources=args.source, outputs=args.output,
+                            dead_letter=args.dead_letter, out=sys.stdout)
     return replay_command(config, plugins, sources=args.source, outputs=args.output,
                           dead_letter=args.dead_letter, out=sys.stdout)
 

@@ -151,3 +151,80 @@ def check_postgres(config: Config) -> tuple[bool, str]:
     if found > SCHEMA_VERSION:
         return False, f"schema version {found} is newer than this release knows ({SCHEMA_VERSION}); upgrade siem-forwarder"
     return True, f"reached; schema version {found}"
+
+
+_REPLAY_LOCK = 0x5F5F_5352  # pg_try_advisory_lock key: one replay at a time in a fleet
+
+
+def replay_fleet(config: Config, plugins: Any, *, sources: list[str] | None, outputs: list[str] | None,
+                 dead_letter: bool, out: TextIO) -> int:
+    """``quarantine replay`` for a fleet: the records in PostgreSQL go through the same replay as the
+    files (each name's records in a scratch file), and what is still set aside replaces exactly the
+    records that were read, so records the running instances add meanwhile are kept."""
+    import json
+    import tempfile
+
+    from forwarder_core.commands.replay import Replayer
+    from forwarder_core.state.setaside_files import read_file, selected
+
+    db = database(config)
+    kind = DEAD_LETTER if dead_letter else QUARANTINE
+    replayer = Replayer(config, plugins, out)
+    replayer.dead_letter = PgSetAside(db, DEAD_LETTER)  # type: ignore[assignment]  # the same write() and path()
+    records = PgSetAside(db, kind)
+    total_sent = total_kept = 0
+    try:
+        if not db.run(lambda cur: (cur.execute("SELECT pg_try_advisory_lock(%s)", (_REPLAY_LOCK,)), cur.fetchone())[1][0]):
+            print("siem-forwarder: another replay is running in this fleet; try again when it has finished", file=out)
+            return 75
+        by_name: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for rid, name, record in records.records():
+            by_name.setdefault(name, []).append((rid, record))
+        with tempfile.TemporaryDirectory(prefix="siem-forwarder-replay-") as scratch:
+            files = []
+            for n, (name, rows) in enumerate(sorted(by_name.items())):
+                path = f"{scratch}/{n}.jsonl"
+                with open(path, "w", encoding="utf-8") as fh:
+                    fh.writelines(json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+                                  for _, r in rows)
+                f = read_file(kind, path)
+                f.name = name
+                files.append((f, [rid for rid, _ in rows]))
+            chosen = {id(f) for f in selected([f for f, _ in files], sources, outputs if dead_letter else None)}
+            if not chosen:
+                print("nothing to replay in the fleet's PostgreSQL", file=out)
+                return 0
+            for f, ids in files:
+                if id(f) not in chosen:
+                    continue
+                sent, why = (replayer.replay_dead_letters(f, sources) if dead_letter
+                             else replayer.replay_quarantine(f, outputs))
+                with open(f.path, encoding="utf-8") as fh:
+                    kept = [json.loads(line) for line in fh if line.strip()]
+                _replace(db, ids, kind, f.name, kept)
+                total_sent += sent
+                total_kept += sum(why.values())
+                print(f"{kind} {f.name}: {sent} event(s) delivered and removed, {sum(why.values())} kept", file=out)
+                for reason, count in why.most_common():
+                    print(f"  {count:>7}  kept: {reason}", file=out)
+    except StateError as exc:
+        print(f"siem-forwarder: {exc}", file=out)
+        return 74
+    finally:
+        replayer.stop.set()
+        replayer.close()
+        db.close()  # ends the session, and with it the advisory lock
+    print(f"replayed {total_sent} event(s); {total_kept} still set aside", file=out)
+    return 0 if total_kept == 0 else 1
+
+
+def _replace(db: Any, ids: list[int], kind: str, name: str, kept: list[dict[str, Any]]) -> None:
+    import json
+
+    def run(cur: Any) -> None:
+        cur.execute("DELETE FROM sf_setaside WHERE id = ANY(%s)", (ids,))
+        if kept:
+            cur.executemany("INSERT INTO sf_setaside (kind, name, time, record) VALUES (%s, %s, %s, %s)",
+                            [(kind, name, time.time(), json.dumps(r, ensure_ascii=False, separators=(",", ":"),
+                                                                   default=str)) for r in kept])
+    db.run(run)

@@ -78,4 +78,6 @@ def cluster_settings(document: dict[str, Any], problems: Problems, need_secrets:
             problems.add(("outputs", i, "buffer"), "buffer: disk cannot be used with cluster: a disk buffer holds "
                          "events only its own host can deliver; use the default memory buffer")
     instance = block.get("instance") or socket.gethostname()
-    return ClusterSettings(Secret(dsn or ""), str(instance), float(block.get("lease_ttl", DEFAULT_LEASE_TTL)))
+    ttl = block.get("lease_ttl", DEFAULT_LEASE_TTL)
+    ttl = float(ttl) if isinstance(ttl, (int, float)) else DEFAULT_LEASE_TTL  # a wrong one is the schema's problem
+    return ClusterSettings(Secret(dsn if isinstance(dsn, str) else ""), str(instance), ttl)

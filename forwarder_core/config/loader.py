@@ -204,7 +204,7 @@ def load_config(path: str, plugin_loader: Callable[[list[str]], Any], env: Mappi
     sources = check_components(document, "sources", plugins.sources, problems, broken, leniency)
     outputs = check_components(document, "outputs", plugins.outputs, problems, broken, leniency)
     check_names_and_routes(document, problems)
-    cluster = cluster_settings(document, problems, need_secrets) if not any(b[:1] == ("cluster",) for b in broken) else None
+    cluster = cluster_settings(document, problems, need_secrets)
     if check_state_dir and ("state_dir",) not in broken:
         where = ("state_dir",) if "state_dir" in document else ()
         for problem in state_dir_problems(resolve_state_dir(document, env)):
