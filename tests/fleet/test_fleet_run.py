@@ -59,10 +59,10 @@ class Fleet:
     def out(self, name: str) -> Path:
         return self.tmp / f"out-{name}.jsonl"
 
-    def start(self, name: str, dsn: str | None = None) -> subprocess.Popen[str]:
+    def start(self, name: str, dsn: str | None = None, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         (self.tmp / f"state-{name}").mkdir(exist_ok=True)
         env = {"SF_INSTANCE": name, "SF_STATE": str(self.tmp / f"state-{name}"), "SF_OUT": str(self.out(name)),
-               "SF_DSN": dsn or self.pg.dsn, "SF_METRICS_PORT": str(self.metrics_port(name))}
+               "SF_DSN": dsn or self.pg.dsn, "SF_METRICS_PORT": str(self.metrics_port(name)), **(extra_env or {})}
         with open(self.log(name), "a") as log:  # a file, not a pipe nobody reads while the test waits
             proc = subprocess.Popen([sys.executable, "-m", "forwarder_core", "run", "-c", str(self.config_path)],
                                     stdout=log, stderr=log, text=True, env=forwarder_env(env), stdin=subprocess.DEVNULL)
@@ -360,3 +360,41 @@ class TcpProxy:
 
     def restore(self) -> None:
         self.open = True
+
+
+def test_thirty_two_sources_over_three_instances_reach_elasticsearch_exactly_once_across_a_kill(
+        tmp_path: Path, postgres: Postgres, testkit_path: str) -> None:
+    """Elasticsearch holds every event once (its ``_id`` makes a resent page a no-op); HEC and the
+    file hold every event, with at most one page again per source handed over."""
+    from tests.reliability.harness import INDEX, ElasticSink, HecSink
+
+    es, hec = ElasticSink(), HecSink()
+    fleet = Fleet(tmp_path, postgres, testkit_path)
+    count, sources = 200, 32
+    for source in fleet.config["sources"]:
+        source["options"].update(count=count, prefix_ids=True, page_delay=0.02)
+    fleet.config["sources"] += [{**fleet.config["sources"][0], "name": f"c{i:02d}"} for i in range(SOURCES, sources)]
+    fleet.config["outputs"] += [dict(es.output(), name="es"), dict(hec.output(), name="hec")]
+    write_config(fleet.config_path, fleet.config)
+    env = {**es.env(), **hec.env()}
+    try:
+        for name in ("a", "b", "c"):
+            fleet.start(name, extra_env=env)
+        wait_for(lambda: es.count() > count * 4, 120, "a backfill under way", fleet.procs)
+        os.kill(fleet.procs["c"].pid, signal.SIGKILL)
+        fleet.procs["c"].wait()
+
+        def all_done() -> bool:
+            cursors = fleet.cursors()
+            return len(cursors) == sources and all(n == count for n in cursors.values())
+        wait_for(all_done, 300, "every source caught up", fleet.procs)
+        wanted = {f"c{i:02d}-counter-{n}" for i in range(sources) for n in range(count)}
+        es_ids = [doc["event"]["id"] for doc in es.fake.documents(INDEX).values()]
+        assert len(es_ids) == len(wanted) and set(es_ids) == wanted  # exactly once
+        hec_ids = Counter(hec.ids())
+        assert set(hec_ids) == wanted
+        assert sum(hec_ids.values()) - len(wanted) <= PAGE * sources
+    finally:
+        fleet.stop_all()
+        es.close()
+        hec.close()
