@@ -166,11 +166,11 @@ def fleet(tmp_path: Path, postgres: Postgres, testkit_path: str) -> Iterator[Fle
         f.stop_all()
 
 
-def _assert_every_event_delivered(fleet: Fleet, max_extra: int) -> None:
+def _assert_every_event_delivered(fleet: Fleet, max_extra: int, count: int = COUNT) -> None:
     seen = fleet.delivered()
     assert sorted(seen) == [f"c{i:02d}" for i in range(SOURCES)]
     for source, ids in seen.items():
-        missing = {f"counter-{n}" for n in range(COUNT)} - set(ids)
+        missing = {f"counter-{n}" for n in range(count)} - set(ids)
         assert not missing, f"{source}: {len(missing)} event(s) never delivered"
     extra = sum(n - 1 for ids in seen.values() for n in ids.values())
     assert extra <= max_extra, f"{extra} duplicate deliveries, more than {max_extra}"
