@@ -16,7 +16,7 @@
 # Override with PYTHON=/path/to/python3.x.
 #
 # Environment: PYTHON, PKG_VERSION (default: forwarder_core.__version__), PACKAGERS (default
-# "deb rpm"), PIP_EXTRAS (default "pangea": every built-in plugin works after install).
+# "deb rpm"), PIP_EXTRAS (default "pangea,cluster": every built-in plugin and the fleet work after install).
 set -euo pipefail
 
 PREFIX=/opt/siem-forwarder
@@ -89,7 +89,7 @@ PY=$(pick_python)
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "$PY is older than Python 3.11"
 VERSION=${PKG_VERSION:-$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$REPO/forwarder_core/__init__.py")}
 [ -n "$VERSION" ] || die "cannot read __version__ from forwarder_core/__init__.py"
-EXTRAS=${PIP_EXTRAS-pangea}
+EXTRAS=${PIP_EXTRAS-pangea,cluster}
 export PY VERSION EXTRAS
 say "version $VERSION, interpreter $PY ($("$PY" -c 'import platform; print(platform.python_version())'))"
 

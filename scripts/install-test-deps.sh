@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages the test suite needs that pip cannot provide:
-# rsyslog (with its GnuTLS driver) for the syslog_cef output's end-to-end tests, and systemd
-# and rpm for the packaging tests.
+# rsyslog (with its GnuTLS driver) for the syslog_cef output's end-to-end tests, systemd
+# and rpm for the packaging tests, and PostgreSQL for the fleet tests.
 # Idempotent: installs only what is missing, and only when root or sudo is available.
 set -eu
 
@@ -17,6 +17,8 @@ done
 # (tests/packaging/). Installing systemd in a container does not start it.
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 command -v rpm >/dev/null 2>&1 || missing="$missing rpm"
+# The fleet tests (tests/fleet/) start a private PostgreSQL cluster with initdb and pg_ctl.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
 
 if [ -z "$missing" ]; then
     echo "install-test-deps: nothing to install"

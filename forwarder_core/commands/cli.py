@@ -40,8 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list installed source and output types")
     plugins.add_argument("-c", "--config", help="also search this config's plugin_paths")
     state = with_config(sub.add_parser("state", help="show checkpoints and lag, or reset one source"))
-    state.add_argument("action", nargs="?", choices=["show", "reset"], default="show")
+    state.add_argument("action", nargs="?", choices=["show", "reset", "import"], default="show",
+                       help="show (default); reset NAME; import --from STATE_DIR (into a fleet's PostgreSQL)")
     state.add_argument("name", nargs="?", help="the source to reset")
+    state.add_argument("--from", dest="from_dir", metavar="STATE_DIR",
+                       help="with import: a single host's state directory whose checkpoints the fleet takes over")
+    with_config(sub.add_parser("cluster", help="list the instances of a fleet (the config's cluster: block)"))
     quarantine = with_config(sub.add_parser(
         "quarantine", help="list events set aside (quarantine, dead letters), or replay them once the cause is fixed"))
     quarantine.add_argument("action", nargs="?", choices=["list", "replay"], default="list")
@@ -122,7 +126,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EX_OK
     from forwarder_core.commands.connect import check_connections
 
-    return EX_OK if check_connections(config, plugins, bound=args.connect_timeout) else EX_FAILED
+    fleet_ok = True
+    if config.cluster is not None:
+        from forwarder_core.commands.fleetcmd import check_postgres
+
+        fleet_ok, said = check_postgres(config)
+        print(f"cluster PostgreSQL (dsn): {'ok' if fleet_ok else 'FAILED'}: {said}", flush=True)
+    components_ok = check_connections(config, plugins, bound=args.connect_timeout)
+    return EX_OK if components_ok and fleet_ok else EX_FAILED
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -172,6 +183,17 @@ def cmd_once(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if app.fleet is not None:
+        try:
+            held = set(app.fleet.grab_free())
+        except StateError as exc:
+            app.close()
+            print(f"siem-forwarder: {exc}", file=sys.stderr)
+            return EX_IOERR
+        for runner in app.sources:
+            if runner.name not in held:
+                print(f"source {runner.name}: polled by another instance of the fleet; skipped", file=sys.stderr)
+        app.sources = [r for r in app.sources if r.name in held]
     give_up = float(config.setting("delivery", "once_give_up_after", 120))
     try:
         with ProgressReporter([r.name for r in app.sources], sys.stderr) as reporter:
@@ -197,7 +219,24 @@ def cmd_state(args: argparse.Namespace) -> int:
     loaded = _load(args, quiet=True, need_secrets=False)  # show and reset only touch the state directory
     if loaded is None:
         return EX_CONFIG
+    if loaded[0].cluster is not None:
+        from forwarder_core.commands.fleetcmd import fleet_state_command
+
+        return fleet_state_command(loaded[0], args.action, args.name, args.from_dir)
+    if args.action == "import":
+        print("siem-forwarder: state import moves checkpoints into a fleet; this config has no cluster: block",
+              file=sys.stderr)
+        return EX_CONFIG
     return state_command(loaded[0], args.action, args.name)
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from forwarder_core.commands.fleetcmd import cluster_command
+
+    loaded = _load(args, quiet=True)
+    if loaded is None:
+        return EX_CONFIG
+    return cluster_command(loaded[0])
 
 
 
@@ -208,8 +247,17 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     if loaded is None:
         return EX_CONFIG
     config, plugins = loaded
+    if args.action == "list" and config.cluster is not None:
+        from forwarder_core.commands.fleetcmd import list_fleet_set_aside
+
+        return list_fleet_set_aside(config, sys.stdout)
     if args.action == "list":
         return list_command(config, args.source, args.output, sys.stdout)
+    if config.cluster is not None:
+        from forwarder_core.commands.fleetcmd import replay_fleet
+
+        return replay_fleet(config, plugins, sources=args.source, outputs=args.output,
+                            dead_letter=args.dead_letter, out=sys.stdout)
     return replay_command(config, plugins, sources=args.source, outputs=args.output,
                           dead_letter=args.dead_letter, out=sys.stdout)
 

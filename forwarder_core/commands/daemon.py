@@ -50,18 +50,65 @@ class Scheduler:
     def __init__(self, app: App):
         self.app = app
         self.last_delivery = 0.0
-        self.pool = PollPool(app.config.max_concurrent_polls, app.stop, on_done=self._done)
+        self.fleet = app.fleet
+        self.owned: set[str] = set()
+        """With a fleet: the sources whose lease this instance holds (the others are not polled)."""
+        self._scheduled: set[str] = set()
+        self._lock = threading.Lock()
+        self._runners = {r.name: r for r in app.sources}
+        self.pool = PollPool(app.config.max_concurrent_polls, app.stop, on_done=self._done,
+                             admit=self._admit if self.fleet is not None else None)
 
     def start(self) -> None:
-        for runner in self.app.sources:
-            self.pool.submit(runner, random.uniform(0, min(5.0, runner.source.config.interval / 10)))
+        if self.fleet is None:
+            for runner in self.app.sources:
+                self.pool.submit(runner, self._jitter(runner))
+        else:
+            self.fleet.gained, self.fleet.lost = self._gained, self._lost
+            self.fleet.idle = lambda name: not self.pool.holds(name)
         self.pool.start()
+        if self.fleet is not None:
+            self.fleet.start()
+
+    @staticmethod
+    def _jitter(runner: SourceRunner) -> float:
+        return random.uniform(0, min(5.0, runner.source.config.interval / 10))
+
+    def _gained(self, names: list[str]) -> None:
+        with self._lock:
+            self.owned.update(names)
+            due = [self._runners[n] for n in names if n in self._runners and n not in self._scheduled]
+            self._scheduled.update(r.name for r in due)
+        for runner in due:
+            self.pool.submit(runner, self._jitter(runner))
+
+    def _lost(self, names: list[str]) -> None:
+        with self._lock:
+            self.owned.difference_update(names)
+
+    def _admit(self, runner: SourceRunner) -> bool:
+        with self._lock:
+            if runner.name in self.owned:
+                return True
+            self._scheduled.discard(runner.name)
+            return False
 
     def _done(self, runner: SourceRunner, result: SourceResult) -> None:
         if result.delivered:
             self.last_delivery = time.time()
-        if not self.app.stop.is_set():
+        with self._lock:
+            again = not self.app.stop.is_set() and (self.fleet is None or runner.name in self.owned)
+            if not again:
+                self._scheduled.discard(runner.name)
+        if again:
             self.pool.submit(runner, runner.source.config.interval * random.uniform(0.9, 1.1))
+
+    def polled(self) -> list[SourceRunner]:
+        """The sources this instance polls: all of them, or a fleet's share."""
+        if self.fleet is None:
+            return list(self.app.sources)
+        with self._lock:
+            return [r for r in self.app.sources if r.name in self.owned]
 
     def stop(self, timeout: float) -> bool:
         """Ask every source to stop; True if all finished within ``timeout``."""
@@ -75,19 +122,22 @@ class Scheduler:
         return [name for name, beat in dict(self.pool.running).items() if now - beat > WEDGED_AFTER]
 
     def status(self) -> str:
-        lags = [self.app.metrics.get("cursor_lag_seconds", source=r.name) for r in self.app.sources]
+        lags = [self.app.metrics.get("cursor_lag_seconds", source=r.name) for r in self.polled()]
         lag = f", max lag {max(lags):.0f}s" if lags else ""
         last = time.strftime("%H:%M:%S", time.localtime(self.last_delivery)) if self.last_delivery else "none yet"
         paused = [o.name for o in self.app.outputs if o.state != "ok"]
         bad = f", outputs failing: {', '.join(paused)}" if paused else ""
-        return f"polling {len(self.app.sources)} source(s){lag}, last delivery {last}{bad}"
+        share = f" of {len(self.app.sources)} (fleet)" if self.fleet is not None else ""
+        return f"polling {len(self.polled())}{share} source(s){lag}, last delivery {last}{bad}"
 
 
 def _health_problems(app: App, scheduler: Scheduler) -> list[str]:
     problems = []
     stale_after = float(app.config.setting("metrics", "stale_after", 3600))
     now = time.time()
-    for runner in app.sources:
+    if app.fleet is not None and app.fleet.problem is not None:
+        problems.append(f"fleet: {app.fleet.problem}")
+    for runner in scheduler.polled():
         last = runner.last_success or app.metrics.started
         if now - last > max(stale_after, 2 * runner.source.config.interval):
             problems.append(f"source {runner.name}: no successful poll for {now - last:.0f}s")

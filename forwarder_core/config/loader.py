@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from forwarder_core.config.cluster import ClusterSettings, cluster_settings
 from forwarder_core.config.components import Leniency, check_components, check_names_and_routes
 from forwarder_core.config.problems import Problems
 from forwarder_core.config.schema import explain_errors, load_schema
@@ -44,6 +45,8 @@ class Config:
     warnings: list[str] = field(default_factory=list)
     plugin_paths: list[str] = field(default_factory=list)
     """The directories plugins were loaded from: the config's ``plugin_paths``, then the defaults."""
+    cluster: ClusterSettings | None = None
+    """The ``cluster:`` block: state and leases in PostgreSQL (:mod:`forwarder_core.engine.fleet`)."""
 
     def setting(self, section: str, key: str, default: Any) -> Any:
         return (self.settings.get(section) or {}).get(key, default)
@@ -203,18 +206,20 @@ def load_config(path: str, plugin_loader: Callable[[list[str]], Any], env: Mappi
         problems.add(tuple(error.path), error.message, key=error.key)
         broken.add(tuple(error.path[:2]))
 
-    settings = {k: v for k, v in document.items() if k not in ("sources", "outputs")}
+    settings = {k: v for k, v in document.items() if k not in ("sources", "outputs", "cluster")}
     plugin_paths = _listed_paths(document.get("plugin_paths")) + default_plugin_paths()
     plugins = plugin_loader(plugin_paths)
 
     sources = check_components(document, "sources", plugins.sources, problems, broken, leniency)
     outputs = check_components(document, "outputs", plugins.outputs, problems, broken, leniency)
     check_names_and_routes(document, problems)
+    cluster = cluster_settings(document, problems, need_secrets)
     if check_state_dir and ("state_dir",) not in broken:
         where = ("state_dir",) if "state_dir" in document else ()
         for problem in state_dir_problems(resolve_state_dir(document, env)):
             problems.add(where, problem)
     problems.raise_if_any()
+    document = {k: v for k, v in document.items() if k != "cluster"}  # the DSN stays in ClusterSettings only
 
     warnings = list(notes)
     if inline and os.path.exists(path) and os.stat(path).st_mode & stat.S_IROTH:
@@ -232,6 +237,7 @@ def load_config(path: str, plugin_loader: Callable[[list[str]], Any], env: Mappi
         document=document,
         warnings=warnings,
         plugin_paths=plugin_paths,
+        cluster=cluster,
     )
     return config, plugins
 

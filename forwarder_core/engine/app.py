@@ -10,15 +10,15 @@ from forwarder_core.config.loader import Config
 from forwarder_core.engine import workers
 from forwarder_core.engine.delivery import OutputRunner
 from forwarder_core.engine.diskbuffer import BufferedOutputRunner
+from forwarder_core.engine.fleet import Fleet
 from forwarder_core.engine.pipeline import SourceRunner
 from forwarder_core.engine.pollpool import PollPool
 from forwarder_core.engine.polls import Progress, SourceResult
+from forwarder_core.engine.stores import open_state
 from forwarder_core.errors import ConfigError
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin.manager import PluginSet
 from forwarder_core.plugin.registry import instantiate
-from forwarder_core.state.checkpoint import CheckpointStore
-from forwarder_core.state.setaside import DEAD_LETTER, QUARANTINE, SetAside
 from forwarder_core.state.statedir import StateLock, ensure_state_dir
 
 log = logging.getLogger("siem_forwarder")
@@ -30,12 +30,14 @@ class App:
     plugins: PluginSet
     metrics: Metrics
     stop: threading.Event
-    store: CheckpointStore
+    store: Any  # CheckpointStore, or PgStore for a fleet
     lock: StateLock
     outputs: list[Any] = field(default_factory=list)  # OutputRunner or BufferedOutputRunner
     sources: list[SourceRunner] = field(default_factory=list)
     workers: Any = None
     """The :class:`~forwarder_core.engine.workers.WorkerPool`, where ``workers`` is on."""
+    fleet: Fleet | None = None
+    """This instance's leases, with a ``cluster:`` block (:mod:`forwarder_core.engine.fleet`)."""
 
     def close(self) -> None:
         self.stop.set()  # wakes every retry wait and drainer; nothing uncommitted is lost
@@ -48,6 +50,8 @@ class App:
                 log.warning("source %s: close failed: %s", runner.name, exc)
         for output in self.outputs:
             output.close()
+        if self.fleet is not None:
+            self.fleet.close()
         self.store.close()
         self.lock.release()
 
@@ -60,14 +64,13 @@ def build_app(config: Config, plugins: PluginSet, *, metrics: Metrics | None = N
     state_dir = ensure_state_dir(config.state_dir)
     lock = StateLock(state_dir).acquire()
     try:
-        store = CheckpointStore(state_dir)
+        state = open_state(config, state_dir, metrics, stop)
     except Exception:
         lock.release()
         raise
-    app = App(config, plugins, metrics, stop, store, lock)
+    store, quarantine, dead_letter = state.store, state.quarantine, state.dead_letter
+    app = App(config, plugins, metrics, stop, store, lock, fleet=state.fleet)
     try:
-        dead_letter = SetAside(state_dir, DEAD_LETTER)
-        quarantine = SetAside(state_dir, QUARANTINE)
         max_backoff = float(config.setting("delivery", "max_backoff", 300))
         for comp in config.outputs:
             output = instantiate(plugins.outputs, comp, state_dir, metrics, stop)

@@ -48,12 +48,14 @@ class PollPool:
     """
 
     def __init__(self, size: int, stop: threading.Event, *, on_done: Done, progress: Progress | None = None,
-                 give_up_after: float | None = None):
+                 give_up_after: float | None = None, admit: Callable[[SourceRunner], bool] | None = None):
         self.size = size
         self.stop = stop
         self.on_done = on_done
         self.progress = progress
         self.give_up_after = give_up_after
+        self.admit = admit
+        """Asked before a new poll starts; False drops it (a fleet's source held by another instance)."""
         self.running: dict[str, float] = {}
         self.error: LedgerError | None = None
         self._cond = threading.Condition()
@@ -78,6 +80,11 @@ class PollPool:
             t = threading.Thread(target=self._work, args=(slot,), name=f"poll-{slot}", daemon=True)
             t.start()
             self._threads.append(t)
+
+    def holds(self, name: str) -> bool:
+        """Whether ``name``'s poll is running or suspended between slices (not at rest between polls)."""
+        with self._cond:
+            return name in self.running or any(r.name == name and p is not None for r, p in self._ready)
 
     def wait_idle(self) -> None:
         """Return when no poll is running or due (``once``: every source has caught up), or, once
@@ -124,8 +131,11 @@ class PollPool:
                 while self._timed and self._timed[0][0] <= now:
                     self._ready.append((heapq.heappop(self._timed)[2], None))
                 if self._ready:
+                    runner, poll = self._ready.popleft()
+                    if poll is None and self.admit is not None and not self.admit(runner):
+                        continue  # a fleet's source this instance no longer holds
                     self._busy += 1
-                    return self._ready.popleft()
+                    return runner, poll
                 self._cond.wait(min(self._timed[0][0] - now, _IDLE_WAKE) if self._timed else _IDLE_WAKE)
             return None
 
