@@ -67,9 +67,9 @@ class Bench:
         state = self.top / f"state-{name}"
         state.mkdir(exist_ok=True)
         env = dict(os.environ, SF_INSTANCE=name, SF_STATE=str(state), SF_OUT=str(self.top / f"out-{name}.jsonl"))
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", "forwarder_core", "run", "-c", str(config)],
-                                            env=env, stdout=subprocess.DEVNULL,
-                                            stderr=open(self.top / f"log-{name}.txt", "ab"))
+        with open(self.top / f"log-{name}.txt", "ab") as log:  # the child keeps its own descriptor
+            self.procs[name] = subprocess.Popen([sys.executable, "-m", "forwarder_core", "run", "-c", str(config)],
+                                                env=env, stdout=subprocess.DEVNULL, stderr=log)
 
     def stop(self) -> None:
         for p in self.procs.values():
