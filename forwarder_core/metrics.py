@@ -37,6 +37,8 @@ CORE_METRICS: dict[str, tuple[str, str]] = {
     "siem_forwarder_rate_limit_waits_total": ("counter", "Waits on 429/Retry-After."),
     "siem_forwarder_rate_limit_wait_seconds_total": ("counter", "Seconds spent waiting on rate limits."),
     "siem_forwarder_cursor_lag_seconds": ("gauge", "Now minus the newest delivered event time, per source."),
+    "siem_forwarder_watermark_timestamp_seconds": ("gauge", "Unix time up to which a source has read everything (its "
+                                                   "checkpoint's watermark); time() minus it is the source's lag."),
     "siem_forwarder_last_event_age_seconds": ("gauge", "Seconds since a source last delivered any event (alert on it)."),
     "siem_forwarder_last_poll_timestamp_seconds": ("gauge", "Unix time of the last successful poll, per source."),
     "siem_forwarder_output_paused": ("gauge", "1 while an output is paused on an auth or config error."),

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs the Debian packages the test suite needs that pip cannot provide:
 # rsyslog (with its GnuTLS driver) for the syslog_cef output's end-to-end tests, and systemd
-# and rpm for the packaging tests.
+# and rpm for the packaging tests, and Prometheus (prometheus, promtool) for the dashboard and alert
+# rule tests (tests/monitoring/).
 # Idempotent: installs only what is missing, and only when root or sudo is available.
 set -eu
 
@@ -17,6 +18,9 @@ done
 # (tests/packaging/). Installing systemd in a container does not start it.
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 command -v rpm >/dev/null 2>&1 || missing="$missing rpm"
+# The tests start their own Prometheus on a free loopback port with a storage path of their own;
+# the package's service is kept from starting (below), and does not matter if it runs.
+{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing="$missing prometheus"
 
 if [ -z "$missing" ]; then
     echo "install-test-deps: nothing to install"
@@ -39,6 +43,15 @@ fi
 
 echo "install-test-deps: installing$missing"
 export DEBIAN_FRONTEND=noninteractive
+# Debian's policy-rc.d convention: exit 101 tells the packages' maintainer scripts not to start their
+# services (Prometheus would otherwise keep running on :9090 after the install). One that is
+# already there is left as it is.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# install-test-deps: no service starts during this install\nexit 101\n' | $as_root tee "$policy" >/dev/null
+    $as_root chmod 755 "$policy"
+    trap '$as_root rm -f "$policy"' EXIT
+fi
 $as_root apt-get update -qq
 # shellcheck disable=SC2086
 $as_root apt-get install -y -qq --no-install-recommends $missing

@@ -21,6 +21,7 @@ from forwarder_core.state.checkpoint import CheckpointStore
 from forwarder_core.state.ledger import TERMS
 from forwarder_core.state.setaside import DEAD_LETTER, QUARANTINE, SetAside
 from forwarder_core.state.statedir import StateLock, ensure_state_dir
+from forwarder_core.times import parse_time
 
 log = logging.getLogger("siem_forwarder")
 
@@ -123,6 +124,9 @@ def export_series(app: App) -> None:
         for name in PER_SOURCE:
             metrics.zero(name, source=runner.name)
         metrics.zero("last_event_age_seconds", source=runner.name)
+        checkpoint = app.store.get(runner.name)
+        if checkpoint is not None and checkpoint.watermark:
+            metrics.set("watermark_timestamp_seconds", parse_time(checkpoint.watermark).timestamp(), source=runner.name)
         for term in TERMS:
             if term in ("delivered", "dead_lettered"):
                 for output in runner.routes:
