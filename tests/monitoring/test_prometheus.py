@@ -309,3 +309,13 @@ def test_every_rule_evaluates_on_a_real_run_on_metrics_it_exports_and_none_fires
     health = {rule["name"]: (rule["health"], rule.get("lastError", "")) for g in loaded for rule in g["rules"]}
     assert set(health) == {rule["alert"] for rule in _rules()}
     assert all(h == "ok" for h, _ in health.values()), health
+
+
+def test_docs_monitoring_lists_every_panel_and_every_rule() -> None:
+    text = (REPO / "docs" / "monitoring.md").read_text()
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert f"| {panel['title']} |" in text, panel["title"]
+    for rule in _rules():
+        assert f"| `{rule['alert']}` |" in text, rule["alert"]

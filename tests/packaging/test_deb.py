@@ -41,7 +41,7 @@ IS_ROOT = os.geteuid() == 0
 # Everything the package may put on the system, and nothing else.
 ALLOWED_ROOTS = ("/opt/siem-forwarder", "/etc/siem-forwarder", "/usr/bin/siem-forwarder",
                  "/usr/lib/systemd/system/siem-forwarder", "/usr/lib/sysusers.d/siem-forwarder.conf",
-                 "/usr/share/doc/siem-forwarder")
+                 "/usr/share/doc/siem-forwarder", "/usr/share/siem-forwarder")
 PARENT_DIRS = {"/", "/etc", "/opt", "/usr", "/usr/bin", "/usr/lib", "/usr/lib/systemd",
                "/usr/lib/systemd/system", "/usr/lib/sysusers.d", "/usr/share", "/usr/share/doc"}
 
@@ -131,7 +131,10 @@ def test_deb_layout(deb_entries: dict[str, Entry]) -> None:
         assert e[f"/usr/lib/systemd/system/{unit}"].mode == "-rw-r--r--"
     assert "/usr/lib/sysusers.d/siem-forwarder.conf" in e
     assert "/opt/siem-forwarder/share/constraints.txt" in e
-    assert "/usr/share/doc/siem-forwarder/operations.md" in e
+    for page in (REPO / "docs").rglob("*.md"):  # every page of docs/, not only operations.md
+        assert f"/usr/share/doc/siem-forwarder/{page.relative_to(REPO / 'docs')}" in e, page
+    assert e["/usr/share/siem-forwarder/grafana/siem-forwarder.json"].mode == "-rw-r--r--"
+    assert e["/usr/share/siem-forwarder/prometheus/siem-forwarder-rules.yml"].mode == "-rw-r--r--"
     site = "/opt/siem-forwarder/lib/python3.11/site-packages"
     for module in ("forwarder_core/cli.py", "siem_forwarder_plugins/outputs/file.py",
                    "siem_forwarder_schemas/event.schema.json"):
@@ -157,7 +160,9 @@ def test_rpm_matches_the_deb(built: Built) -> None:
     files = set(run("rpm", "-qpl", str(RPM)).stdout.split())
     assert {"/usr/bin/siem-forwarder", "/opt/siem-forwarder/bin/siem-forwarder",
             "/usr/lib/systemd/system/siem-forwarder@.service",
-            "/opt/siem-forwarder/share/constraints.txt"} <= files
+            "/opt/siem-forwarder/share/constraints.txt", "/usr/share/doc/siem-forwarder/monitoring.md",
+            "/usr/share/siem-forwarder/grafana/siem-forwarder.json",
+            "/usr/share/siem-forwarder/prometheus/siem-forwarder-rules.yml"} <= files
     assert run("rpm", "-qpc", str(RPM)).stdout.split() == ["/etc/siem-forwarder/config.yaml"]
     scripts = run("rpm", "-qp", "--scripts", str(RPM)).stdout
     for phase in ("postinstall", "preuninstall", "postuninstall"):
