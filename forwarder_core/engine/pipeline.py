@@ -214,7 +214,9 @@ class SourceRunner:
         mark = watermark(self.source, page.cursor)
         self.store.commit(self.name, page.cursor, iso(newest), count, mark, ledger)
         result.pages += 1
-        result.delivered += count
+        # What reached the SIEM, as the ledger says: an event an output dead-lettered was handled,
+        # not delivered. With several outputs, the fewest any of them accepted.
+        result.delivered += min(ledger.delivered.values(), default=0)
         result.quarantined += ledger.quarantined
         result.filtered += ledger.filtered
         result.ledger.add(ledger)

@@ -136,11 +136,11 @@ def test_deb_layout(deb_entries: dict[str, Entry]) -> None:
     assert e["/usr/share/siem-forwarder/grafana/siem-forwarder.json"].mode == "-rw-r--r--"
     assert e["/usr/share/siem-forwarder/prometheus/siem-forwarder-rules.yml"].mode == "-rw-r--r--"
     site = "/opt/siem-forwarder/lib/python3.11/site-packages"
-    for module in ("forwarder_core/cli.py", "siem_forwarder_plugins/outputs/file.py",
+    for module in ("forwarder_core/commands/cli.py", "siem_forwarder_plugins/outputs/file.py",
                    "siem_forwarder_schemas/event.schema.json"):
         assert f"{site}/{module}" in e, module
     # Bytecode is compiled at build time so that dpkg owns it.
-    assert any(p.startswith(f"{site}/forwarder_core/__pycache__/cli.cpython-311") for p in e)
+    assert any(p.startswith(f"{site}/forwarder_core/commands/__pycache__/cli.cpython-311") for p in e)
 
 
 def test_deb_control_and_conffiles(built: Built) -> None:
