@@ -97,3 +97,21 @@ def test_events_an_output_dead_lettered_are_not_counted_as_delivered(tmp_path) -
     assert dict(zip(header.split(), row.split())) == {
         "SOURCE": "src", "POLLED": "3", "DELIVERED": "2", "QUARANTINED": "0", "DEAD-LETTERED": "1", "PAGES": "1",
         "STATUS": "ok"}
+
+
+def test_the_summary_says_why_read_exceeds_what_the_vendor_holds() -> None:
+    """A fresh Pangea source with 2,000 events reads 2,001: the edge of its last search is read again."""
+    from forwarder_core.state.ledger import Ledger
+
+    result = SourceResult("pangea", polled=2001, delivered=2000, pages=4, done=True,
+                          ledger=Ledger(read=2001, already_delivered=1, delivered={"out": 2000}))
+    out = io.StringIO()
+    print_summary([result], Metrics(), out)
+    text = out.getvalue()
+    assert "read 2001 = delivered 2000" in text and "already delivered 1" in text
+    note = text.splitlines()[-1]
+    assert note.startswith("already delivered:") and "read again" in note and "not sent twice" in note, text
+    quiet = io.StringIO()
+    print_summary([SourceResult("asana", polled=3, delivered=3, ledger=Ledger(read=3, delivered={"out": 3}))],
+                  Metrics(), quiet)
+    assert "already delivered:" not in quiet.getvalue()
