@@ -2,7 +2,7 @@
 # Installs the Debian packages the test suite needs that pip cannot provide:
 # rsyslog (with its GnuTLS driver) for the syslog_cef output's end-to-end tests, and systemd
 # and rpm for the packaging tests, and Prometheus (prometheus, promtool) for the dashboard and alert
-# rule tests (tests/monitoring/).
+# rule tests (tests/monitoring/), and groff for the man page.
 # Idempotent: installs only what is missing, and only when root or sudo is available.
 set -eu
 
@@ -18,6 +18,8 @@ done
 # (tests/packaging/). Installing systemd in a container does not start it.
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 command -v rpm >/dev/null 2>&1 || missing="$missing rpm"
+# groff renders the man page made from the command line (tests/core/commands/test_help.py).
+command -v groff >/dev/null 2>&1 || missing="$missing groff-base"
 # The tests start their own Prometheus on a free loopback port with a storage path of their own;
 # the package's service is kept from starting (below), and does not matter if it runs.
 { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing="$missing prometheus"

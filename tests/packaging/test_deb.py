@@ -41,9 +41,11 @@ IS_ROOT = os.geteuid() == 0
 # Everything the package may put on the system, and nothing else.
 ALLOWED_ROOTS = ("/opt/siem-forwarder", "/etc/siem-forwarder", "/usr/bin/siem-forwarder",
                  "/usr/lib/systemd/system/siem-forwarder", "/usr/lib/sysusers.d/siem-forwarder.conf",
-                 "/usr/share/doc/siem-forwarder", "/usr/share/siem-forwarder")
+                 "/usr/share/doc/siem-forwarder", "/usr/share/siem-forwarder",
+                 "/usr/share/man/man1/siem-forwarder.1.gz")
 PARENT_DIRS = {"/", "/etc", "/opt", "/usr", "/usr/bin", "/usr/lib", "/usr/lib/systemd",
-               "/usr/lib/systemd/system", "/usr/lib/sysusers.d", "/usr/share", "/usr/share/doc"}
+               "/usr/lib/systemd/system", "/usr/lib/sysusers.d", "/usr/share", "/usr/share/doc",
+               "/usr/share/man", "/usr/share/man/man1"}
 
 
 @dataclass
@@ -134,6 +136,7 @@ def test_deb_layout(deb_entries: dict[str, Entry]) -> None:
     for page in (REPO / "docs").rglob("*.md"):  # every page of docs/, not only operations.md
         assert f"/usr/share/doc/siem-forwarder/{page.relative_to(REPO / 'docs')}" in e, page
     assert e["/usr/share/siem-forwarder/grafana/siem-forwarder.json"].mode == "-rw-r--r--"
+    assert e["/usr/share/man/man1/siem-forwarder.1.gz"].mode == "-rw-r--r--"
     assert e["/usr/share/siem-forwarder/prometheus/siem-forwarder-rules.yml"].mode == "-rw-r--r--"
     site = "/opt/siem-forwarder/lib/python3.11/site-packages"
     for module in ("forwarder_core/commands/cli.py", "siem_forwarder_plugins/outputs/file.py",
@@ -162,7 +165,8 @@ def test_rpm_matches_the_deb(built: Built) -> None:
             "/usr/lib/systemd/system/siem-forwarder@.service",
             "/opt/siem-forwarder/share/constraints.txt", "/usr/share/doc/siem-forwarder/monitoring.md",
             "/usr/share/siem-forwarder/grafana/siem-forwarder.json",
-            "/usr/share/siem-forwarder/prometheus/siem-forwarder-rules.yml"} <= files
+            "/usr/share/siem-forwarder/prometheus/siem-forwarder-rules.yml",
+            "/usr/share/man/man1/siem-forwarder.1.gz"} <= files
     assert run("rpm", "-qpc", str(RPM)).stdout.split() == ["/etc/siem-forwarder/config.yaml"]
     scripts = run("rpm", "-qp", "--scripts", str(RPM)).stdout
     for phase in ("postinstall", "preuninstall", "postuninstall"):
