@@ -84,3 +84,17 @@ def test_state_reset_of_a_source_nobody_knows_fails_as_once_source_does(tmp_path
     assert not (tmp_path / "state").exists()
     known = run_forwarder(tmp_path, None, "state", "reset", "asana-main", "-c", str(path), env=_env())
     assert known.returncode == 0 and "asana-main: had no checkpoint" in known.stdout, known.stdout + known.stderr
+
+
+def test_an_unset_variable_is_reported_once(tmp_path: Path) -> None:
+    path = _config(tmp_path)
+    path.write_text(path.read_text().replace("state_dir: ", "state_dir: ${UNSET_STATE_DIR}").replace(
+        f"{tmp_path}/state\n", "\n", 1))
+    for argv in (["check"], ["once"]):
+        result = run_forwarder(tmp_path, None, *argv, "-c", str(path), env=_env())
+        assert result.returncode == 78, (argv, result.stdout, result.stderr)
+        out = result.stdout + result.stderr
+        for name, where in (("UNSET_ASANA_TOKEN", "$.sources[0].options.token"), ("UNSET_HEC_TOKEN", "$.outputs[0].options.token"),
+                            ("UNSET_STATE_DIR", "$.state_dir")):
+            lines = [line for line in out.splitlines() if f"{where}:" in line]
+            assert lines == [f"{path}:{lines[0].split(':')[1]}: {where}: environment variable {name} is not set"], (argv, out)
