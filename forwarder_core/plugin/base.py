@@ -62,7 +62,7 @@ class _Component:
         if self.declared_metrics:
             self.metrics.declare_all(self.declared_metrics)
 
-    metric_label: ClassVar[str] = "component"
+    _metric_label: ClassVar[str] = "component"
     """The label naming the instance in its metrics: ``source`` for a source, ``output`` for an output."""
 
     def metric_series(self) -> Iterable[tuple[str, dict[str, str]]]:
@@ -75,7 +75,7 @@ class _Component:
         """
         for metric, (kind, _) in self.declared_metrics.items():
             if kind == "counter":
-                yield metric, {self.metric_label: self.name}
+                yield metric, {self._metric_label: self.name}
 
     def check_connection(self) -> str:
         """For ``check --connect``: authenticate or reach the far end without forwarding anything.
@@ -112,7 +112,7 @@ class Source(_Component):
     a subclass with another ``type_name`` does not inherit its parent's defaults.
     """
 
-    metric_label = "source"
+    _metric_label = "source"
     vendor: ClassVar[str] = ""
     product: ClassVar[str] = ""
     event_schema: ClassVar[str | dict[str, Any] | None] = None
@@ -275,7 +275,7 @@ class Output(_Component):
     never called concurrently on one instance.
     """
 
-    metric_label = "output"
+    _metric_label = "output"
 
     def send(self, events: list[dict[str, Any]]) -> SendResult:
         """Deliver ``events`` (normalized) and return only once they are durably accepted.

@@ -189,7 +189,9 @@ CREDENTIALS = {
     "T_AGILICUS": "agilicus-fake-token-0001",
     "T_PANGEA": "pts_fake_pangea_token_0123456789",
     "T_HEC": "11111111-2222-3333-4444-555555555555",
+    "T_WRONG": "2/1204/1207:not-the-service-account",
 }
+REFUSED = "asana-refused"
 
 
 def _config(tmp_path: Path, urls: dict[str, str], metrics_port: int) -> dict[str, Any]:
@@ -209,6 +211,9 @@ def _config(tmp_path: Path, urls: dict[str, str], metrics_port: int) -> dict[str
              "options": {"base_url": urls["agilicus"], "token": "${T_AGILICUS}"}},
             {"name": "pangea", "type": "pangea", "interval": 5, "start_time": start,
              "options": {"base_url": urls["pangea"], "token": "${T_PANGEA}"}},
+            # Its token is refused: every poll fails, which SiemForwarderPollErrors must see.
+            {"name": REFUSED, "type": "asana", "interval": 1, "start_time": start,
+             "options": {"base_url": urls["asana"] + "/api/1.0", "token": "${T_WRONG}", "workspace_gid": "12345"}},
         ],
         "outputs": [
             {"name": "splunk", "type": "splunk_hec", "options": {"url": urls["hec"], "token": "${T_HEC}"}},
@@ -273,6 +278,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[_Prometh
                lambda: prom.value('count(sum by (source) (siem_forwarder_events_delivered_total) > 0)') >= 5,
                timeout=180)
         _until("ten scrapes", lambda: prom.value(f'count_over_time(up{{job="{JOB}"}}[1m])') >= 10)
+        _until("three failed polls of the refused source, in Prometheus",
+               lambda: prom.value(f'increase(siem_forwarder_poll_errors_total{{source="{REFUSED}"}}[15m])') >= 3)
         assert forwarder.poll() is None, procs.tail("forwarder")
         yield prom, _get(metrics_url)
     finally:
@@ -296,7 +303,7 @@ def test_every_dashboard_panel_returns_data_from_a_real_run(running: tuple[_Prom
         assert prom.query(query), f"panel {title!r} returns nothing during the run: {query}"
 
 
-def test_every_rule_evaluates_on_a_real_run_on_metrics_it_exports_and_none_fires(
+def test_every_rule_evaluates_on_a_real_run_and_only_the_poll_errors_of_the_refused_source_trip_one(
         running: tuple[_Prometheus, str]) -> None:
     prom, exposition = running
     exported = _exported(exposition) | {"up"}
@@ -304,7 +311,11 @@ def test_every_rule_evaluates_on_a_real_run_on_metrics_it_exports_and_none_fires
         for name, labels in SELECTOR.findall(rule["expr"]):
             assert name in exported, f"rule {rule['alert']}: {name} is not exported by siem-forwarder run"
             assert prom.query(name + labels), f"rule {rule['alert']}: {name}{labels} has no series in Prometheus"
-        assert prom.query(rule["expr"]) == [], f"rule {rule['alert']} would fire on a healthy run"
+        tripped = [r["metric"] for r in prom.query(rule["expr"])]
+        if rule["alert"] == "SiemForwarderPollErrors":
+            assert [m.get("source") for m in tripped] == [REFUSED], tripped
+        else:
+            assert tripped == [], f"rule {rule['alert']} would fire on this run: {tripped}"
     loaded = json.loads(_get(f"{prom.url}/api/v1/rules"))["data"]["groups"]
     health = {rule["name"]: (rule["health"], rule.get("lastError", "")) for g in loaded for rule in g["rules"]}
     assert set(health) == {rule["alert"] for rule in _rules()}
