@@ -7,6 +7,8 @@ only happens where that is wanted; a finalizer purges the package even when a te
 from __future__ import annotations
 
 import grp
+import gzip
+import json
 import os
 import pwd
 import re
@@ -232,6 +234,11 @@ def test_install_run_remove_purge(installed: None) -> None:
 
     version = run("/usr/bin/siem-forwarder", "--version")
     assert VERSION in version.stdout + version.stderr
+    # The man page, the dashboard and the alert rules, where docs/monitoring.md says they are.
+    assert gzip.decompress(Path("/usr/share/man/man1/siem-forwarder.1.gz").read_bytes()).startswith(b".TH SIEM")
+    assert json.loads(Path("/usr/share/siem-forwarder/grafana/siem-forwarder.json").read_text())["panels"]
+    assert "groups:" in Path("/usr/share/siem-forwarder/prometheus/siem-forwarder-rules.yml").read_text()
+    assert Path("/usr/share/doc/siem-forwarder/troubleshooting.md").is_file()
     # As ExecStartPre runs it: as the service user, on the shipped config.
     check = run("runuser", "-u", "siem-forwarder", "--", "/usr/bin/siem-forwarder", "check",
                 "-c", str(config))
