@@ -322,6 +322,22 @@ def test_every_rule_evaluates_on_a_real_run_and_only_the_poll_errors_of_the_refu
     assert all(h == "ok" for h, _ in health.values()), health
 
 
+def test_the_dashboard_panels_have_unique_ids_and_titles_and_do_not_overlap() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    titles = [p["title"] for p in panels if p["type"] != "row"]
+    assert len(set(titles)) == len(titles), titles
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        g = panel["gridPos"]
+        assert g["x"] + g["w"] <= 24, panel["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+
+
 def test_docs_monitoring_lists_every_panel_and_every_rule() -> None:
     text = (REPO / "docs" / "monitoring.md").read_text()
     dashboard = json.loads(DASHBOARD.read_text())
