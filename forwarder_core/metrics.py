@@ -37,6 +37,8 @@ CORE_METRICS: dict[str, tuple[str, str]] = {
     "siem_forwarder_rate_limit_waits_total": ("counter", "Waits on 429/Retry-After."),
     "siem_forwarder_rate_limit_wait_seconds_total": ("counter", "Seconds spent waiting on rate limits."),
     "siem_forwarder_cursor_lag_seconds": ("gauge", "Now minus the newest delivered event time, per source."),
+    "siem_forwarder_watermark_timestamp_seconds": ("gauge", "Unix time up to which a source has read everything (its "
+                                                   "checkpoint's watermark); time() minus it is the source's lag."),
     "siem_forwarder_last_event_age_seconds": ("gauge", "Seconds since a source last delivered any event (alert on it)."),
     "siem_forwarder_last_poll_timestamp_seconds": ("gauge", "Unix time of the last successful poll, per source."),
     "siem_forwarder_output_paused": ("gauge", "1 while an output is paused on an auth or config error."),
@@ -44,9 +46,20 @@ CORE_METRICS: dict[str, tuple[str, str]] = {
     "siem_forwarder_ledger_events_total": ("counter", "A source's ledger by term (read, delivered, quarantined, "
                                            "dead_lettered, filtered, already_delivered, held_back), per output where it applies."),
     "siem_forwarder_ledger_unbalanced_total": ("counter", "Pages whose ledger did not balance: a bug, logged at ERROR."),
+    "siem_forwarder_worker_processes": ("gauge", "Worker processes preparing pages (0: the main process prepares them)."),
     "siem_forwarder_worker_failures_total": ("counter", "Pages a worker process failed to prepare (it died, or raised); "
                                              "each was prepared again in the main process."),
 }
+
+PER_SOURCE = ("events_polled_total", "events_quarantined_total", "events_filtered_total", "pages_committed_total",
+              "poll_errors_total", "ledger_unbalanced_total", "worker_failures_total")
+"""The core counters labelled ``source``."""
+PER_OUTPUT = ("output_errors_total",)
+"""The core counters labelled ``output``."""
+PER_ROUTE = ("events_delivered_total", "events_dead_lettered_total", "events_retried_total")
+"""The core counters labelled ``output`` and ``source``, one series per source an output receives."""
+PER_CLIENT = ("http_retries_total", "rate_limit_waits_total", "rate_limit_wait_seconds_total")
+"""The core counters labelled ``component``, one series per HTTP client a component makes."""
 
 
 def _key(name: str, labels: Mapping[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -110,6 +123,16 @@ class Metrics:
         key = _key(full_name(name), labels)
         with self._lock:
             self._values[key] = value
+
+    def zero(self, name: str, **labels: str) -> None:
+        """Export a series at 0 until it is first counted (a value already there stays).
+
+        A counter that appears only once non-zero hides its first increase from ``increase()``
+        and from an alert on it, so every series the forwarder can count is made at start-up.
+        """
+        key = _key(full_name(name), labels)
+        with self._lock:
+            self._values.setdefault(key, 0)
 
     def get(self, name: str, **labels: str) -> float:
         with self._lock:

@@ -135,6 +135,9 @@ else
 fi
 
 [ -x "$ROOT$PREFIX/bin/siem-forwarder" ] || die "the venv has no bin/siem-forwarder"
+# The man page, made from the command line of the venv just built (man siem-forwarder).
+"$ROOT$PREFIX/bin/python" -m forwarder_core.commands.manpage | gzip -9n > "$WORK/siem-forwarder.1.gz" \
+    || die "cannot make the man page"
 export PKG_VERSION=$VERSION
 for packager in ${PACKAGERS:-deb rpm}; do
     (cd "$REPO" && "$TOOLS/bin/nfpm" package --config packaging/nfpm.yaml --packager "$packager" --target "$DIST/") >&2

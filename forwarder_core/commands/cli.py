@@ -16,45 +16,96 @@ EX_IOERR = 74
 EX_CONFIG = 78
 
 
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (one line for the command list, the description its --help and the man page show)
+    "run": ("the daemon: poll every source on its interval, forever",
+            "Poll every source on its interval, forever, and deliver each event to the outputs it is routed "
+            "to; a source's checkpoint moves only once every output accepted its events. SIGTERM or SIGINT "
+            "finishes the batches in flight, saves the checkpoints and exits 0; SIGHUP reloads the config "
+            "(a config that does not pass check is refused and the running one kept)."),
+    "once": ("poll each source until caught up, deliver, checkpoint, exit",
+             "Poll each source (or the ones named with --source) until it has caught up, deliver, save the "
+             "checkpoints and exit: 0 when everything read was delivered or set aside (quarantined, "
+             "dead-lettered), 1 when a source or an output failed, with a summary of what failed. Progress is "
+             "a bar on a terminal and plain lines otherwise; the summary counts each source's events."),
+    "check": ("validate the config and every plugin's options",
+              "Validate the config and every source's and output's options; exit 0 when valid, 78 otherwise "
+              "with one line per problem (FILE:LINE: $.json.path: message). With --connect, also authenticate "
+              "to each source and reach each output, without forwarding anything."),
+    "plugins": ("list installed source and output types",
+                "List the source and output types that are installed, with the distribution and version each "
+                "comes from, and any plugin that failed to load."),
+    "state": ("show checkpoints and lag, or reset one source",
+              "Show each source's checkpoint: its watermark (the time up to which it has read everything), "
+              "the lag behind now, the newest event delivered and when, the events delivered, the last poll's "
+              "outcome, and each source's ledger (with a cluster: block, also its owner and lease). Reset "
+              "forgets one source's checkpoint, so its next poll starts again from its start_time (stop the "
+              "service first). Import copies a single host's checkpoints into a fleet's PostgreSQL, never "
+              "moving a cursor backwards. Show reads only: no secret is needed, and a config that never ran "
+              "creates nothing."),
+    "cluster": ("list the instances of a fleet (the config's cluster: block)",
+                "List the instances sharing this config through PostgreSQL: name, version, last heartbeat, "
+                "sources held and a hash of the config each runs, with a warning when live instances run "
+                "different configs. Joins nothing and takes no lease."),
+    "quarantine": ("list events set aside (quarantine, dead letters), or replay them once the cause is fixed",
+                   "List the events set aside in the state directory, grouped by reason: the quarantine (events "
+                   "that failed validation, per source) and the dead letters (events an output refused for good, "
+                   "per output). Replay sends them again once the cause is fixed: quarantined events go through "
+                   "validation and every output their source is routed to, dead letters back to their output. "
+                   "What is delivered leaves its file; what fails again stays, with its new reason. Stop the "
+                   "service before replaying."),
+    "cef-check": ("check that each line of a sample is strict CEF (as syslog_cef sends it)",
+                  "Check that each line of the given files (or standard input) is one strict CEF message."),
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="siem-forwarder",
         description="Poll SaaS audit-log APIs and forward every event to your SIEM, losing none.",
+        epilog="siem-forwarder COMMAND --help describes each command; man siem-forwarder describes them all.",
     )
     parser.add_argument("--version", action="version", version=f"siem-forwarder {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        summary, description = COMMANDS[name]
+        return sub.add_parser(name, help=summary, description=description, **kwargs)
+
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         from_env = os.environ.get("SIEM_FORWARDER_CONFIG")
         p.add_argument("-c", "--config", default=from_env or "/etc/siem-forwarder/config.yaml",
-                       help="config file (default /etc/siem-forwarder/config.yaml, plus conf.d/*.yaml beside it)")
+                       help="config file (default /etc/siem-forwarder/config.yaml, plus conf.d/*.yaml beside it; "
+                            "$SIEM_FORWARDER_CONFIG where set)")
         return p
 
-    with_config(sub.add_parser("run", help="the daemon: poll every source on its interval, forever"))
-    once = with_config(sub.add_parser("once", help="poll each source until caught up, deliver, checkpoint, exit"))
+    with_config(command("run"))
+    once = with_config(command("once"))
     once.add_argument("--source", action="append", metavar="NAME", help="only this source (repeatable)")
-    check = with_config(sub.add_parser("check", help="validate the config and every plugin's options"))
+    check = with_config(command("check"))
     check.add_argument("--connect", action="store_true", help="also authenticate to each source and reach each output")
     check.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
                        help="with --connect: seconds the whole check may take (default 10); each component is tried once")
-    plugins = sub.add_parser("plugins", help="list installed source and output types")
-    plugins.add_argument("-c", "--config", help="also search this config's plugin_paths")
-    state = with_config(sub.add_parser("state", help="show checkpoints and lag, or reset one source"))
-    state.add_argument("action", nargs="?", choices=["show", "reset", "import"], default="show",
-                       help="show (default); reset NAME; import --from STATE_DIR (into a fleet's PostgreSQL)")
-    state.add_argument("name", nargs="?", help="the source to reset")
+    plugins = command("plugins")
+    plugins.add_argument("-c", "--config", help="also list the plugins in this config's plugin_paths")
+    state = with_config(command("state"))
+    state.add_argument("action", nargs="?", choices=["show", "reset", "import"], default="show", metavar="ACTION",
+                       help="show (the default): every source's checkpoint, lag and ledger; "
+                            "reset NAME: forget that source's checkpoint; "
+                            "import --from STATE_DIR: copy a single host's checkpoints into a fleet's PostgreSQL")
+    state.add_argument("name", nargs="?", metavar="NAME", help="the source to reset")
     state.add_argument("--from", dest="from_dir", metavar="STATE_DIR",
                        help="with import: a single host's state directory whose checkpoints the fleet takes over")
-    with_config(sub.add_parser("cluster", help="list the instances of a fleet (the config's cluster: block)"))
-    quarantine = with_config(sub.add_parser(
-        "quarantine", help="list events set aside (quarantine, dead letters), or replay them once the cause is fixed"))
-    quarantine.add_argument("action", nargs="?", choices=["list", "replay"], default="list")
+    with_config(command("cluster"))
+    quarantine = with_config(command("quarantine"))
+    quarantine.add_argument("action", nargs="?", choices=["list", "replay"], default="list", metavar="ACTION",
+                            help="list (the default): the records set aside, grouped by reason; "
+                                 "replay: send them again")
     quarantine.add_argument("--source", action="append", metavar="NAME", help="only this source (repeatable)")
     quarantine.add_argument("--output", action="append", metavar="NAME", help="only this output (repeatable)")
     quarantine.add_argument("--dead-letter", action="store_true",
-                            help="replay the dead letters (events an output refused) instead of the quarantine")
-    cef = sub.add_parser("cef-check", help="check that each line of a sample is strict CEF (as syslog_cef sends it)",
-                         add_help=False)
+                            help="the dead letters (events an output refused) instead of the quarantine")
+    cef = command("cef-check", add_help=False)
     cef.add_argument("cef_args", nargs=argparse.REMAINDER)
     return parser
 
@@ -252,7 +303,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
         return list_fleet_set_aside(config, sys.stdout)
     if args.action == "list":
-        return list_command(config, args.source, args.output, sys.stdout)
+        return list_command(config, args.source, args.output, sys.stdout, dead_letter_only=args.dead_letter)
     if config.cluster is not None:
         from forwarder_core.commands.fleetcmd import replay_fleet
 
@@ -269,9 +320,8 @@ def cmd_cef_check(args: argparse.Namespace) -> int:
 
 
 def _invoked_as() -> str:
-    """The command as the user typed it, for usage lines: ``siem-forwarder``, ``.venv/bin/siem-forwarder``
-    or ``python -m forwarder_core``."""
+    """The command for usage lines: ``siem-forwarder``, or ``python -m forwarder_core`` when run so."""
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "siem-forwarder"
     if argv0.endswith("__main__.py") or argv0 == "-m":
         return "python -m forwarder_core"
-    return argv0 if os.sep in argv0 and not os.path.isabs(argv0) else os.path.basename(argv0)
+    return "siem-forwarder"

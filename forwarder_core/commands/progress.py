@@ -156,3 +156,7 @@ def print_ledgers(ledgers: list[tuple[str, "Ledger"]], stream: IO[str], since: s
     """One line per source: ``ledger NAME: read N = delivered N + ...``, marked when unbalanced."""
     for name, ledger in ledgers:
         stream.write(f"ledger {name}{since}: {ledger.line()}\n")
+    if any(ledger.already_delivered for _, ledger in ledgers):
+        stream.write("already delivered: events read again and not sent twice (a poll re-reads its lookback, and "
+                     "the edge of its last search to miss nothing), so read and POLLED may exceed what the vendor "
+                     "holds\n")

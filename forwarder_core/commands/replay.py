@@ -50,10 +50,12 @@ Ready = list[tuple[Record, dict[str, Any]]]
 """Records whose events passed the prepare step, each with its event."""
 
 
-def list_command(config: Config, sources: list[str] | None, outputs: list[str] | None, out: Any) -> int:
-    files = selected(set_aside_files(config.state_dir, (QUARANTINE, DEAD_LETTER)), sources, outputs)
+def list_command(config: Config, sources: list[str] | None, outputs: list[str] | None, out: Any,
+                 dead_letter_only: bool = False) -> int:
+    kinds = (DEAD_LETTER,) if dead_letter_only else (QUARANTINE, DEAD_LETTER)
+    files = selected(set_aside_files(config.state_dir, kinds), sources, outputs)
     if not files:
-        print(f"nothing set aside in {config.state_dir}", file=out)
+        print(f"nothing {'dead-lettered' if dead_letter_only else 'set aside'} in {config.state_dir}", file=out)
         return EX_OK
     for f in files:
         reasons: Counter[str] = Counter()

@@ -2,18 +2,36 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
 from forwarder_core.commands.progress import print_ledgers
 from forwarder_core.config.loader import Config
 from forwarder_core.errors import StateError
-from forwarder_core.state.checkpoint import Checkpoint, CheckpointStore, PollOutcome
+from forwarder_core.state.checkpoint import FILENAME, Checkpoint, CheckpointStore, PollOutcome
+from forwarder_core.state.ledger import Ledger
 from forwarder_core.state.statedir import StateLock, ensure_state_dir
 from forwarder_core.times import parse_time
 
 
 def state_command(config: Config, action: str, name: str | None) -> int:
+    configured = {s.name for s in config.sources}
+    if action == "reset" and not name:
+        print("siem-forwarder: state reset needs a source NAME")
+        return 64
+    if not os.path.exists(os.path.join(config.state_dir, FILENAME)):
+        # Nothing was ever committed here: say so without creating the state directory or its store.
+        if action == "reset":
+            assert name is not None
+            if name not in configured:
+                return _unknown(config, name)
+            print(f"{name}: had no checkpoint")
+            return 0
+        print_table([], {}, configured, time.time())
+        print_ledgers([(n, Ledger()) for n in sorted(configured)], sys.stdout,
+                      since=f" (nothing in {config.state_dir} yet)")
+        return 0
     try:
         state_dir = ensure_state_dir(config.state_dir)
         store = CheckpointStore(state_dir)
@@ -22,9 +40,9 @@ def state_command(config: Config, action: str, name: str | None) -> int:
         return 74
     try:
         if action == "reset":
-            if not name:
-                print("siem-forwarder: state reset needs a source NAME")
-                return 64
+            assert name is not None
+            if name not in configured and store.get(name) is None and name not in store.polls():
+                return _unknown(config, name)
             try:
                 lock = StateLock(state_dir).acquire()
             except StateError as exc:
@@ -37,13 +55,19 @@ def state_command(config: Config, action: str, name: str | None) -> int:
             print(f"{name}: checkpoint removed; the next poll starts from its start_time" if removed
                   else f"{name}: had no checkpoint")
             return 0
-        configured = {s.name for s in config.sources}
         print_table(store.all(), store.polls(), configured, time.time())
         names = sorted({cp.source for cp in store.all()} | configured)
         print_ledgers([(n, store.ledger(n)) for n in names], sys.stdout, since=" (since the state dir was created)")
         return 0
     finally:
         store.close()
+
+
+def _unknown(config: Config, name: str) -> int:
+    """A name neither in the config nor in the store, as ``once --source`` refuses it (EX_CONFIG)."""
+    print(f"{config.path}:0: $.sources: no source named {name!r} (in the config or with a checkpoint)",
+          file=sys.stderr)
+    return 78
 
 
 def print_table(checkpoints: list[Checkpoint], polls: dict[str, PollOutcome], configured: set[str], now: float) -> None:

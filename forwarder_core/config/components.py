@@ -113,9 +113,10 @@ def _check_block(block: Any, kind: str, path: tuple[Any, ...], registry: Any, pr
             register_secret_text(raw_options[name])
     opt_path = path + ("options",)
     options, unreadable = _resolve_secret_files(raw_options, names, declared, opt_path, problems, leniency.secrets)
+    # An option whose ${VAR} is unset was reported as such (or forgiven, for a read-only command):
+    # what the schema says of the empty value in its place would say the same thing again.
     skip = set(unreadable)
-    if not leniency.secrets:
-        skip |= {p[len(opt_path)] for p in leniency.unresolved if p[:len(opt_path)] == opt_path and len(p) > len(opt_path)}
+    skip |= {p[len(opt_path)] for p in leniency.unresolved if p[:len(opt_path)] == opt_path and len(p) > len(opt_path)}
     before = len(problems.lines)
     for error in explain_errors(cls.options_schema, options, schema_id=f"{cls.type_name} options"):
         if error.path and error.path[0] in skip:

@@ -203,6 +203,8 @@ def load_config(path: str, plugin_loader: Callable[[list[str]], Any], env: Mappi
 
     broken: set[tuple[Any, ...]] = set()
     for error in explain_errors(load_schema("config.schema.json"), document):
+        if tuple(error.path) in leniency.unresolved:
+            continue  # its unset ${VAR} is the problem, reported above
         problems.add(tuple(error.path), error.message, key=error.key)
         broken.add(tuple(error.path[:2]))
 

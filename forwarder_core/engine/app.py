@@ -16,10 +16,12 @@ from forwarder_core.engine.pollpool import PollPool
 from forwarder_core.engine.polls import Progress, SourceResult
 from forwarder_core.engine.stores import open_state
 from forwarder_core.errors import ConfigError
-from forwarder_core.metrics import Metrics
+from forwarder_core.metrics import PER_OUTPUT, PER_ROUTE, PER_SOURCE, Metrics
 from forwarder_core.plugin.manager import PluginSet
 from forwarder_core.plugin.registry import instantiate
+from forwarder_core.state.ledger import TERMS
 from forwarder_core.state.statedir import StateLock, ensure_state_dir
+from forwarder_core.times import parse_time
 
 log = logging.getLogger("siem_forwarder")
 
@@ -100,11 +102,54 @@ def build_app(config: Config, plugins: PluginSet, *, metrics: Metrics | None = N
             app.sources.append(runner)
         if config.workers > 0:
             app.workers = workers.attach(config, plugins, app.sources, stop, metrics)
+        export_series(app)
     except BaseException:
         app.close()
         raise
     hooks.forwarder_configure(config=config.document)
     return app
+
+
+def export_series(app: App) -> None:
+    """Make every series the forwarder can count, at 0, before the first poll.
+
+    A counter that first appears non-zero hides that increase from ``increase()`` and from the
+    alert rules (packaging/prometheus/), so each source, output and route is on ``/metrics``
+    from start-up. A plugin's :meth:`metric_series` that raises is reported by name and skipped.
+    """
+    metrics = app.metrics
+    for output in app.outputs:
+        for name in PER_OUTPUT:
+            metrics.zero(name, output=output.name)
+        metrics.zero("output_paused", output=output.name)
+        _plugin_series(metrics, output.output)
+    for runner in app.sources:
+        for name in PER_SOURCE:
+            metrics.zero(name, source=runner.name)
+        metrics.zero("last_event_age_seconds", source=runner.name)
+        checkpoint = app.store.get(runner.name)
+        if checkpoint is not None and checkpoint.watermark:
+            metrics.set("watermark_timestamp_seconds", parse_time(checkpoint.watermark).timestamp(), source=runner.name)
+        for term in TERMS:
+            if term in ("delivered", "dead_lettered"):
+                for output in runner.routes:
+                    metrics.zero("ledger_events_total", source=runner.name, term=term, output=output.name)
+            else:
+                metrics.zero("ledger_events_total", source=runner.name, term=term)
+        for output in runner.routes:
+            for name in PER_ROUTE:
+                metrics.zero(name, output=output.name, source=runner.name)
+        _plugin_series(metrics, runner.source)
+    metrics.set("worker_processes", app.workers.size if app.workers is not None else 0)
+
+
+def _plugin_series(metrics: Metrics, component: Any) -> None:
+    try:
+        for name, labels in component.metric_series():
+            metrics.zero(name, **labels)
+    except Exception as exc:
+        log.warning("%s: its metric_series() failed (%s: %s); its counters appear once counted",
+                    component.name, type(exc).__name__, exc)
 
 
 def run_sources_once(app: App, progress: Progress | None = None, give_up_after: float | None = None) -> list[SourceResult]:

@@ -211,9 +211,12 @@ class SourceRunner:
         if stamp is not None:
             newest = parse_time(stamp)
         check_balance(ledger, self.name, self.metrics, self.log, "page")
-        self.store.commit(self.name, page.cursor, iso(newest), count, watermark(self.source, page.cursor), ledger)
+        mark = watermark(self.source, page.cursor)
+        self.store.commit(self.name, page.cursor, iso(newest), count, mark, ledger)
         result.pages += 1
-        result.delivered += count
+        # What reached the SIEM, as the ledger says: an event an output dead-lettered was handled,
+        # not delivered. With several outputs, the fewest any of them accepted.
+        result.delivered += min(ledger.delivered.values(), default=0)
         result.quarantined += ledger.quarantined
         result.filtered += ledger.filtered
         result.ledger.add(ledger)
@@ -223,6 +226,8 @@ class SourceRunner:
             self.last_event = time.time()
         if newest is not None:
             self.metrics.set("cursor_lag_seconds", max(0.0, time.time() - newest.timestamp()), source=self.name)
+        if mark is not None:
+            self.metrics.set("watermark_timestamp_seconds", parse_time(mark).timestamp(), source=self.name)
         if self.page_delivered is not None:
             self.page_delivered(source_name=self.name, count=count, cursor=page.cursor)
         return True

@@ -26,6 +26,7 @@ class SourceResult:
     name: str
     polled: int = 0
     delivered: int = 0
+    """Events the outputs accepted (not those they dead-lettered); with several outputs, the fewest any accepted."""
     quarantined: int = 0
     filtered: int = 0
     pages: int = 0

@@ -26,6 +26,7 @@ import requests.adapters
 from forwarder_core import __version__
 from forwarder_core.errors import AuthError, HttpError, ResponseError, TransportError
 from forwarder_core.jsoncodec import decode
+from forwarder_core.metrics import PER_CLIENT
 from forwarder_core.net.auth import Auth, BearerAuth, call_refresh
 from forwarder_core.net.bodies import BODY_SNIPPET, snippet
 from forwarder_core.net.waits import MAX_RETRY_AFTER, ResponseWait, parse_retry_after, server_wait
@@ -80,6 +81,10 @@ class HttpClient:
         self.base_url = (base_url or options.get("base_url") or options.get("url") or "").rstrip("/")
         self.timeout = float(options.get("timeout", 30))
         self.metrics = metrics
+        if metrics is not None:
+            for name in PER_CLIENT:
+                metrics.zero(name, component=component)
+            metrics.zero("http_requests_total", component=component, status="200")
         self.log = logger or logging.getLogger(f"siem_forwarder.{component}")
         self.stop = stop or threading.Event()
         self.max_tries = max_tries

@@ -18,7 +18,7 @@ these from :mod:`forwarder_core.plugin_api`, never from here.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -62,6 +62,21 @@ class _Component:
         if self.declared_metrics:
             self.metrics.declare_all(self.declared_metrics)
 
+    _metric_label: ClassVar[str] = "component"
+    """The label naming the instance in its metrics: ``source`` for a source, ``output`` for an output."""
+
+    def metric_series(self) -> Iterable[tuple[str, dict[str, str]]]:
+        """The series of its declared counters this instance exports at 0 from start-up.
+
+        The core calls it once the instance is built, so ``increase()`` and an alert see the first
+        event counted. The default gives each declared counter labelled with the instance's name
+        (``{"source": name}`` or ``{"output": name}``); a plugin whose counters carry more labels
+        overrides it and names the label values it knows in advance.
+        """
+        for metric, (kind, _) in self.declared_metrics.items():
+            if kind == "counter":
+                yield metric, {self._metric_label: self.name}
+
     def check_connection(self) -> str:
         """For ``check --connect``: authenticate or reach the far end without forwarding anything.
 
@@ -97,6 +112,7 @@ class Source(_Component):
     a subclass with another ``type_name`` does not inherit its parent's defaults.
     """
 
+    _metric_label = "source"
     vendor: ClassVar[str] = ""
     product: ClassVar[str] = ""
     event_schema: ClassVar[str | dict[str, Any] | None] = None
@@ -258,6 +274,8 @@ class Output(_Component):
     Subclasses set ``type_name`` and ``options_schema`` and implement :meth:`send`. ``send`` is
     never called concurrently on one instance.
     """
+
+    _metric_label = "output"
 
     def send(self, events: list[dict[str, Any]]) -> SendResult:
         """Deliver ``events`` (normalized) and return only once they are durably accepted.

@@ -154,20 +154,24 @@ def strip_syslog_header(line: str) -> str:
 # --------------------------------------------------------------------------- command line
 
 
+def check_parser(prog: str) -> argparse.ArgumentParser:
+    """The command line of :func:`main` (``siem-forwarder cef-check``); the man page is made from it too."""
+    parser = argparse.ArgumentParser(prog=prog, description=main.__doc__)
+    parser.add_argument("files", nargs="*", metavar="FILE", help="files to check (default: standard input)")
+    parser.add_argument("--json", action="store_true", help="print each parsed message as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only invalid lines and the summary")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None, stdin: BinaryIO | None = None, stdout: TextIO | None = None,
          prog: str = "python -m siem_forwarder_plugins.outputs.syslog.cef") -> int:
     """Check that each line of the given files (or standard input) is one strict CEF message.
 
-    A syslog header before ``CEF:`` is skipped. Prints one line per message (``N: ok`` or
-    ``N: invalid: reason``; with ``--json`` the parsed header and extension) and a summary;
-    exits 0 when every non-empty line parsed, 1 otherwise, 2 when a file cannot be read (one line
-    naming it and why: an operator checking a capture needs the path, not a traceback).
+    A syslog header before CEF: is skipped. Prints one line per message (N: ok, or N: invalid:
+    reason; with --json the parsed header and extension) and a summary. Exits 0 when every
+    non-empty line parsed, 1 otherwise, 2 when a file cannot be read (one line naming it and why).
     """
-    parser = argparse.ArgumentParser(prog=prog, description=main.__doc__)
-    parser.add_argument("files", nargs="*", help="files to check (default: standard input)")
-    parser.add_argument("--json", action="store_true", help="print each parsed message as JSON")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only invalid lines and the summary")
-    args = parser.parse_args(argv)
+    args = check_parser(prog).parse_args(argv)
     out = stdout or sys.stdout
     streams: list[tuple[str, BinaryIO]] = []
     if args.files:

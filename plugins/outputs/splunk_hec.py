@@ -26,6 +26,7 @@ import socket
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -123,6 +124,10 @@ class SplunkHec(Output):
         batch_max_bytes=1_000_000,
         batch_max_events=5_000,
     )
+
+    def metric_series(self) -> Iterator[tuple[str, dict[str, str]]]:
+        """HEC answers are counted by code; code 0 (success) is exported from start-up."""
+        yield "hec_responses_total", {"output": self.name, "code": "0"}
 
     def __init__(self, config: ComponentConfig, context: Context):
         super().__init__(config, context)

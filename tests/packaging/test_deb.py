@@ -7,6 +7,8 @@ only happens where that is wanted; a finalizer purges the package even when a te
 from __future__ import annotations
 
 import grp
+import gzip
+import json
 import os
 import pwd
 import re
@@ -41,9 +43,11 @@ IS_ROOT = os.geteuid() == 0
 # Everything the package may put on the system, and nothing else.
 ALLOWED_ROOTS = ("/opt/siem-forwarder", "/etc/siem-forwarder", "/usr/bin/siem-forwarder",
                  "/usr/lib/systemd/system/siem-forwarder", "/usr/lib/sysusers.d/siem-forwarder.conf",
-                 "/usr/share/doc/siem-forwarder")
+                 "/usr/share/doc/siem-forwarder", "/usr/share/siem-forwarder",
+                 "/usr/share/man/man1/siem-forwarder.1.gz")
 PARENT_DIRS = {"/", "/etc", "/opt", "/usr", "/usr/bin", "/usr/lib", "/usr/lib/systemd",
-               "/usr/lib/systemd/system", "/usr/lib/sysusers.d", "/usr/share", "/usr/share/doc"}
+               "/usr/lib/systemd/system", "/usr/lib/sysusers.d", "/usr/share", "/usr/share/doc",
+               "/usr/share/man", "/usr/share/man/man1"}
 
 
 @dataclass
@@ -131,13 +135,17 @@ def test_deb_layout(deb_entries: dict[str, Entry]) -> None:
         assert e[f"/usr/lib/systemd/system/{unit}"].mode == "-rw-r--r--"
     assert "/usr/lib/sysusers.d/siem-forwarder.conf" in e
     assert "/opt/siem-forwarder/share/constraints.txt" in e
-    assert "/usr/share/doc/siem-forwarder/operations.md" in e
+    for page in (REPO / "docs").rglob("*.md"):  # every page of docs/, not only operations.md
+        assert f"/usr/share/doc/siem-forwarder/{page.relative_to(REPO / 'docs')}" in e, page
+    assert e["/usr/share/siem-forwarder/grafana/siem-forwarder.json"].mode == "-rw-r--r--"
+    assert e["/usr/share/man/man1/siem-forwarder.1.gz"].mode == "-rw-r--r--"
+    assert e["/usr/share/siem-forwarder/prometheus/siem-forwarder-rules.yml"].mode == "-rw-r--r--"
     site = "/opt/siem-forwarder/lib/python3.11/site-packages"
-    for module in ("forwarder_core/cli.py", "siem_forwarder_plugins/outputs/file.py",
+    for module in ("forwarder_core/commands/cli.py", "siem_forwarder_plugins/outputs/file.py",
                    "siem_forwarder_schemas/event.schema.json"):
         assert f"{site}/{module}" in e, module
     # Bytecode is compiled at build time so that dpkg owns it.
-    assert any(p.startswith(f"{site}/forwarder_core/__pycache__/cli.cpython-311") for p in e)
+    assert any(p.startswith(f"{site}/forwarder_core/commands/__pycache__/cli.cpython-311") for p in e)
 
 
 def test_deb_control_and_conffiles(built: Built) -> None:
@@ -157,7 +165,10 @@ def test_rpm_matches_the_deb(built: Built) -> None:
     files = set(run("rpm", "-qpl", str(RPM)).stdout.split())
     assert {"/usr/bin/siem-forwarder", "/opt/siem-forwarder/bin/siem-forwarder",
             "/usr/lib/systemd/system/siem-forwarder@.service",
-            "/opt/siem-forwarder/share/constraints.txt"} <= files
+            "/opt/siem-forwarder/share/constraints.txt", "/usr/share/doc/siem-forwarder/monitoring.md",
+            "/usr/share/siem-forwarder/grafana/siem-forwarder.json",
+            "/usr/share/siem-forwarder/prometheus/siem-forwarder-rules.yml",
+            "/usr/share/man/man1/siem-forwarder.1.gz"} <= files
     assert run("rpm", "-qpc", str(RPM)).stdout.split() == ["/etc/siem-forwarder/config.yaml"]
     scripts = run("rpm", "-qp", "--scripts", str(RPM)).stdout
     for phase in ("postinstall", "preuninstall", "postuninstall"):
@@ -223,6 +234,11 @@ def test_install_run_remove_purge(installed: None) -> None:
 
     version = run("/usr/bin/siem-forwarder", "--version")
     assert VERSION in version.stdout + version.stderr
+    # The man page, the dashboard and the alert rules, where docs/monitoring.md says they are.
+    assert gzip.decompress(Path("/usr/share/man/man1/siem-forwarder.1.gz").read_bytes()).startswith(b".TH SIEM")
+    assert json.loads(Path("/usr/share/siem-forwarder/grafana/siem-forwarder.json").read_text())["panels"]
+    assert "groups:" in Path("/usr/share/siem-forwarder/prometheus/siem-forwarder-rules.yml").read_text()
+    assert Path("/usr/share/doc/siem-forwarder/troubleshooting.md").is_file()
     # As ExecStartPre runs it: as the service user, on the shipped config.
     check = run("runuser", "-u", "siem-forwarder", "--", "/usr/bin/siem-forwarder", "check",
                 "-c", str(config))

@@ -81,6 +81,20 @@ def test_dead_letters_are_listed_then_replayed_to_their_output_once_fixed(
     assert "nothing set aside" in _quarantine(tmp_path, "list").stdout
 
 
+def test_dead_letter_without_replay_lists_the_dead_letters_only(
+        tmp_path: Path, counter_config: Any, es: FakeElasticsearch) -> None:
+    es.poison(b'"seq":12,')
+    cfg = _es_config(counter_config, es, invalid_every=5)
+    assert run_forwarder(tmp_path, cfg).returncode == 0
+    both = _quarantine(tmp_path)
+    assert "quarantine/counter.jsonl: source counter" in both.stdout and "dead-letter/elastic.jsonl" in both.stdout
+    for args in (["--dead-letter"], ["list", "--dead-letter"]):
+        listed = _quarantine(tmp_path, *args)
+        assert listed.returncode == 0, listed.stderr
+        assert "dead-letter/elastic.jsonl: output elastic: 1 record(s) from counter (1)" in listed.stdout, args
+        assert "quarantine/counter.jsonl" not in listed.stdout, (args, listed.stdout)
+
+
 def test_replay_keeps_what_still_fails_validation_with_its_reason(tmp_path: Path, counter_config: Any) -> None:
     cfg = counter_config(count=20, page_size=10, invalid_every=5)
     assert run_forwarder(tmp_path, cfg).returncode == 0

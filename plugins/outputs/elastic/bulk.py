@@ -30,6 +30,7 @@ import hashlib
 import json
 import string
 from collections import Counter, deque
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -111,6 +112,12 @@ class ElasticBulk(Output):
         batch_max_events=5_000,
     )
     options_schema["dependentRequired"] = {"username": ["password"], "password": ["username"]}
+
+    def metric_series(self) -> Iterator[tuple[str, dict[str, str]]]:
+        """Items are counted by status; 201 (created) and 409 (already there) from start-up."""
+        for status in ("201", "409"):
+            yield "bulk_item_status_total", {"output": self.name, "status": status}
+        yield "bulk_request_splits_total", {"output": self.name}
 
     def __init__(self, config: Any, context: Any):
         super().__init__(config, context)

@@ -112,7 +112,8 @@ class SyslogCEF(Output):
                          "default": "local4"},
             "app_name": {"type": "string", "pattern": "^[!-~]{1,48}$", "default": "siem-forwarder"},
             "hostname": {"type": "string", "pattern": "^[!-~]{1,255}$",
-                         "description": "HOSTNAME of the syslog header (default: this host's FQDN; short name for rfc3164)."},
+                         "description": "HOSTNAME of the syslog header (default: this machine's name, its FQDN where "
+                                        "the resolver knows one; the short name for rfc3164)."},
             "max_message_bytes": {"type": "integer", "minimum": 480, "maximum": UDP_HARD_MAX,
                                   "description": "Cap on one message (syslog header + CEF). Default 2048 for UDP, "
                                                  "none for TCP/TLS."},
@@ -175,8 +176,18 @@ class SyslogCEF(Output):
 
     @staticmethod
     def _default_hostname(fmt: str) -> str:
-        fqdn = socket.getfqdn() or socket.gethostname() or "-"
-        return _nil_or(fqdn.split(".")[0] if fmt == "rfc3164" else fqdn, 255)
+        """This machine's name, as splunk_hec's default ``host``: RFC 5424 takes its FQDN where the
+        resolver knows one for it. A resolver's answer that is another name (``localhost``, where
+        /etc/hosts lists the machine's name on 127.0.0.1 after it) does not rename the machine."""
+        name = socket.gethostname() or "-"
+        short = name.split(".")[0]
+        if fmt == "rfc3164":
+            return _nil_or(short, 255)
+        if "." not in name:
+            fqdn = socket.getfqdn()
+            if fqdn.startswith(short + ".") and len(fqdn) > len(short) + 1:
+                name = fqdn
+        return _nil_or(name, 255)
 
     # ------------------------------------------------------------------ formatting
 

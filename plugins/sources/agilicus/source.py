@@ -182,6 +182,11 @@ class _AgilicusSource(Source):
 
     # ------------------------------------------------------------------ polling
 
+    def cursor_time(self, cursor: Any) -> datetime | None:
+        """The end of the last window read completely (both endpoints share the cursor)."""
+        end = cursor.get("end") if isinstance(cursor, dict) else None
+        return parse_time(end) if isinstance(end, str) else None
+
     def poll(self, cursor: Any | None) -> Iterator[Page]:
         now_us = int(self.clock() * 1_000_000)
         window_end = now_us - self.settle_us
@@ -367,11 +372,6 @@ class AgilicusAudits(_AgilicusSource):
     _SEVERITY: ClassVar[dict[str, int]] = {"DELETE": 5, "CREATE": 3, "UPDATE": 3, "PUT": 3, "PATCH": 3, "POST": 3}
     _IAM: ClassVar[frozenset[str]] = frozenset({"users", "groups", "roles", "permissions", "user", "group",
                                                 "service_accounts", "api_keys", "tokens"})
-
-    def cursor_time(self, cursor: Any) -> datetime | None:
-        """The end of the last window read completely."""
-        end = cursor.get("end") if isinstance(cursor, dict) else None
-        return parse_time(end) if isinstance(end, str) else None
 
     def normalize(self, raw: Any) -> dict[str, Any]:
         timestamp = _timestamp(raw)

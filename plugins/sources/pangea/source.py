@@ -45,6 +45,7 @@ from siem_forwarder_plugins.sources.pangea.ledger import Ledger, consistency_ver
 from siem_forwarder_plugins.sources.pangea.verify import (
     FAIL,
     NONE,
+    PASS,
     SignatureVerifier,
     envelope_hash,
     root_hash,
@@ -127,6 +128,15 @@ class PangeaSource(Source):
         "on_verification_failure: forward and reset the source's checkpoint (siem-forwarder state reset NAME)")
     """Read by ``siem-forwarder quarantine replay``, which keeps this source's records and says why."""
     event_id_key = "hash"
+
+    def metric_series(self) -> Iterator[tuple[str, dict[str, str]]]:
+        """Every check's verdicts and failures from start-up (consistency only where the ledger is read)."""
+        for check, _ in VERDICT_KEYS:
+            if check == "consistency" and self.ledger is None:
+                continue
+            for verdict in (PASS, FAIL, NONE):
+                yield "pangea_verifications_total", {"source": self.name, "check": check, "result": verdict}
+            yield "pangea_verification_failures_total", {"source": self.name, "check": check}
 
     def __init__(self, config: ComponentConfig, context: Context):
         super().__init__(config, context)

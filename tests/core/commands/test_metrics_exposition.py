@@ -95,3 +95,59 @@ def test_declarations_follow_prometheus_conventions() -> None:
         except ValueError:
             continue
         raise AssertionError(f"accepted {bad}")
+
+
+def test_every_declared_counter_is_exported_at_zero_from_start_up_for_each_source_and_output(tmp_path: Path) -> None:
+    """increase() and an alert see a counter's first event only when its series existed before it."""
+    from forwarder_core.engine.app import build_app
+    from forwarder_core.metrics import CORE_METRICS
+
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"state_dir: {tmp_path}/state\n"
+        "sources:\n"
+        "  - {name: asana-main, type: asana, options: {base_url: 'http://127.0.0.1:9', token: t-0123456789,"
+        " workspace_gid: '1'}}\n"
+        "  - {name: pangea-main, type: pangea, options: {base_url: 'http://127.0.0.1:9', token: pts_0123456789}}\n"
+        "outputs:\n"
+        "  - {name: hec, type: splunk_hec, options: {url: 'http://127.0.0.1:9', token: t-0123456789}}\n"
+        "  - {name: es, type: elastic_bulk, sources: [asana-main], options: {url: 'http://127.0.0.1:9'}}\n"
+        "  - {name: cef, type: syslog_cef, options: {host: 127.0.0.1, port: 9}}\n")
+    config, plugins = load_config(str(path), load_plugins)
+    app = build_app(config, plugins)
+    try:
+        families = _families(app.metrics.render())
+        declared = dict(CORE_METRICS)
+        for runner in [*app.outputs, *app.sources]:
+            component = getattr(runner, "output", None) or runner.source
+            declared.update({f"siem_forwarder_{n}": v for n, v in component.declared_metrics.items()})
+    finally:
+        app.close()
+    series = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+
+    def has(name: str, **labels: str) -> bool:
+        return series.get((name, tuple(sorted(labels.items())))) == 0
+
+    for name, (kind, _) in declared.items():
+        if kind == "counter":
+            assert any(n == name for n, _ in series), f"{name} is not exported at start-up"
+    for source in ("asana-main", "pangea-main"):
+        for name in ("events_polled_total", "events_quarantined_total", "events_filtered_total",
+                     "poll_errors_total", "ledger_unbalanced_total", "worker_failures_total", "pages_committed_total"):
+            assert has(f"siem_forwarder_{name}", source=source), (name, source)
+        assert has("siem_forwarder_ledger_events_total", source=source, term="read")
+        assert has("siem_forwarder_events_delivered_total", source=source, output="hec")
+        assert has("siem_forwarder_events_dead_lettered_total", source=source, output="cef")
+        assert has("siem_forwarder_ledger_events_total", source=source, term="dead_lettered", output="hec")
+    assert has("siem_forwarder_events_delivered_total", source="asana-main", output="es")
+    assert ("siem_forwarder_events_delivered_total",
+            tuple(sorted({"source": "pangea-main", "output": "es"}.items()))) not in series  # not routed there
+    assert has("siem_forwarder_cef_truncated_total", output="cef")
+    assert has("siem_forwarder_hec_responses_total", output="hec", code="0")
+    assert has("siem_forwarder_bulk_item_status_total", output="es", status="201")
+    assert has("siem_forwarder_pangea_verifications_total", source="pangea-main", check="hash", result="fail")
+    assert has("siem_forwarder_source_offset_restarts_total", source="asana-main")
+    assert has("siem_forwarder_output_errors_total", output="es")
+    assert has("siem_forwarder_output_paused", output="cef")
+    assert has("siem_forwarder_http_retries_total", component="hec")
+    assert ("siem_forwarder_worker_processes", ()) in series

@@ -63,3 +63,55 @@ def test_the_summary_prints_each_sources_ledger_and_marks_one_that_does_not_bala
     assert lines[0] == ("ledger a: read 7 = delivered 4 + quarantined 1 + dead-lettered 0 + filtered 0"
                         " + already delivered 2 + held back 0")
     assert lines[1].startswith("ledger b: read 3 = delivered 2 ") and "!! UNBALANCED for out" in lines[1]
+
+
+def test_events_an_output_dead_lettered_are_not_counted_as_delivered(tmp_path) -> None:
+    """3 polled, 1 refused for good: the summary, the progress and OnceRun say 2 delivered, as the ledger does."""
+    from typing import Any
+
+    from forwarder_core import hookimpl
+    from forwarder_core.plugin_api import Output, SendResult
+    from forwarder_core.testing import run_once
+
+    class Picky(Output):
+        type_name = "picky"
+        options_schema = {"type": "object"}
+
+        def send(self, events: list[dict[str, Any]]) -> SendResult:
+            return SendResult(rejected={i: "event too large" for i, e in enumerate(events) if e["id"] == "2"})
+
+    class Plugin:
+        @hookimpl
+        def forwarder_register_outputs(self, registry: Any) -> None:
+            registry.add(Picky)
+
+    run = run_once(tmp_path, output={"type": "picky"}, plugins=[Plugin()],
+                   raw_events=[{"id": str(i), "time": f"2026-01-01T00:00:0{i}Z"} for i in (1, 2, 3)])
+    assert run.ok and len(run.dead_letters) == 1
+    (result,) = run.results
+    assert result.ledger.delivered == {"out": 2} and result.ledger.dead_lettered == {"out": 1}
+    assert run.delivered == 2 and result.delivered == 2
+    out = io.StringIO()
+    print_summary(run.results, run.metrics, out)
+    header, row = out.getvalue().splitlines()[:2]
+    assert dict(zip(header.split(), row.split())) == {
+        "SOURCE": "src", "POLLED": "3", "DELIVERED": "2", "QUARANTINED": "0", "DEAD-LETTERED": "1", "PAGES": "1",
+        "STATUS": "ok"}
+
+
+def test_the_summary_says_why_read_exceeds_what_the_vendor_holds() -> None:
+    """A fresh Pangea source with 2,000 events reads 2,001: the edge of its last search is read again."""
+    from forwarder_core.state.ledger import Ledger
+
+    result = SourceResult("pangea", polled=2001, delivered=2000, pages=4, done=True,
+                          ledger=Ledger(read=2001, already_delivered=1, delivered={"out": 2000}))
+    out = io.StringIO()
+    print_summary([result], Metrics(), out)
+    text = out.getvalue()
+    assert "read 2001 = delivered 2000" in text and "already delivered 1" in text
+    note = text.splitlines()[-1]
+    assert note.startswith("already delivered:") and "read again" in note and "not sent twice" in note, text
+    quiet = io.StringIO()
+    print_summary([SourceResult("asana", polled=3, delivered=3, ledger=Ledger(read=3, delivered={"out": 3}))],
+                  Metrics(), quiet)
+    assert "already delivered:" not in quiet.getvalue()

@@ -66,3 +66,29 @@ def test_a_failed_poll_is_shown_with_its_reason(tmp_path: Path) -> None:
     line = next(line for line in state.stdout.splitlines() if line.startswith("asana "))
     assert "never" in line and "ago, FAILED: poll failed:" in line and "401" in line, state.stdout
     assert "wrong-token-000" not in state.stdout
+
+
+def test_agilicus_auth_shows_its_watermark_and_lag_once_it_delivered(tmp_path: Path) -> None:
+    """Both Agilicus sources keep the end of the last window read in their cursor; `state` shows it."""
+    from tests.fakes.agilicus import DEFAULT_TOKEN, AgilicusFake
+
+    two_hours_ago = datetime.now(timezone.utc) - timedelta(hours=2)
+    with AgilicusFake(events=50, base_time=two_hours_ago, span=600) as fake:
+        config = {
+            "sources": [{"name": kind, "type": kind,
+                         "start_time": (two_hours_ago - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                         "options": {"base_url": fake.url, "token": "${T}"}} for kind in ("agilicus", "agilicus_auth")],
+            "outputs": [{"name": "out", "type": "file", "options": {"path": str(tmp_path / "out.jsonl")}}],
+        }
+        result = run_forwarder(tmp_path, config, "once", env={"T": DEFAULT_TOKEN})
+        assert result.returncode == 0, result.stdout + result.stderr
+        state = run_forwarder(tmp_path, config, "state", env={"T": DEFAULT_TOKEN})
+    assert state.returncode == 0, state.stderr
+    text = state.stdout.replace("NEWEST EVENT", "NEWEST_EVENT").replace("DELIVERED AT", "DELIVERED_AT") \
+        .replace("LAST POLL", "LAST_POLL")
+    for name in ("agilicus", "agilicus_auth"):
+        row = _row(text, name)
+        assert row["EVENTS"] == "50", state.stdout
+        assert row["WATERMARK"] != "-" and row["LAG"] != "-", f"{name} shows no watermark:\n{state.stdout}"
+        watermark = datetime.strptime(row["WATERMARK"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        assert watermark > two_hours_ago, state.stdout
