@@ -9,7 +9,7 @@ from forwarder_core.commands.progress import print_ledgers
 from forwarder_core.config.loader import Config
 from forwarder_core.errors import StateError
 from forwarder_core.state.checkpoint import Checkpoint, CheckpointStore, PollOutcome
-from forwarder_core.state.statedir import StateLock, ensure_state_dir
+from forwarder_core.state.statedir import LockHeld, StateLock, ensure_state_dir
 from forwarder_core.times import parse_time
 
 
@@ -27,9 +27,12 @@ def state_command(config: Config, action: str, name: str | None) -> int:
                 return 64
             try:
                 lock = StateLock(state_dir).acquire()
-            except StateError as exc:
+            except LockHeld as exc:
                 print(f"siem-forwarder: {exc}; stop it before resetting a checkpoint")
                 return 75
+            except StateError as exc:
+                print(f"siem-forwarder: {exc}")
+                return 74
             try:
                 removed = store.reset(name)
             finally:
