@@ -165,8 +165,10 @@ def test_commands_run_as_root_act_as_the_owner_of_the_state_directory(shared: Pa
     assert {(p.lstat().st_uid, p.lstat().st_gid) for p in [state, *state.rglob("*")]} == {SERVICE}
     assert len(read_jsonl(state / "out.jsonl")) == 4 and len(read_jsonl(state / "quarantine" / "asana.jsonl")) == 2
 
-    reset = _run(config, "state", "reset", "asana")
-    assert reset.returncode == 0, reset.stdout + reset.stderr
+    for command in (["state"], ["quarantine", "list"], ["state", "reset", "asana"]):
+        result = _run(config, *command)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"running as uid {SERVICE[0]}" in result.stderr, command
     replay = _run(config, "quarantine", "replay")
     assert replay.returncode == 1, replay.stdout + replay.stderr  # still invalid: kept, rewritten by the owner
     assert {(p.lstat().st_uid, p.lstat().st_gid) for p in [state, *state.rglob("*")]} == {SERVICE}
