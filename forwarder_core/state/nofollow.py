@@ -137,23 +137,51 @@ def sqlite_file(under: str, path: str) -> os.stat_result:
     when missing, and it and each companion that exists must be a regular file of this user, set to
     0600; afterwards :func:`same_file` checks that SQLite opened the very file checked here. Returns
     the database's status (``st_size == 0``: new).
+
+    Existing files are only looked at through ``O_PATH`` descriptors: SQLite's locks are POSIX
+    record locks, which a process loses when it closes any other descriptor of the file it opened
+    for reading or writing (not an ``O_PATH`` one). Another connection of this process may have
+    them open (a reload), and SQLite's own is open when :func:`same_file` runs.
     """
     *dirs, name = parts_under(under, path)
     with opened_dir(under, dirs) as dir_fd:
-        fd = open_file(dir_fd, name, path, os.O_RDWR)
         try:
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
+            st = _inspect(dir_fd, name, path)
+        except FileNotFoundError:
+            try:
+                os.close(os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                                 dir_fd=dir_fd))
+            except FileExistsError:
+                pass  # made in between: inspected below like any other
+            st = _inspect(dir_fd, name, path)
         secure_companions(dir_fd, name, path)
     return st
+
+
+def _inspect(dir_fd: int, name: str, where: str, mode: int = 0o600) -> os.stat_result:
+    """What :func:`open_file` checks, through an ``O_PATH`` descriptor (which opens neither the file nor
+    a symlink's target, and whose close releases no lock); the mode set through it."""
+    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise refusal(where, _describe(st))
+        if st.st_uid != os.geteuid():
+            raise refusal(where, f"belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()})")
+        if st.st_nlink > 1:
+            raise refusal(where, f"has {st.st_nlink} hard links")
+        if stat.S_IMODE(st.st_mode) != mode:
+            os.chmod(f"/proc/self/fd/{fd}", mode)  # the inode held, not a name: fchmod refuses O_PATH
+        return st
+    finally:
+        os.close(fd)
 
 
 def secure_companions(dir_fd: int, name: str, path: str) -> None:
     """Check (and set to 0600) the SQLite files beside database ``name`` that exist."""
     for suffix in ("-wal", "-shm", "-journal"):
         try:
-            os.close(open_file(dir_fd, name + suffix, path + suffix, os.O_RDONLY, create=False))
+            _inspect(dir_fd, name + suffix, path + suffix)
         except FileNotFoundError:
             continue
 

@@ -186,3 +186,25 @@ def test_a_state_dir_that_is_another_users_symlink_is_not_followed(tmp_path: Pat
     assert stat.S_IMODE(os.stat(real).st_mode) == 0o755 and os.listdir(real) == []
     os.lchown(link, 0, 0)  # root's own link: the operator's choice, followed
     assert ensure_state_dir(str(link)) == str(link)
+
+
+@pytest.mark.parametrize("opener", ["checkpoints", "disk buffer"])
+def test_checking_sqlite_files_keeps_sqlites_locks(state: Path, opener: str) -> None:
+    """SQLite's locks are POSIX record locks, which a process loses when it closes *any* descriptor
+    of the file. Had the checks opened and closed SQLite's files beside its connection, a reader in
+    another process (``state``, a test polling the cursor) would find no lock on the shared memory,
+    take the database for unused and truncate it under the daemon (which dies of SIGBUS), or
+    checkpoint and delete its WAL."""
+    if opener == "checkpoints":
+        db: CheckpointStore | DiskBuffer = CheckpointStore(str(state))
+        shm = state / "checkpoints.sqlite-shm"
+    else:
+        db = DiskBuffer(str(state), "out", 1 << 20)
+        shm = state / "buffer" / "out.sqlite-shm"
+    try:
+        dev, ino = os.stat(shm).st_dev, os.stat(shm).st_ino
+        held = [line.split() for line in Path("/proc/locks").read_text().splitlines()]
+        mine = [f for f in held if f[1] == "POSIX" and f[4] == str(os.getpid())]
+        assert any(f[5].endswith(f":{ino}") for f in mine), (dev, ino, mine)  # SQLite's lock on the shm file
+    finally:
+        db.close()
