@@ -6,6 +6,7 @@ moving a cursor backwards).
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import Counter
@@ -181,13 +182,16 @@ def replay_fleet(config: Config, plugins: Any, *, sources: list[str] | None, out
         for rid, name, record in records.records():
             by_name.setdefault(name, []).append((rid, record))
         with tempfile.TemporaryDirectory(prefix="siem-forwarder-replay-") as scratch:
+            # Laid out as a state directory (scratch/<kind>/<n>.jsonl): the replay rewrites its files there.
+            replayer.state_dir = scratch
+            os.mkdir(os.path.join(scratch, kind), 0o700)
             files = []
             for n, (name, rows) in enumerate(sorted(by_name.items())):
-                path = f"{scratch}/{n}.jsonl"
+                path = os.path.join(scratch, kind, f"{n}.jsonl")
+                lines = [json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=str) + "\n" for _, r in rows]
                 with open(path, "w", encoding="utf-8") as fh:
-                    fh.writelines(json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
-                                  for _, r in rows)
-                f = read_file(kind, path)
+                    fh.writelines(lines)
+                f = read_file(kind, path, lines)
                 f.name = name
                 files.append((f, [rid for rid, _ in rows]))
             chosen = {id(f) for f in selected([f for f, _ in files], sources, outputs if dead_letter else None)}
@@ -199,8 +203,10 @@ def replay_fleet(config: Config, plugins: Any, *, sources: list[str] | None, out
                     continue
                 sent, why = (replayer.replay_dead_letters(f, sources) if dead_letter
                              else replayer.replay_quarantine(f, outputs))
-                with open(f.path, encoding="utf-8") as fh:
-                    kept = [json.loads(line) for line in fh if line.strip()]
+                kept = []
+                if os.path.exists(f.path):  # a replay that kept nothing removes the file
+                    with open(f.path, encoding="utf-8") as fh:
+                        kept = [json.loads(line) for line in fh if line.strip()]
                 _replace(db, ids, kind, f.name, kept)
                 total_sent += sent
                 total_kept += sum(why.values())

@@ -36,12 +36,11 @@ from forwarder_core.state.setaside_files import (
     Record,
     SetAsideFile,
     group_reason,
-    return_ownership,
     rewrite,
     selected,
     set_aside_files,
 )
-from forwarder_core.state.statedir import StateLock, ensure_state_dir
+from forwarder_core.state.statedir import LockHeld, StateLock, ensure_state_dir
 
 log = logging.getLogger("siem_forwarder.replay")
 BATCH = 500
@@ -53,7 +52,14 @@ Ready = list[tuple[Record, dict[str, Any]]]
 def list_command(config: Config, sources: list[str] | None, outputs: list[str] | None, out: Any,
                  dead_letter_only: bool = False) -> int:
     kinds = (DEAD_LETTER,) if dead_letter_only else (QUARANTINE, DEAD_LETTER)
-    files = selected(set_aside_files(config.state_dir, kinds), sources, outputs)
+    try:
+        if os.path.isdir(config.state_dir):
+            ensure_state_dir(config.state_dir)  # as its owner, where root runs it
+        found = set_aside_files(config.state_dir, kinds)
+    except StateError as exc:
+        print(f"siem-forwarder: {exc}", file=out)
+        return EX_IOERR
+    files = selected(found, sources, outputs)
     if not files:
         print(f"nothing {'dead-lettered' if dead_letter_only else 'set aside'} in {config.state_dir}", file=out)
         return EX_OK
@@ -200,7 +206,7 @@ class Replayer:
             ready = []
         runners = [r for name in targets if (r := self.output(name, self.dead_letter)) is not None]
         delivered = self.send(runners, f.name, ready, why, kept)
-        rewrite(f.path, kept)
+        rewrite(self.state_dir, f.path, kept)
         return delivered + filtered, why
 
     def replay_dead_letters(self, f: SetAsideFile, only_sources: list[str] | None) -> tuple[int, Counter[str]]:
@@ -232,7 +238,7 @@ class Replayer:
         for record in refused_again.records:
             kept.append(json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n")
             why[group_reason(str(record.get("reason", "")))] += 1
-        rewrite(f.path, kept)
+        rewrite(self.state_dir, f.path, kept)
         return delivered, why
 
 
@@ -258,32 +264,47 @@ def replay_command(config: Config, plugins: PluginSet, *, sources: list[str] | N
     try:
         state_dir = ensure_state_dir(config.state_dir)
         lock = StateLock(state_dir).acquire()
-    except StateError as exc:
+    except LockHeld as exc:
         print(f"siem-forwarder: {exc}; stop it before replaying", file=out)
         return EX_TEMPFAIL
-    replayer = Replayer(config, plugins, out)
-    total_sent = total_kept = 0
+    except StateError as exc:
+        print(f"siem-forwarder: {exc}", file=out)
+        return EX_IOERR
     try:
-        kind = DEAD_LETTER if dead_letter else QUARANTINE
-        files = selected(set_aside_files(state_dir, (kind,)), sources, outputs if dead_letter else None)
-        if not files:
-            print(f"nothing to replay in {os.path.join(state_dir, kind)}", file=out)
-            return EX_OK
-        for f in files:
-            if dead_letter:
-                sent, why = replayer.replay_dead_letters(f, sources)
-            else:
-                sent, why = replayer.replay_quarantine(f, outputs)
-            kept = sum(why.values())
-            total_sent += sent
-            total_kept += kept
-            print(f"{f.label}: {sent} event(s) delivered and removed, {kept} kept", file=out)
-            for reason, count in why.most_common():
-                print(f"  {count:>7}  kept: {reason}", file=out)
+        replayer = Replayer(config, plugins, out)
+    except StateError as exc:
+        lock.release()
+        print(f"siem-forwarder: {exc}", file=out)
+        return EX_IOERR
+    try:
+        return _replay_files(replayer, state_dir, sources, outputs, dead_letter, out)
+    except StateError as exc:
+        print(f"siem-forwarder: {exc}", file=out)
+        return EX_IOERR
     finally:
         replayer.stop.set()
         replayer.close()
-        return_ownership(state_dir)
         lock.release()
+
+
+def _replay_files(replayer: Replayer, state_dir: str, sources: list[str] | None, outputs: list[str] | None,
+                  dead_letter: bool, out: Any) -> int:
+    total_sent = total_kept = 0
+    kind = DEAD_LETTER if dead_letter else QUARANTINE
+    files = selected(set_aside_files(state_dir, (kind,)), sources, outputs if dead_letter else None)
+    if not files:
+        print(f"nothing to replay in {os.path.join(state_dir, kind)}", file=out)
+        return EX_OK
+    for f in files:
+        if dead_letter:
+            sent, why = replayer.replay_dead_letters(f, sources)
+        else:
+            sent, why = replayer.replay_quarantine(f, outputs)
+        kept = sum(why.values())
+        total_sent += sent
+        total_kept += kept
+        print(f"{f.label}: {sent} event(s) delivered and removed, {kept} kept", file=out)
+        for reason, count in why.most_common():
+            print(f"  {count:>7}  kept: {reason}", file=out)
     print(f"replayed {total_sent} event(s); {total_kept} still set aside", file=out)
     return EX_OK if total_kept == 0 else EX_FAILED

@@ -11,7 +11,7 @@ from forwarder_core.config.loader import Config
 from forwarder_core.errors import StateError
 from forwarder_core.state.checkpoint import FILENAME, Checkpoint, CheckpointStore, PollOutcome
 from forwarder_core.state.ledger import Ledger
-from forwarder_core.state.statedir import StateLock, ensure_state_dir
+from forwarder_core.state.statedir import LockHeld, StateLock, ensure_state_dir
 from forwarder_core.times import parse_time
 
 
@@ -45,9 +45,12 @@ def state_command(config: Config, action: str, name: str | None) -> int:
                 return _unknown(config, name)
             try:
                 lock = StateLock(state_dir).acquire()
-            except StateError as exc:
+            except LockHeld as exc:
                 print(f"siem-forwarder: {exc}; stop it before resetting a checkpoint")
                 return 75
+            except StateError as exc:
+                print(f"siem-forwarder: {exc}")
+                return 74
             try:
                 removed = store.reset(name)
             finally:

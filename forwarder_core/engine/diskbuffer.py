@@ -21,7 +21,9 @@ import time
 from typing import Any
 
 from forwarder_core.engine.delivery import OutputRunner
-from forwarder_core.state.statedir import ensure_subdir, secure_file
+from forwarder_core.errors import StateError
+from forwarder_core.state.nofollow import same_file, sqlite_file
+from forwarder_core.state.statedir import ensure_subdir
 
 DEFAULT_MAX_BYTES = 1 << 30
 DRAIN_BATCH = 1000
@@ -37,8 +39,11 @@ class DiskBuffer:
         directory = ensure_subdir(state_dir, "buffer")
         self.path = os.path.join(directory, f"{output_name}.sqlite")
         self.max_bytes = max_bytes
+        try:
+            checked = sqlite_file(state_dir, self.path)  # SQLite opens by name: a regular file, never a symlink
+        except OSError as exc:
+            raise StateError(f"disk buffer {self.path}: {exc.strerror or exc}") from None
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        secure_file(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("CREATE TABLE IF NOT EXISTS queue (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
@@ -51,6 +56,11 @@ class DiskBuffer:
         self.changed = threading.Condition(self._lock)
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM queue").fetchone()
         self.count, self.bytes = int(row[0]), int(row[1])
+        try:
+            same_file(state_dir, self.path, checked)
+        except BaseException:
+            self._db.close()
+            raise
 
     def put(self, source: str, events: list[dict[str, Any]]) -> bool:
         """Append one source page (its events keep the page number they came in); False if this very

@@ -1,6 +1,7 @@
 """What the forwarder keeps between runs: the state directory and everything in it.
 
-``statedir`` (created 0700, locked), ``checkpoint`` (SQLite cursors, poll records and ledger totals),
+``statedir`` (created 0700, ours alone, locked), ``nofollow`` (every file below it opened without
+following a symlink), ``checkpoint`` (SQLite cursors, poll records and ledger totals),
 ``ledger`` (read = delivered + set aside + ..., checked per page), ``durable`` (appends that survive
 a crash mid-line), ``setaside`` (quarantine and dead-letter writers), ``setaside_files`` (reading
 them back).

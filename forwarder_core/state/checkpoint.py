@@ -8,7 +8,9 @@ adds up each source's ledger (:mod:`forwarder_core.state.ledger`) since the stat
 created, in the same transaction as the cursor, so the totals are exact across crashes and
 survive ``state reset``. A commit is one SQLite transaction, so a crash (even mid-write) leaves either
 the old row or the new one. A store that SQLite cannot read is refused with a clear error and
-never reset silently: resetting would re-send or skip a tenant's whole history.
+never reset silently: resetting would re-send or skip a tenant's whole history. SQLite opens its
+files by name, so they are checked first (:func:`~forwarder_core.state.nofollow.sqlite_file`):
+regular files of this user, never symlinks.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import Any
 
 from forwarder_core.errors import StateError
 from forwarder_core.state.ledger import Ledger
-from forwarder_core.state.statedir import secure_file
+from forwarder_core.state.nofollow import same_file, sqlite_file
 
 FILENAME = "checkpoints.sqlite"
 SCHEMA_VERSION = 2
@@ -55,10 +57,13 @@ class CheckpointStore:
     def __init__(self, state_dir: str):
         self.path = os.path.join(state_dir, FILENAME)
         self._lock = threading.Lock()
-        existed = os.path.exists(self.path)
+        try:
+            checked = sqlite_file(state_dir, self.path)
+        except OSError as exc:
+            raise StateError(f"checkpoint store {self.path}: {exc.strerror or exc}") from None
+        existed = checked.st_size > 0
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            secure_file(self.path)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             if existed:
@@ -82,9 +87,11 @@ class CheckpointStore:
                 f"checkpoint store {self.path} is unreadable ({exc}); it was left untouched. Restore it from a "
                 f"backup, or move it away to start every source from its start_time again"
             ) from None
-        for suffix in ("-wal", "-shm"):
-            if os.path.exists(self.path + suffix):
-                secure_file(self.path + suffix)
+        try:
+            same_file(state_dir, self.path, checked)
+        except BaseException:
+            self._db.close()
+            raise
 
     def _check(self) -> None:
         row = self._db.execute("PRAGMA quick_check").fetchone()

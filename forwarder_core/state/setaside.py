@@ -4,7 +4,8 @@
 checks); ``state_dir/dead-letter/<output>.jsonl`` holds events an output refused for good. Each
 line is ``{"time", "source", "output"?, "reason", "id", "integrity"?, "raw"}``. A batch of records
 is written with one ``write`` and one ``fsync`` before the cursor moves past them, through
-:class:`~forwarder_core.state.durable.LineAppender`, which first cuts a line a crash left half written.
+:class:`~forwarder_core.state.durable.LineAppender`, which first cuts a line a crash left half written. Neither the directories nor the files are
+ever reached through a symlink (:mod:`forwarder_core.state.nofollow`).
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from forwarder_core.state.durable import LineAppender
-from forwarder_core.state.statedir import ensure_subdir, secure_file
+from forwarder_core.state.nofollow import opened_dir
+from forwarder_core.state.statedir import ensure_subdir
 
 QUARANTINE = "quarantine"
 DEAD_LETTER = "dead-letter"
@@ -30,6 +32,7 @@ class SetAside:
     """Appends records to ``<state_dir>/<kind>/<name>.jsonl``; thread-safe."""
 
     def __init__(self, state_dir: str, kind: str):
+        self.state_dir = state_dir
         self.dir = ensure_subdir(state_dir, kind)
         self.kind = kind
         self._lock = threading.Lock()
@@ -46,12 +49,11 @@ class SetAside:
         with self._lock:
             appender = self._files.get(path)
             if appender is None:
-                appender = self._files[path] = LineAppender(path)
+                appender = self._files[path] = LineAppender(path, under=self.state_dir)
         try:
             appender.append("".join(lines).encode("utf-8"))
         finally:
             appender.close()  # replay rewrites these files by rename: never keep one open
-        secure_file(path)
         return len(lines)
 
     @staticmethod
@@ -69,4 +71,5 @@ class SetAside:
         return rec
 
     def files(self) -> list[str]:
-        return sorted(os.path.join(self.dir, f) for f in os.listdir(self.dir) if f.endswith(".jsonl"))
+        with opened_dir(self.state_dir, [self.kind], create=False) as dir_fd:
+            return sorted(os.path.join(self.dir, f) for f in os.listdir(dir_fd) if f.endswith(".jsonl"))

@@ -2,7 +2,9 @@
 
 :mod:`forwarder_core.state.setaside` appends records; ``siem-forwarder quarantine list|replay`` reads
 them back with this module and, after a replay, rewrites each file with only what is still set
-aside.
+aside. Like the writers, it never follows a symlink under the state directory
+(:mod:`forwarder_core.state.nofollow`): root runs ``replay``, and a link planted as
+``quarantine/<source>.jsonl`` must not feed a root-only file into files the service user reads.
 """
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from forwarder_core.secrets import redact
+from forwarder_core.state.nofollow import open_file, opened_dir
 from forwarder_core.state.setaside import DEAD_LETTER, QUARANTINE
-from forwarder_core.state.statedir import secure_file
 
 
 @dataclass
@@ -37,19 +39,19 @@ class SetAsideFile:
         return f"{self.kind}/{os.path.basename(self.path)}"
 
 
-def read_file(kind: str, path: str) -> SetAsideFile:
+def read_file(kind: str, path: str, fh: Iterable[str]) -> SetAsideFile:
+    """The records of the file at ``path``, read from ``fh`` (lines)."""
     name = os.path.basename(path)[: -len(".jsonl")]
     out = SetAsideFile(kind, name, path)
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except ValueError:
-                data = None
-            out.records.append(Record(line if line.endswith("\n") else line + "\n",
-                                      data if isinstance(data, dict) else None))
+    for line in fh:
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError:
+            data = None
+        out.records.append(Record(line if line.endswith("\n") else line + "\n",
+                                  data if isinstance(data, dict) else None))
     if out.records and out.records[0].data is not None:
         owner = out.records[0].data.get("output" if kind == DEAD_LETTER else "source")
         if isinstance(owner, str) and owner:
@@ -60,52 +62,48 @@ def read_file(kind: str, path: str) -> SetAsideFile:
 def set_aside_files(state_dir: str, kinds: Iterable[str]) -> list[SetAsideFile]:
     files = []
     for kind in kinds:
-        directory = os.path.join(state_dir, kind)
-        if not os.path.isdir(directory):
+        try:
+            with opened_dir(state_dir, [kind], create=False) as dir_fd:
+                for entry in sorted(os.listdir(dir_fd)):
+                    if not entry.endswith(".jsonl"):
+                        continue
+                    path = os.path.join(state_dir, kind, entry)
+                    fd = open_file(dir_fd, entry, path, os.O_RDONLY, create=False)
+                    with open(fd, encoding="utf-8", errors="replace") as fh:
+                        files.append(read_file(kind, path, fh))
+        except FileNotFoundError:
             continue
-        for entry in sorted(os.listdir(directory)):
-            if entry.endswith(".jsonl"):
-                files.append(read_file(kind, os.path.join(directory, entry)))
     return files
 
 
-def rewrite(path: str, lines: list[str]) -> None:
-    """Replace ``path`` with ``lines`` atomically (or remove it when none are left)."""
-    if not lines:
-        os.unlink(path)
-    else:
-        tmp = f"{path}.replay-{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, "".join(lines).encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        secure_file(path)
-    dir_fd = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
+def rewrite(state_dir: str, path: str, lines: list[str]) -> None:
+    """Replace ``path`` (below ``state_dir``) with ``lines`` atomically, or remove it when none are left.
+
+    The new content goes to a temporary file created ``O_EXCL`` beside it and renamed over it,
+    all relative to the directory's descriptor: a symlink planted as either name is replaced or
+    refused, never written through.
+    """
+    kind = os.path.basename(os.path.dirname(path))
+    name = os.path.basename(path)
+    with opened_dir(state_dir, [kind], create=False) as dir_fd:
+        if not lines:
+            os.unlink(name, dir_fd=dir_fd)
+        else:
+            tmp = f"{name}.replay-{os.getpid()}.tmp"
+            try:
+                os.unlink(tmp, dir_fd=dir_fd)  # left by a killed replay of the same pid: a name, never followed
+            except FileNotFoundError:
+                pass
+            fd = open_file(dir_fd, tmp, os.path.join(os.path.dirname(path), tmp), os.O_WRONLY)
+            try:
+                view = memoryview("".join(lines).encode("utf-8"))
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def return_ownership(state_dir: str) -> None:
-    """Run as root (to read root-only credentials), replay must not leave files the service user
-    can no longer append to: what it wrote goes back to the state directory's owner."""
-    if os.geteuid() != 0:
-        return
-    owner = os.stat(state_dir)
-    if owner.st_uid == 0:
-        return
-    for kind in (QUARANTINE, DEAD_LETTER):
-        directory = os.path.join(state_dir, kind)
-        if not os.path.isdir(directory):
-            continue
-        for path in [directory, *(os.path.join(directory, f) for f in os.listdir(directory))]:
-            st = os.lstat(path)
-            if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
-                os.lchown(path, owner.st_uid, owner.st_gid)
 
 
 _EVENT_SPECIFIC = (

@@ -1,7 +1,8 @@
 """The ``file`` output: one normalized event as JSON per line, appended, fsynced before success.
 
 A partial last line left by a crash is cut off before the first append (:mod:`forwarder_core.state.durable`),
-so the file holds only whole JSON lines.
+so the file holds only whole JSON lines. A symlink at ``path`` is refused, never written or cut
+through: the file may sit in a directory another user can write to (the state directory is one).
 """
 from __future__ import annotations
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -230,20 +232,28 @@ def test_replay_applies_the_transform_plugins_as_the_pipeline_does(tmp_path: Pat
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give files to another user")
-def test_replay_run_as_root_gives_the_files_back_to_the_service_user(tmp_path: Path, counter_config: Any,
-                                                                    es: FakeElasticsearch) -> None:
+def test_replay_run_as_root_acts_as_the_service_user_so_what_it_writes_stays_the_services(
+        tmp_path: Path, counter_config: Any, es: FakeElasticsearch) -> None:
     es.poison(b'"seq":3,')
     es.poison(b'"seq":4,')
     cfg = _es_config(counter_config, es, count=6)
-    assert run_forwarder(tmp_path, cfg).returncode == 0
-    state = Path(cfg["state_dir"])
-    service_user = 65534
-    for path in [state, *state.rglob("*")]:
-        os.lchown(path, service_user, service_user)
-    es._poison.remove(b'"seq":3,')
-    done = _quarantine(tmp_path, "replay", "--dead-letter")  # as root
-    assert done.returncode == 1
-    letters = state / "dead-letter" / "elastic.jsonl"
-    assert [r["id"] for r in read_jsonl(letters)] == ["counter-4"]
-    assert (os.stat(letters).st_uid, os.stat(letters).st_gid) == (service_user, service_user)
-    assert os.stat(letters.parent).st_uid == service_user
+    shared = Path(tempfile.mkdtemp(prefix="siem-forwarder-replay-"))  # tmp_path is private to root
+    shared.chmod(0o755)
+    try:
+        cfg["state_dir"] = str(shared / "state")
+        assert run_forwarder(tmp_path, cfg).returncode == 0
+        state = Path(cfg["state_dir"])
+        service_user = 65534
+        for path in [state, *state.rglob("*")]:
+            os.lchown(path, service_user, service_user)
+        es._poison.remove(b'"seq":3,')
+        done = _quarantine(tmp_path, "replay", "--dead-letter")  # as root
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "running as uid 65534" in done.stderr
+        letters = state / "dead-letter" / "elastic.jsonl"
+        assert [r["id"] for r in read_jsonl(letters)] == ["counter-4"]
+        assert (os.stat(letters).st_uid, os.stat(letters).st_gid) == (service_user, service_user)
+        assert os.stat(letters.parent).st_uid == service_user
+        assert {p.stat().st_uid for p in state.rglob("*")} == {service_user}
+    finally:
+        shutil.rmtree(shared)

@@ -57,10 +57,11 @@ def test_an_unwritable_state_dir_is_refused(shared_dir: Path) -> None:
     cfg = _write(shared_dir / "config.yaml", state)
     cfg.chmod(0o644)
 
-    # Root may write anywhere, so root runs check as nobody; anyone else gets a read-only directory.
+    # Root may write anywhere, so root runs check as nobody, on nobody's directory; everyone gets it read-only.
     as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
-    if not as_nobody:
-        state.chmod(0o500)
+    if as_nobody:
+        os.chown(state, 65534, 65534)
+    state.chmod(0o500)
     result = subprocess.run([*as_nobody, sys.executable, "-m", "forwarder_core", "check", "-c", str(cfg)],
                             capture_output=True, text=True, env=forwarder_env(), cwd="/", timeout=60)
     assert result.returncode == 78, result.stdout + result.stderr
@@ -100,3 +101,23 @@ def test_a_state_dir_problem_is_reported_with_the_config_mistakes(tmp_path: Path
     assert lines[0] == f"{cfg}:1: $.state_dir: state directory {tmp_path}/state exists and is not a directory"
     assert lines[1].startswith(f"{cfg}:4: $.sources[0].type: unknown source type 'nosuch'")
     assert len(lines) == 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a directory that belongs to another user")
+def test_a_state_dir_of_another_user_is_refused_by_check_and_once(shared_dir: Path) -> None:
+    state = shared_dir / "state"
+    state.mkdir(mode=0o700)  # root's
+    cfg = _write(shared_dir / "config.yaml", state)
+    cfg.chmod(0o644)
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    problem = (f"state directory {state} belongs to uid 0 (root), not to this user (uid 65534 (nobody)): "
+               f"run siem-forwarder as its owner, or as root (which then acts as the owner)")
+    check = subprocess.run([*as_nobody, sys.executable, "-m", "forwarder_core", "check", "-c", str(cfg)],
+                           capture_output=True, text=True, env=forwarder_env(), cwd="/", timeout=60)
+    assert (check.returncode, check.stdout.splitlines()) == (78, [f"{cfg}:1: $.state_dir: {problem}"])
+    for command in (["once"], ["state"], ["quarantine", "list"]):
+        result = subprocess.run([*as_nobody, sys.executable, "-m", "forwarder_core", *command, "-c", str(cfg)],
+                                capture_output=True, text=True, env=forwarder_env(), cwd="/", timeout=60)
+        assert result.returncode == 74, (command, result.stdout + result.stderr)
+        assert f"siem-forwarder: {problem}" in result.stdout + result.stderr
+        assert os.listdir(state) == []
