@@ -23,6 +23,7 @@ from forwarder_core.state.pg import SCHEMA_VERSION
 from forwarder_core.state.pgstore import PgSetAside, PgStore
 from forwarder_core.state.setaside import DEAD_LETTER, QUARANTINE
 from forwarder_core.state.setaside_files import group_reason
+from forwarder_core.state.statedir import ensure_state_dir
 
 
 def cluster_command(config: Config, out: TextIO = sys.stdout) -> int:
@@ -168,6 +169,11 @@ def replay_fleet(config: Config, plugins: Any, *, sources: list[str] | None, out
     from forwarder_core.commands.replay import Replayer
     from forwarder_core.state.setaside_files import read_file, selected
 
+    try:
+        ensure_state_dir(config.state_dir)  # the local one: the replayer's plugins may keep files there
+    except StateError as exc:
+        print(f"siem-forwarder: {exc}", file=out)
+        return 74
     db = database(config)
     kind = DEAD_LETTER if dead_letter else QUARANTINE
     replayer = Replayer(config, plugins, out)

@@ -10,7 +10,8 @@ import argparse
 import sys
 
 from forwarder_core import __version__
-from forwarder_core.commands.cli import COMMANDS, _parser
+from forwarder_core.commands.cli import _parser
+from forwarder_core.commands.usage import COMMANDS
 from forwarder_core.plugin.cef import check_parser
 
 FILES = (

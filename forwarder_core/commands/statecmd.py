@@ -20,6 +20,12 @@ def state_command(config: Config, action: str, name: str | None) -> int:
     if action == "reset" and not name:
         print("siem-forwarder: state reset needs a source NAME")
         return 64
+    if os.path.lexists(config.state_dir):
+        try:
+            ensure_state_dir(config.state_dir)  # only its owner reads it; root acts as the owner
+        except StateError as exc:
+            print(f"siem-forwarder: {exc}")
+            return 74
     if not os.path.exists(os.path.join(config.state_dir, FILENAME)):
         # Nothing was ever committed here: say so without creating the state directory or its store.
         if action == "reset":

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from forwarder_core.commands.cli import COMMANDS, _parser
+from forwarder_core.commands.cli import _parser
 from forwarder_core.commands.manpage import render
+from forwarder_core.commands.usage import COMMANDS
 
 SCRIPT = Path(sys.executable).parent / "siem-forwarder"
 
