@@ -29,7 +29,7 @@ from forwarder_core.jsoncodec import decode
 from forwarder_core.net.auth import Auth, BearerAuth, call_refresh
 from forwarder_core.net.bodies import BODY_SNIPPET, snippet
 from forwarder_core.net.waits import MAX_RETRY_AFTER, ResponseWait, parse_retry_after, server_wait
-from forwarder_core.secrets import redact
+from forwarder_core.secrets import SECRET_HEADERS, redact, redact_cut, register_header_value
 
 if TYPE_CHECKING:
     from forwarder_core.metrics import Metrics
@@ -86,6 +86,7 @@ class HttpClient:
         self.max_backoff = max_backoff
         self.backoff_factor = backoff_factor
         self.single_attempt = single_attempt
+        self._sent_credentials: set[str] = set()
         self.session = requests.Session()
         for prefix in ("https://", "http://"):
             self.session.mount(prefix, shared_adapter())
@@ -104,6 +105,17 @@ class HttpClient:
             )
 
     # ------------------------------------------------------------------ helpers
+
+    def _register(self, values: Any) -> None:
+        """Register each credential header value (and so its Base64, its URL-encoded form, ...)
+        with the redactor the first time it is sent: a server that echoes the ``Authorization``
+        header, or the Base64 of ``user:password``, then leaks nothing."""
+        for value in values:
+            if isinstance(value, str) and value not in self._sent_credentials:
+                if len(self._sent_credentials) >= 64:  # a token renewed every hour for weeks
+                    self._sent_credentials.clear()
+                self._sent_credentials.add(value)
+                register_header_value(value)
 
     def url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
@@ -165,7 +177,11 @@ class HttpClient:
                 raise TransportError(f"{self.component}: stopped before {method} {redact(url)}")
             req_headers = dict(headers or {})
             if self.auth is not None and auth_required:
-                req_headers.update(self.auth.headers(self))
+                credentials = self.auth.headers(self)
+                self._register(credentials.values())
+                req_headers.update(credentials)
+            self._register(v for k, v in (*self.session.headers.items(), *req_headers.items())
+                           if k.lower() in SECRET_HEADERS)
             try:
                 response = self.session.request(
                     method,
@@ -230,8 +246,8 @@ class HttpClient:
                 + (f" after {attempt} attempts" if attempt > 1 else "")
                 + f": {snippet(response.text)}",
                 status=status,
-                body=redact(response.text[:4096]),
-                headers=dict(response.headers),
+                body=redact_cut(response.text, 4096),
+                headers={k: redact(v) for k, v in response.headers.items()},
             )
 
     def _retry_wait(self, method: str, url: str, reason: str, wait: float, attempt: int) -> None:
@@ -276,6 +292,9 @@ def decode_json(response: requests.Response) -> Any:
 
 
 def _describe_transport_error(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.exceptions.InvalidHeader):
+        # requests quotes the whole header value, credential included, in its message
+        return "a request header is not valid (a control character, or a leading or trailing space, in a credential?)"
     if isinstance(exc, requests.exceptions.SSLError):
         return f"TLS error: {redact(str(exc.args[0]) if exc.args else str(exc))}"
     if isinstance(exc, requests.exceptions.ConnectTimeout):
