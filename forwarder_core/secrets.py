@@ -36,7 +36,10 @@ MIN_LENGTH = 4
 
 _lock = threading.Lock()
 _known: set[str] = set()
-_ordered: list[str] = []
+_by_head: dict[str, tuple[str, ...]] = {}
+"""Each registered form under its first :data:`MIN_LENGTH` characters, so that :func:`redact`
+looks only at the forms whose head occurs in the text: 2,000 tenants' tokens are ~10,000 forms."""
+_longest = 0
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _HEX = re.compile(r"%[0-9A-F]{2}")
 
@@ -66,13 +69,13 @@ def register_secret_text(value: str) -> None:
     if not isinstance(value, str) or len(value) < MIN_LENGTH:
         return
     forms = derived_forms(value)
-    global _ordered
+    global _longest
     with _lock:
-        new = forms - _known
-        if not new:
-            return
-        _known.update(new)
-        _ordered = sorted(_known, key=len, reverse=True)
+        for form in forms - _known:
+            _known.add(form)
+            head = form[:MIN_LENGTH]
+            _by_head[head] = tuple(sorted((*_by_head.get(head, ()), form), key=len, reverse=True))
+            _longest = max(_longest, len(form))
 
 
 def register_header_value(value: str) -> None:
@@ -93,19 +96,21 @@ def register_header_value(value: str) -> None:
 
 def redact(text: str) -> str:
     """Replace every known secret value, in every derived form, in ``text`` by ``***``."""
-    if not _ordered or not text:
+    if not _known or not text:
         return text
-    known = _ordered  # replaced whole on registration, so reading it needs no lock
-    for value in known:
-        if value in text:
-            text = text.replace(value, MASK)
+    heads = {text[i:i + MIN_LENGTH] for i in range(len(text) - MIN_LENGTH + 1)}
+    with _lock:
+        found = [form for head in heads & _by_head.keys() for form in _by_head[head]]
+    for form in sorted(found, key=len, reverse=True):  # a longer form may contain a shorter one
+        if form in text:
+            text = text.replace(form, MASK)
     return text
 
 
 def redact_cut(text: str, limit: int) -> str:
     """``redact(text)[:limit]`` without redacting all of a huge text, and without leaving the
     head of a secret that a plain cut would have split in two."""
-    longest = len(_ordered[0]) if _ordered else 0
+    longest = _longest
     n = limit + longest
     while n < len(text):
         masked = redact(text[:n])
