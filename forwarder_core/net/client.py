@@ -86,7 +86,7 @@ class HttpClient:
         self.max_backoff = max_backoff
         self.backoff_factor = backoff_factor
         self.single_attempt = single_attempt
-        self._sent_credentials: set[str] = set()
+        self._seen_headers: set[str] = set()
         self.session = requests.Session()
         for prefix in ("https://", "http://"):
             self.session.mount(prefix, shared_adapter())
@@ -106,15 +106,21 @@ class HttpClient:
 
     # ------------------------------------------------------------------ helpers
 
-    def _register(self, values: Any) -> None:
-        """Register each credential header value (and so its Base64, its URL-encoded form, ...)
-        with the redactor the first time it is sent: a server that echoes the ``Authorization``
-        header, or the Base64 of ``user:password``, then leaks nothing."""
-        for value in values:
-            if isinstance(value, str) and value not in self._sent_credentials:
-                if len(self._sent_credentials) >= 64:  # a token renewed every hour for weeks
-                    self._sent_credentials.clear()
-                self._sent_credentials.add(value)
+    def _register(self, headers: Any, *, credentials: bool = False) -> None:
+        """Register each header value built from a secret (and so its Base64, its URL-encoded
+        form, ...) with the redactor the first time it is sent: a server that echoes the
+        ``Authorization`` header, or the Base64 of ``user:password``, then leaks nothing.
+
+        A value is a credential when ``credentials`` says so (an Auth's headers), when its name
+        is one of :data:`~forwarder_core.secrets.SECRET_HEADERS`, or when it holds a known secret.
+        """
+        for name, value in headers:
+            if not isinstance(value, str) or value in self._seen_headers:
+                continue
+            if len(self._seen_headers) >= 256:  # tokens renewed every hour for weeks, request ids
+                self._seen_headers.clear()
+            self._seen_headers.add(value)
+            if credentials or str(name).lower() in SECRET_HEADERS or redact(value) != value:
                 register_header_value(value)
 
     def url(self, path: str) -> str:
@@ -178,10 +184,9 @@ class HttpClient:
             req_headers = dict(headers or {})
             if self.auth is not None and auth_required:
                 credentials = self.auth.headers(self)
-                self._register(credentials.values())
+                self._register(credentials.items(), credentials=True)
                 req_headers.update(credentials)
-            self._register(v for k, v in (*self.session.headers.items(), *req_headers.items())
-                           if k.lower() in SECRET_HEADERS)
+            self._register((*self.session.headers.items(), *req_headers.items()))
             try:
                 response = self.session.request(
                     method,

@@ -99,3 +99,13 @@ def test_forwarder_configure_receives_secrets_wrapped(forwarder_once) -> None:  
     options = seen[0]["outputs"][0]["options"]
     assert isinstance(options["token"], Secret) and options["token"].reveal() == token
     assert token not in repr(seen[0]) and token not in str(seen[0])
+
+
+def test_any_header_built_from_a_secret_is_masked_with_its_derived_forms() -> None:
+    """A vendor's own header (``X-Vendor-Auth: key=<secret>;v=2``): its Base64 holds no known form
+    of the secret, so the whole value must be registered when it is sent."""
+    secret = Secret("hEader-built-s3cret")
+    value = f"key={secret.reveal()};v=2"
+    with EchoServer(400, extra=[value]) as server, pytest.raises(HttpError) as info:
+        _client(server).get_json("/x", headers={"X-Vendor-Auth": value})
+    _assert_masked(str(info.value) + info.value.body, value)
