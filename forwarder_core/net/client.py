@@ -26,10 +26,10 @@ import requests.adapters
 from forwarder_core import __version__
 from forwarder_core.errors import AuthError, HttpError, ResponseError, TransportError
 from forwarder_core.jsoncodec import decode
-from forwarder_core.net.auth import Auth, BearerAuth, call_refresh
+from forwarder_core.net.auth import Auth, BearerAuth, call_refresh, register_sent
 from forwarder_core.net.bodies import BODY_SNIPPET, snippet
 from forwarder_core.net.waits import MAX_RETRY_AFTER, ResponseWait, parse_retry_after, server_wait
-from forwarder_core.secrets import SECRET_HEADERS, redact, redact_cut, register_header_value
+from forwarder_core.secrets import redact, redact_cut
 
 if TYPE_CHECKING:
     from forwarder_core.metrics import Metrics
@@ -106,23 +106,6 @@ class HttpClient:
 
     # ------------------------------------------------------------------ helpers
 
-    def _register(self, headers: Any, *, credentials: bool = False) -> None:
-        """Register each header value built from a secret (and so its Base64, its URL-encoded
-        form, ...) with the redactor the first time it is sent: a server that echoes the
-        ``Authorization`` header, or the Base64 of ``user:password``, then leaks nothing.
-
-        A value is a credential when ``credentials`` says so (an Auth's headers), when its name
-        is one of :data:`~forwarder_core.secrets.SECRET_HEADERS`, or when it holds a known secret.
-        """
-        for name, value in headers:
-            if not isinstance(value, str) or value in self._seen_headers:
-                continue
-            if len(self._seen_headers) >= 256:  # tokens renewed every hour for weeks, request ids
-                self._seen_headers.clear()
-            self._seen_headers.add(value)
-            if credentials or str(name).lower() in SECRET_HEADERS or redact(value) != value:
-                register_header_value(value)
-
     def url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
             return path
@@ -184,9 +167,9 @@ class HttpClient:
             req_headers = dict(headers or {})
             if self.auth is not None and auth_required:
                 credentials = self.auth.headers(self)
-                self._register(credentials.items(), credentials=True)
+                register_sent(self._seen_headers, credentials.items(), credentials=True)
                 req_headers.update(credentials)
-            self._register((*self.session.headers.items(), *req_headers.items()))
+            register_sent(self._seen_headers, (*self.session.headers.items(), *req_headers.items()))
             try:
                 response = self.session.request(
                     method,
