@@ -14,7 +14,7 @@ same. The groups:
   (:class:`ResponseWait`, :func:`parse_retry_after`, :func:`epoch_header`,
   :func:`seconds_header`, :data:`MAX_RETRY_AFTER`);
 - errors: :class:`ForwarderError` and its subclasses;
-- secrets: :class:`Secret`, :func:`reveal`, :func:`redact`, :func:`register_secret_text`;
+- secrets: :class:`Secret`, :func:`reveal`, :func:`redact`, :func:`register_secret_text`, :func:`register_header_value`, :func:`read_secret_file`;
 - JSON and time helpers: canonical JSON and content ids, RFC 3339 and epoch conversions;
 - source traits as every output reads them (:func:`traits_of`, :func:`targets_of`, :func:`slug`);
 - files: :class:`LineAppender` (durable appends that survive a crash mid-line);
@@ -54,7 +54,7 @@ from forwarder_core.plugin.option_schemas import (
 )
 from forwarder_core.plugin.results import Page, PageBody, SendResult
 from forwarder_core.plugin.source_traits import DEFAULT_SEVERITY, SourceTraits, slug, targets_of, traits_of
-from forwarder_core.secrets import Secret, redact, register_secret_text, reveal
+from forwarder_core.secrets import Secret, read_secret_file, redact, register_header_value, register_secret_text, reveal
 from forwarder_core.state.durable import LineAppender
 from forwarder_core.times import (
     format_time,
@@ -82,7 +82,7 @@ __all__ = [
     "AuthError", "ConfigError", "ForwarderError", "HttpError", "OutputError", "QuarantineEvent", "ResponseError",
     "SourceError", "StateError", "TransportError",
     # secrets
-    "Secret", "redact", "register_secret_text", "reveal",
+    "Secret", "read_secret_file", "redact", "register_header_value", "register_secret_text", "reveal",
     # JSON and time
     "canonical_json", "canonical_json_bytes", "compact_json", "content_id", "decode_json_bytes",
     "format_time", "from_us", "iso_ms", "iso_us", "ms_datetime", "now_ms", "parse_ms", "parse_time", "parse_us",

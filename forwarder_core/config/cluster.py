@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from forwarder_core.config.problems import Problems
-from forwarder_core.secrets import Secret, register_secret_text, reveal
+from forwarder_core.secrets import Secret, read_secret_file, register_secret_text, reveal
 
 DEFAULT_LEASE_TTL = 30.0
 _KV_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
@@ -58,15 +58,11 @@ def cluster_settings(document: dict[str, Any], problems: Problems, need_secrets:
     dsn = block.get("dsn")
     if dsn is None and isinstance(block.get("dsn_file"), str):
         try:
-            with open(block["dsn_file"], encoding="utf-8") as fh:
-                dsn = fh.read(65536)
-        except OSError as exc:
+            dsn = read_secret_file(block["dsn_file"])  # a regular small file; never quoted in an error
+        except ValueError as exc:
             if need_secrets:
-                problems.add(("cluster", "dsn_file"), f"cannot read the secret file {block['dsn_file']}: "
-                             f"{exc.strerror or exc}")
+                problems.add(("cluster", "dsn_file"), str(exc))
             dsn = None
-        if isinstance(dsn, str) and dsn.endswith("\n"):
-            dsn = dsn[:-1]
     if isinstance(dsn, Secret):
         dsn = reveal(dsn)
     if isinstance(dsn, str) and dsn:

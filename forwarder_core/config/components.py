@@ -6,6 +6,8 @@ passed everything becomes a :class:`ComponentConfig`.
 """
 from __future__ import annotations
 
+import copy
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -13,9 +15,16 @@ from typing import Any
 
 from forwarder_core.config.problems import Problems
 from forwarder_core.config.schema import explain_errors
+from forwarder_core.config.typedvars import coerce
 from forwarder_core.plugin.context import ComponentConfig
 from forwarder_core.plugin.option_schemas import apply_defaults
-from forwarder_core.secrets import SECRET_OPTION_NAMES, Secret, register_secret_text
+from forwarder_core.secrets import (
+    SECRET_OPTION_NAMES,
+    Secret,
+    control_character,
+    read_secret_file,
+    register_secret_text,
+)
 from forwarder_core.times import parse_time
 
 
@@ -45,7 +54,8 @@ def _start_time(value: str | None) -> datetime:
 
 def _resolve_secret_files(options: dict[str, Any], names: frozenset[str], declared: Mapping[str, Any],
                           path: tuple[Any, ...], problems: Problems, report: bool) -> tuple[dict[str, Any], set[str]]:
-    """Replace ``X_file`` by the file's content as ``X`` (one trailing newline stripped).
+    """Replace ``X_file`` by the file's content as ``X`` (:func:`~forwarder_core.secrets.read_secret_file`:
+    a regular file, size-capped, one trailing newline stripped, no control character).
 
     Returns the options and the secret names whose file could not be read. Such a name is
     reported once, as the file and the OS's reason; the options schema is then not asked about
@@ -65,22 +75,39 @@ def _resolve_secret_files(options: dict[str, Any], names: frozenset[str], declar
             problems.add(path + (twin,), "must be a file path")
             continue
         try:
-            with open(file_path, encoding="utf-8") as fh:
-                content = fh.read()
-        except OSError as exc:
+            content = read_secret_file(file_path)
+        except ValueError as exc:
             if report:
-                problems.add(path + (twin,), f"cannot read the secret file {file_path}: {exc.strerror or exc}")
+                problems.add(path + (twin,), str(exc))
             unreadable.add(name)
             if twin not in declared:
                 del result[twin]
             continue
-        if content.endswith("\n"):
-            content = content[:-1]
         register_secret_text(content)
         result[name] = content
         if twin not in declared:
             del result[twin]
     return result, unreadable
+
+
+def _refuse_url_credentials(options: dict[str, Any], path: tuple[Any, ...], problems: Problems) -> set[str]:
+    """``url``/``base_url``/``*_url`` options that carry ``user:password@``: a problem each, the
+    value never shown. requests would send them as HTTP Basic instead of the configured token,
+    and a URL is quoted in every log line about a request."""
+    refused = set()
+    for key, value in options.items():
+        if not (isinstance(value, str) and isinstance(key, str) and (key in ("url", "base_url") or key.endswith("_url"))):
+            continue
+        netloc = urllib.parse.urlsplit(value.strip()).netloc if "://" in value else ""
+        userinfo = netloc.rpartition("@")[0]
+        if not userinfo:
+            continue
+        for part in (userinfo, userinfo.partition(":")[2], urllib.parse.unquote(userinfo.partition(":")[2])):
+            register_secret_text(part)
+        problems.add(path + (key,), "holds credentials (user:password@host); a URL must not carry them: give the "
+                                    "plugin's token, api_key or password option instead (value hidden)")
+        refused.add(key)
+    return refused
 
 
 def check_components(document: dict[str, Any], kind: str, registry: Any, problems: Problems,
@@ -112,10 +139,17 @@ def _check_block(block: Any, kind: str, path: tuple[Any, ...], registry: Any, pr
         if isinstance(raw_options.get(name), str):
             register_secret_text(raw_options[name])
     opt_path = path + ("options",)
+    coerce(cls.options_schema, raw_options)
+    skip = _refuse_url_credentials(raw_options, opt_path, problems)
     options, unreadable = _resolve_secret_files(raw_options, names, declared, opt_path, problems, leniency.secrets)
+    skip |= unreadable
+    for name in names:
+        value = options.get(name)
+        if name not in unreadable and isinstance(value, str) and control_character(value) is not None:
+            problems.add(opt_path + (name,), "holds a control character or a line break (hidden, it is a secret)")
+            skip.add(name)
     # An option whose ${VAR} is unset was reported as such (or forgiven, for a read-only command):
     # what the schema says of the empty value in its place would say the same thing again.
-    skip = set(unreadable)
     skip |= {p[len(opt_path)] for p in leniency.unresolved if p[:len(opt_path)] == opt_path and len(p) > len(opt_path)}
     before = len(problems.lines)
     for error in explain_errors(cls.options_schema, options, schema_id=f"{cls.type_name} options"):
@@ -142,6 +176,25 @@ def _check_block(block: Any, kind: str, path: tuple[Any, ...], registry: Any, pr
         sources=block.get("sources"), buffer=block.get("buffer", "memory"),
         buffer_max_bytes=block.get("buffer_max_bytes"), file=file, line=line,
     )
+
+
+def plugin_view(document: dict[str, Any], plugins: Any) -> dict[str, Any]:
+    """A copy of the config document as ``forwarder_configure`` hands it to plugins: each
+    component's secret options (the standard names and its plugin's ``secret_options``) wrapped
+    in :class:`Secret`, so a plugin that logs, raises with or prints the document shows ``***``."""
+    view = copy.deepcopy(document)
+    for kind, registry in (("sources", plugins.sources), ("outputs", plugins.outputs)):
+        blocks = view.get(kind)
+        for block in blocks if isinstance(blocks, list) else []:
+            options = block.get("options") if isinstance(block, dict) else None
+            if not isinstance(options, dict):
+                continue
+            registered = registry.get(block.get("type")) if registry is not None else None
+            names = secret_names(registered.cls) if registered is not None else SECRET_OPTION_NAMES
+            for name in names:
+                if isinstance(options.get(name), str):
+                    options[name] = Secret(options[name])
+    return view
 
 
 def check_names_and_routes(document: dict[str, Any], problems: Problems) -> None:

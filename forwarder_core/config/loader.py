@@ -19,10 +19,12 @@ from forwarder_core.config.cluster import ClusterSettings, cluster_settings
 from forwarder_core.config.components import Leniency, check_components, check_names_and_routes
 from forwarder_core.config.problems import Problems
 from forwarder_core.config.schema import explain_errors, load_schema
+from forwarder_core.config.typedvars import coerce
 from forwarder_core.config.yamlsource import Located, expand_vars, json_path, read_yaml
 from forwarder_core.errors import ConfigError
 from forwarder_core.plugin.context import ComponentConfig
 from forwarder_core.secrets import SECRET_OPTION_NAMES
+from forwarder_core.state.checkpoint import store_problems
 from forwarder_core.state.statedir import state_dir_problems
 
 DEFAULT_CONFIG = "/etc/siem-forwarder/config.yaml"
@@ -101,6 +103,7 @@ def _read_files(files: list[str]) -> list[Located]:
         except ValueError as exc:
             problems.append(str(exc))
             continue
+        problems.extend(located.problems)
         if located.data is None:
             located.data = {}
         if not isinstance(located.data, dict):
@@ -195,7 +198,7 @@ def load_config(path: str, plugin_loader: Callable[[list[str]], Any], env: Mappi
 
     expansion_problems: list[tuple[tuple[Any, ...], str]] = []
     inline: set[tuple[Any, ...]] = set()
-    document = expand_vars(merged, env, (), expansion_problems, inline)
+    document = coerce(load_schema("config.schema.json"), expand_vars(merged, env, (), expansion_problems, inline))
     for p, message in expansion_problems:
         if need_secrets or not _inside_options(p):
             problems.add(p, message)
@@ -218,7 +221,8 @@ def load_config(path: str, plugin_loader: Callable[[list[str]], Any], env: Mappi
     cluster = cluster_settings(document, problems, need_secrets)
     if check_state_dir and ("state_dir",) not in broken:
         where = ("state_dir",) if "state_dir" in document else ()
-        for problem in state_dir_problems(resolve_state_dir(document, env)):
+        state_dir = resolve_state_dir(document, env)
+        for problem in state_dir_problems(state_dir) + store_problems(state_dir):
             problems.add(where, problem)
     problems.raise_if_any()
     document = {k: v for k, v in document.items() if k != "cluster"}  # the DSN stays in ClusterSettings only

@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from forwarder_core.config.components import plugin_view
 from forwarder_core.config.loader import Config
 from forwarder_core.engine import workers
 from forwarder_core.engine.delivery import OutputRunner
@@ -106,7 +107,7 @@ def build_app(config: Config, plugins: PluginSet, *, metrics: Metrics | None = N
     except BaseException:
         app.close()
         raise
-    hooks.forwarder_configure(config=config.document)
+    hooks.forwarder_configure(config=plugin_view(config.document, plugins))
     return app
 
 

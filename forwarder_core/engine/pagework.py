@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from forwarder_core.config.components import Leniency, check_components
+from forwarder_core.config.components import Leniency, check_components, plugin_view
 from forwarder_core.config.problems import Problems
 from forwarder_core.config.yamlsource import Located
 from forwarder_core.engine.prepare import Preparer, Rejected
@@ -162,7 +162,7 @@ class _Worker:
         for comp in check_components(document, "outputs", plugins.outputs, problems, set(), Leniency()):
             if comp is not None and comp.name in outputs:
                 self.outputs[comp.name] = instantiate(plugins.outputs, comp, state_dir, self.metrics, stop)
-        hooks.forwarder_configure(config=document)
+        hooks.forwarder_configure(config=plugin_view(document, plugins))
 
     def run(self, task: PageTask) -> PageWork:
         prepared = self.preparers[task.source].prepare(task.page_items(), task.ids)

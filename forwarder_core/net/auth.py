@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from forwarder_core.errors import AuthError
 from forwarder_core.net.bodies import snippet
-from forwarder_core.secrets import reveal
+from forwarder_core.secrets import SECRET_HEADERS, redact, register_header_value, reveal
 
 if TYPE_CHECKING:
     from requests import Response
@@ -77,4 +77,23 @@ def call_refresh(auth: Auth, client: HttpClient, response: Response) -> None:
         auth.refresh(client)
 
 
-__all__ = ["Auth", "BearerAuth"]  # call_refresh is the client's, not a plugin's
+def register_sent(seen: set[str], headers: Any, *, credentials: bool = False) -> None:
+    """Register each header value built from a secret (and so its Base64, its URL-encoded
+    form, ...) with the redactor the first time a client sends it: a server that echoes the
+    ``Authorization`` header, or the Base64 of ``user:password``, then leaks nothing.
+
+    A value is a credential when ``credentials`` says so (an Auth's headers), when its name is
+    one of :data:`~forwarder_core.secrets.SECRET_HEADERS`, or when it holds a known secret.
+    ``seen`` is the client's memory of the values already looked at.
+    """
+    for name, value in headers:
+        if not isinstance(value, str) or value in seen:
+            continue
+        if len(seen) >= 256:  # tokens renewed every hour for weeks, request ids
+            seen.clear()
+        seen.add(value)
+        if credentials or str(name).lower() in SECRET_HEADERS or redact(value) != value:
+            register_header_value(value)
+
+
+__all__ = ["Auth", "BearerAuth"]  # call_refresh and register_sent are the client's, not a plugin's

@@ -27,10 +27,10 @@ from forwarder_core import __version__
 from forwarder_core.errors import AuthError, HttpError, ResponseError, TransportError
 from forwarder_core.jsoncodec import decode
 from forwarder_core.metrics import PER_CLIENT
-from forwarder_core.net.auth import Auth, BearerAuth, call_refresh
+from forwarder_core.net.auth import Auth, BearerAuth, call_refresh, register_sent
 from forwarder_core.net.bodies import BODY_SNIPPET, snippet
 from forwarder_core.net.waits import MAX_RETRY_AFTER, ResponseWait, parse_retry_after, server_wait
-from forwarder_core.secrets import redact
+from forwarder_core.secrets import redact, redact_cut
 
 if TYPE_CHECKING:
     from forwarder_core.metrics import Metrics
@@ -91,6 +91,7 @@ class HttpClient:
         self.max_backoff = max_backoff
         self.backoff_factor = backoff_factor
         self.single_attempt = single_attempt
+        self._seen_headers: set[str] = set()
         self.session = requests.Session()
         for prefix in ("https://", "http://"):
             self.session.mount(prefix, shared_adapter())
@@ -170,7 +171,10 @@ class HttpClient:
                 raise TransportError(f"{self.component}: stopped before {method} {redact(url)}")
             req_headers = dict(headers or {})
             if self.auth is not None and auth_required:
-                req_headers.update(self.auth.headers(self))
+                credentials = self.auth.headers(self)
+                register_sent(self._seen_headers, credentials.items(), credentials=True)
+                req_headers.update(credentials)
+            register_sent(self._seen_headers, (*self.session.headers.items(), *req_headers.items()))
             try:
                 response = self.session.request(
                     method,
@@ -235,8 +239,8 @@ class HttpClient:
                 + (f" after {attempt} attempts" if attempt > 1 else "")
                 + f": {snippet(response.text)}",
                 status=status,
-                body=redact(response.text[:4096]),
-                headers=dict(response.headers),
+                body=redact_cut(response.text, 4096),
+                headers={k: redact(v) for k, v in response.headers.items()},
             )
 
     def _retry_wait(self, method: str, url: str, reason: str, wait: float, attempt: int) -> None:
@@ -281,6 +285,9 @@ def decode_json(response: requests.Response) -> Any:
 
 
 def _describe_transport_error(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.exceptions.InvalidHeader):
+        # requests quotes the whole header value, credential included, in its message
+        return "a request header is not valid (a control character, or a leading or trailing space, in a credential?)"
     if isinstance(exc, requests.exceptions.SSLError):
         return f"TLS error: {redact(str(exc.args[0]) if exc.args else str(exc))}"
     if isinstance(exc, requests.exceptions.ConnectTimeout):

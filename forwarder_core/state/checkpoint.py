@@ -19,10 +19,12 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
 from forwarder_core.errors import StateError
+from forwarder_core.secrets import redact_cut
 from forwarder_core.state.ledger import Ledger
 from forwarder_core.state.nofollow import same_file, sqlite_file
 
@@ -156,7 +158,7 @@ class CheckpointStore:
         """Remember how the source's latest poll ended (``caught up``, or why it failed)."""
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO polls (source, time, ok, outcome) VALUES (?, ?, ?, ?)",
-                             (source, time.time(), int(ok), outcome[:500]))
+                             (source, time.time(), int(ok), redact_cut(outcome, 500)))
 
     def polls(self) -> dict[str, PollOutcome]:
         with self._lock:
@@ -172,3 +174,39 @@ class CheckpointStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def store_problems(state_dir: str) -> list[str]:
+    """What would make ``run``/``once`` refuse the checkpoint store (exit 74), found read-only.
+
+    For ``check``: the store is opened as SQLite's read-only URI (no lock taken, nothing
+    created, so a running daemon is left alone), its pages checked as :class:`CheckpointStore`
+    checks them, and each cursor parsed. A store that does not exist yet is no problem.
+    """
+    path = os.path.join(state_dir, FILENAME)
+    if not os.path.lexists(path):
+        return []
+    refused = (f"checkpoint store {path} is unreadable ({{}}); run and once would refuse it. Restore it from a "
+               f"backup, or move it away to start every source from its start_time again")
+    try:
+        db = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as exc:
+        return [refused.format(exc)]
+    try:
+        row = db.execute("PRAGMA quick_check").fetchone()
+        if not row or row[0] != "ok":
+            return [refused.format(f"integrity check failed: {row[0] if row else 'no answer'}")]
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "checkpoints" not in tables:
+            return []
+        bad = []
+        for source, cursor in db.execute("SELECT source, cursor FROM checkpoints ORDER BY source"):
+            try:
+                json.loads(cursor)
+            except (TypeError, ValueError):
+                bad.append(f"checkpoint of source {source!r} in {path} is not valid JSON; run and once would refuse it")
+        return bad
+    except sqlite3.Error as exc:
+        return [refused.format(exc)]
+    finally:
+        db.close()

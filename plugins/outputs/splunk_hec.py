@@ -244,7 +244,7 @@ class SplunkHec(Output):
         """One request and what HEC's answer means for each of its events."""
         status, body, headers = self._post(chunk, batch)
         code = body.get("code") if isinstance(body, dict) else None
-        text = body.get("text", "") if isinstance(body, dict) else snippet(str(body))
+        text = snippet(str(body.get("text", "")) if isinstance(body, dict) else str(body))
         self.metrics.inc("hec_responses_total", output=self.name,
                          code=str(code) if code is not None else f"http_{status}")
         kind = classify(status, code)
@@ -325,7 +325,7 @@ class SplunkHec(Output):
             return {int(k): v is True for k, v in body["acks"].items()}
         code = body.get("code") if isinstance(body, dict) else None
         if code in PAUSE_CODES:
-            text = body.get("text", "") if isinstance(body, dict) else ""
+            text = snippet(str(body.get("text", ""))) if isinstance(body, dict) else ""
             raise OutputError(
                 f"Splunk HEC refused the ack query ({resp.status_code}, code {code} \"{text}\"): "
                 f"{_PAUSE_HINTS.get(code, 'check the output configuration')}",
@@ -359,7 +359,7 @@ class SplunkHec(Output):
         body = _json_or_none(probe)
         code = body.get("code") if isinstance(body, dict) else None
         if code in PAUSE_CODES:
-            raise OutputError(f"HEC refused the token (code {code} \"{body.get('text', '')}\"): "
+            raise OutputError(f"HEC refused the token (code {code} \"{snippet(str(body.get('text', '')))}\"): "
                               f"{_PAUSE_HINTS.get(code, '')}", pause=True)
         if code != 5:
             raise OutputError(f"unexpected answer to the token check: "

@@ -356,9 +356,9 @@ def _describe(body: Any) -> str:
         error = body.get("error")
         if isinstance(error, dict):
             extra = error.get("additional_unsuccessful_credentials")
-            return f"{error.get('type', 'error')}: {error.get('reason', '')}" + (f" ({extra})" if extra else "")
+            return snippet(f"{error.get('type', 'error')}: {error.get('reason', '')}" + (f" ({extra})" if extra else ""))
         if isinstance(error, str):
-            return error
+            return snippet(error)
         return snippet(json.dumps(body))
     return snippet(str(body)) if body else "empty body"
 

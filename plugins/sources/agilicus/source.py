@@ -48,7 +48,7 @@ from forwarder_core.plugin_api import (
     iso_us,
     parse_time,
     parse_us,
-    register_secret_text,
+    read_secret_file,
     reveal,
     source_options_schema,
     to_us,
@@ -93,13 +93,11 @@ class AgilicusAuth(Auth):
         assert self.path is not None
         try:
             st = os.stat(self.path)
-            with open(self.path, encoding="utf-8") as fh:
-                text = fh.read().strip()
+            text = read_secret_file(self.path)
         except OSError as exc:
             raise AuthError(f"{self.component}: cannot read token_file {self.path}: {exc.strerror}") from None
-        if not text:
-            raise AuthError(f"{self.component}: token_file {self.path} is empty")
-        register_secret_text(text)
+        except ValueError as exc:  # not a regular file, too large, a control character: never its content
+            raise AuthError(f"{self.component}: {exc}") from None
         self._token = text
         self._stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
 
