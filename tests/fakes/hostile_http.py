@@ -190,9 +190,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trickle", type=float, default=2.0)
     parser.add_argument("--token", default="2/1204/1207:fake-service-account")
     parser.add_argument("--ready-file")
+    parser.add_argument("--answering-file", help="created when the first hostile answer starts")
     args = parser.parse_args(argv)
     fake = HostileAsana(events=args.events, span=3600, token=args.token, trickle=args.trickle)
     fake.hostile(args.mode, every=args.every)
+    if args.answering_file:
+        marker = args.answering_file
+
+        def mark() -> None:
+            fake.answering.wait()
+            with open(marker, "w"):
+                pass
+
+        threading.Thread(target=mark, daemon=True).start()
     serve_forever_cli(fake, args.ready_file)
 
 
