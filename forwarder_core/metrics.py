@@ -34,6 +34,8 @@ CORE_METRICS: dict[str, tuple[str, str]] = {
     "siem_forwarder_output_errors_total": ("counter", "Batches an output failed to take as a whole."),
     "siem_forwarder_http_requests_total": ("counter", "HTTP requests by component and status (0 = no answer)."),
     "siem_forwarder_http_retries_total": ("counter", "HTTP requests retried by the core client."),
+    "siem_forwarder_http_responses_refused_total": ("counter", "HTTP responses cut off by a bound, by reason: "
+                                                    "too_large (max_response_bytes) or deadline (request_deadline)."),
     "siem_forwarder_rate_limit_waits_total": ("counter", "Waits on 429/Retry-After."),
     "siem_forwarder_rate_limit_wait_seconds_total": ("counter", "Seconds spent waiting on rate limits."),
     "siem_forwarder_cursor_lag_seconds": ("gauge", "Now minus the newest delivered event time, per source."),

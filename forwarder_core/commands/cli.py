@@ -207,7 +207,8 @@ def cmd_once(args: argparse.Namespace) -> int:
     give_up = float(config.setting("delivery", "once_give_up_after", 120))
     try:
         with ProgressReporter([r.name for r in app.sources], sys.stderr) as reporter:
-            results = run_sources_once(app, progress=reporter.update, give_up_after=give_up)
+            results = run_sources_once(app, progress=reporter.update, give_up_after=give_up,
+                                       shutdown_timeout=float(config.settings.get("shutdown_timeout", 30)))
         buffered = drain_buffers(app, give_up)
     finally:
         app.close()

@@ -1,6 +1,7 @@
 """Assembling a running forwarder from a validated config: outputs, sources, state."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -153,8 +154,14 @@ def _plugin_series(metrics: Metrics, component: Any) -> None:
                     component.name, type(exc).__name__, exc)
 
 
-def run_sources_once(app: App, progress: Progress | None = None, give_up_after: float | None = None) -> list[SourceResult]:
-    """Run every source until caught up, ``max_concurrent_polls`` at a time (:mod:`forwarder_core.engine.pollpool`)."""
+def run_sources_once(app: App, progress: Progress | None = None, give_up_after: float | None = None,
+                     shutdown_timeout: float | None = None) -> list[SourceResult]:
+    """Run every source until caught up, ``max_concurrent_polls`` at a time (:mod:`forwarder_core.engine.pollpool`).
+
+    Once the stop event is set, the polls still running get ``shutdown_timeout`` seconds to end;
+    one that has not (its plugin blocked where the stop cannot reach) is abandoned, its page
+    uncommitted, and reported as such.
+    """
     results: dict[str, SourceResult] = {}
 
     def done(runner: SourceRunner, result: SourceResult) -> None:
@@ -165,13 +172,25 @@ def run_sources_once(app: App, progress: Progress | None = None, give_up_after: 
     for runner in app.sources:
         pool.submit(runner)
     pool.start()
+    abandoned: dict[str, SourceResult] = {}
     try:
-        pool.wait_idle()
+        if not pool.wait_idle(shutdown_timeout):
+            abandoned = {name: _abandoned(result, shutdown_timeout) for name, result in dict(pool.in_flight).items()}
+            log.warning("stopping: source(s) %s still busy %.0fs after the stop were abandoned; their cursors did "
+                        "not move, so their pages will be read again on the next run",
+                        ", ".join(sorted(abandoned)), shutdown_timeout or 0)
     finally:
-        pool.close()
+        pool.close(0 if abandoned else None)
     if pool.error is not None:
         raise pool.error
-    return [results.get(r.name) or _not_polled(r, progress) for r in app.sources]
+    return [results.get(r.name) or abandoned.get(r.name) or _not_polled(r, progress) for r in app.sources]
+
+
+def _abandoned(result: SourceResult, after: float | None) -> SourceResult:
+    """A copy of the result of a poll still running when ``once`` gave up on it (its thread may
+    still run: the store is not touched for it)."""
+    return dataclasses.replace(result, done=False, error=f"stopped: still busy {after or 0:.0f}s after the stop "
+                                                         f"(shutdown_timeout); abandoned, its page not committed")
 
 
 def _not_polled(runner: SourceRunner, progress: Progress | None) -> SourceResult:

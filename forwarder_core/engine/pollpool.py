@@ -57,6 +57,8 @@ class PollPool:
         self.admit = admit
         """Asked before a new poll starts; False drops it (a fleet's source held by another instance)."""
         self.running: dict[str, float] = {}
+        self.in_flight: dict[str, SourceResult] = {}
+        """The result so far of each poll holding a slot (what ``once`` reports of one it abandons)."""
         self.error: LedgerError | None = None
         self._cond = threading.Condition()
         self._ready: deque[tuple[SourceRunner, Poll | None]] = deque()
@@ -86,12 +88,22 @@ class PollPool:
         with self._cond:
             return name in self.running or any(r.name == name and p is not None for r, p in self._ready)
 
-    def wait_idle(self) -> None:
+    def wait_idle(self, grace: float | None = None) -> bool:
         """Return when no poll is running or due (``once``: every source has caught up), or, once
-        the stop event is set, when the polls running have stopped."""
+        the stop event is set, when the polls running have stopped: True then. With ``grace``,
+        return False instead when polls still run ``grace`` seconds after the stop event was seen
+        (a plugin blocked where the stop cannot reach it): the caller abandons them."""
+        stopped_at: float | None = None
         with self._cond:
             while self._busy or ((self._ready or self._timed) and not self.stop.is_set()):
-                self._cond.wait(_IDLE_WAKE)
+                wait = _IDLE_WAKE
+                if grace is not None and self.stop.is_set():
+                    stopped_at = stopped_at if stopped_at is not None else time.monotonic()
+                    wait = min(wait, stopped_at + grace - time.monotonic())
+                    if wait <= 0:
+                        return False
+                self._cond.wait(wait)
+        return True
 
     def close(self, timeout: float | None = None) -> bool:
         """Let every slot finish the page in hand and end; end the polls still queued.
@@ -153,6 +165,7 @@ class PollPool:
         try:
             if poll is None:
                 poll = runner.open_poll()
+            self.in_flight[runner.name] = poll.result
             ended = runner.run_slice(poll, fetcher, give_up_after=self.give_up_after, progress=self._beat,
                                      max_pages=SLICE_PAGES, max_seconds=SLICE_SECONDS, others_waiting=self._waiting)
             if ended:
@@ -168,6 +181,7 @@ class PollPool:
         finally:
             with self._cond:
                 self.running.pop(runner.name, None)
+                self.in_flight.pop(runner.name, None)
                 self._busy -= 1
                 if not ended and poll is not None:
                     self._ready.append((runner, poll))

@@ -8,11 +8,14 @@ or an HTTP date) or the vendor's own signal, read by the plugin's ``response_wai
 (:mod:`forwarder_core.net.waits`). It never retries other 4xx. On a 401 it asks the
 :class:`~forwarder_core.net.auth.Auth` to refresh once, handing it the refused response, and tries
 again. Every message it produces passes through :func:`forwarder_core.secrets.redact`.
+
+Each response is read as a stream within ``max_response_bytes`` (:mod:`forwarder_core.net.limits`)
+and each attempt is cut off at its total deadline, or at once when the stop event is set
+(:mod:`forwarder_core.net.inflight`); neither is retried.
 """
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 import time
@@ -25,10 +28,12 @@ import requests.adapters
 
 from forwarder_core import __version__
 from forwarder_core.errors import AuthError, HttpError, ResponseError, TransportError
-from forwarder_core.jsoncodec import decode
 from forwarder_core.metrics import PER_CLIENT
 from forwarder_core.net.auth import Auth, BearerAuth, call_refresh, register_sent
-from forwarder_core.net.bodies import BODY_SNIPPET, snippet
+from forwarder_core.net.bodies import snippet
+from forwarder_core.net.failures import cut_off, decode_json
+from forwarder_core.net.inflight import InFlight, WatchedAdapter, current, watching
+from forwarder_core.net.limits import ACCEPT_ENCODING, DEADLINE_FACTOR, DEFAULT_MAX_RESPONSE_BYTES, consume
 from forwarder_core.net.waits import MAX_RETRY_AFTER, ResponseWait, parse_retry_after, server_wait
 from forwarder_core.secrets import redact, redact_cut
 
@@ -53,7 +58,7 @@ def shared_adapter() -> requests.adapters.HTTPAdapter:
     keeps its own headers and cookies, and urllib3 keys a pool by the TLS verification, CA
     file and client certificate as well as the host, so no two settings share a socket.
     """
-    return requests.adapters.HTTPAdapter(pool_connections=SHARED_POOL_SIZE, pool_maxsize=SHARED_POOL_SIZE)
+    return WatchedAdapter(pool_connections=SHARED_POOL_SIZE, pool_maxsize=SHARED_POOL_SIZE)
 
 
 class HttpClient:
@@ -80,6 +85,8 @@ class HttpClient:
         self.response_wait = response_wait
         self.base_url = (base_url or options.get("base_url") or options.get("url") or "").rstrip("/")
         self.timeout = float(options.get("timeout", 30))
+        self.max_response_bytes = int(options.get("max_response_bytes") or DEFAULT_MAX_RESPONSE_BYTES)
+        self.request_deadline = float(options["request_deadline"]) if options.get("request_deadline") else None
         self.metrics = metrics
         if metrics is not None:
             for name in PER_CLIENT:
@@ -96,6 +103,8 @@ class HttpClient:
         for prefix in ("https://", "http://"):
             self.session.mount(prefix, shared_adapter())
         self.session.headers["User-Agent"] = USER_AGENT
+        self.session.headers["Accept-Encoding"] = ACCEPT_ENCODING
+        self.session.hooks["response"].append(self._read_body)
         self.session.trust_env = True
         verify: bool | str = bool(options.get("tls_verify", True))
         if verify and options.get("ca_file"):
@@ -119,6 +128,16 @@ class HttpClient:
     def _count(self, status: int) -> None:
         if self.metrics is not None:
             self.metrics.inc("http_requests_total", component=self.component, status=str(status))
+
+    def _read_body(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+        """requests' response hook (every response, redirects included): the body, bounded."""
+        flight = current()
+        consume(response, flight, flight.limit if flight is not None else self.max_response_bytes)
+        return response
+
+    def _refused(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.inc("http_responses_refused_total", component=self.component, reason=reason)
 
     def sleep(self, seconds: float) -> None:
         """Wait, but wake at once on shutdown (then raise, so no half-done work is committed)."""
@@ -175,22 +194,26 @@ class HttpClient:
                 register_sent(self._seen_headers, credentials.items(), credentials=True)
                 req_headers.update(credentials)
             register_sent(self._seen_headers, (*self.session.headers.items(), *req_headers.items()))
+            flight = InFlight(seconds=self.request_deadline or DEADLINE_FACTOR * (timeout or self.timeout),
+                              stop=self.stop, limit=self.max_response_bytes)
             try:
-                response = self.session.request(
-                    method,
-                    url,
-                    params=params,
-                    json=json_body,
-                    data=data,
-                    headers=req_headers,
-                    timeout=timeout or self.timeout,
-                    # Explicit, because requests lets $REQUESTS_CA_BUNDLE override session.verify,
-                    # which would silently ignore the configured ca_file.
-                    verify=self.session.verify,
-                )
-            except requests.RequestException as exc:
+                with watching(flight):
+                    response = self.session.request(
+                        method,
+                        url,
+                        params=params,
+                        json=json_body,
+                        data=data,
+                        headers=req_headers,
+                        timeout=timeout or self.timeout,
+                        # Explicit, because requests lets $REQUESTS_CA_BUNDLE override session.verify,
+                        # which would silently ignore the configured ca_file.
+                        verify=self.session.verify,
+                        stream=True,  # the body is read by _read_body, bounded
+                    )
+            except Exception as exc:
                 self._count(0)
-                reason = _describe_transport_error(exc)
+                reason = cut_off(f"{method} {redact(url)}", self.component, flight, exc, self._refused)
                 if not retry or attempt >= tries:
                     raise TransportError(
                         f"{method} {redact(url)}: {reason}"
@@ -261,51 +284,6 @@ class HttpClient:
     def json(self, response: requests.Response) -> Any:
         """Decode a JSON body, or raise :class:`ResponseError` saying what came instead."""
         return decode_json(response)
-
-
-def decode_json(response: requests.Response) -> Any:
-    """Decode a JSON body, or raise :class:`ResponseError` naming what came instead."""
-    ctype = response.headers.get("Content-Type", "")
-    where = f"{response.request.method} {redact(response.url)}" if response.request is not None else redact(response.url)
-    body = response.content
-    if not body.strip():
-        raise ResponseError(f"{where}: empty body where JSON was expected (status {response.status_code})")
-    try:
-        return decode(body)
-    except RecursionError:  # hostile or broken nesting: the decoder's depth limit, not a crash
-        raise ResponseError(f"{where}: JSON nested too deeply to decode ({len(body)} bytes)") from None
-    except ValueError as exc:
-        text = body[:BODY_SNIPPET].decode("utf-8", "replace")
-        if "html" in ctype.lower() or text.lstrip().lower().startswith(("<!doctype", "<html")):
-            kind = f"an HTML page ({ctype or 'no content type'})"
-        else:
-            kind = (f"invalid or truncated JSON ({exc.msg} at byte {exc.pos} of {len(body)})"
-                    if isinstance(exc, json.JSONDecodeError) else "invalid JSON")
-        raise ResponseError(f"{where}: expected JSON, got {kind}: {snippet(text)}") from None
-
-
-def _describe_transport_error(exc: requests.RequestException) -> str:
-    if isinstance(exc, requests.exceptions.InvalidHeader):
-        # requests quotes the whole header value, credential included, in its message
-        return "a request header is not valid (a control character, or a leading or trailing space, in a credential?)"
-    if isinstance(exc, requests.exceptions.SSLError):
-        return f"TLS error: {redact(str(exc.args[0]) if exc.args else str(exc))}"
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return "connection timed out"
-    if isinstance(exc, requests.exceptions.ReadTimeout):
-        return "timed out waiting for the response"
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        text = str(exc)
-        if "Connection refused" in text:
-            return "connection refused"
-        if "Name or service not known" in text or "Temporary failure in name resolution" in text:
-            return "host name not found"
-        if "RemoteDisconnected" in text or "Connection aborted" in text or "reset" in text.lower():
-            return "connection closed by the server before a complete response"
-        return f"connection failed: {redact(text)[:200]}"
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-        return "response truncated (connection broken mid-body)"
-    return f"{type(exc).__name__}: {redact(str(exc))[:200]}"
 
 
 __all__ = [

@@ -6,8 +6,16 @@ from typing import Any
 TLS_OPTIONS: dict[str, Any] = {
     "tls_verify": {"type": "boolean", "default": True, "description": "Verify the server's TLS certificate."},
     "ca_file": {"type": "string", "minLength": 1, "description": "PEM bundle of CAs to trust instead of the system store."},
-    "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 30, "description": "Seconds per HTTP request."},
+    "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 30,
+                "description": "Seconds the HTTP client waits for a connection or for the next bytes of an answer."},
+    "request_deadline": {"type": "number", "exclusiveMinimum": 0,
+                         "description": "Seconds one HTTP request may take in all, however the server trickles "
+                                        "its bytes (default 5 x timeout)."},
+    "max_response_bytes": {"type": "integer", "minimum": 1024, "default": 64 * 1024 * 1024,
+                           "description": "Bytes of one HTTP response, on the wire and once decompressed; "
+                                          "a larger one is refused unread (default 64 MiB)."},
 }
+"""The options of every HTTP plugin (sources and HTTP outputs alike): TLS, and the client's bounds."""
 
 
 def source_options_schema(

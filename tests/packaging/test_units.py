@@ -145,3 +145,34 @@ def test_shipped_config_passes_check() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK (0 source(s), 1 output(s)" in result.stdout
+
+
+def _bytes(value: str) -> int:
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    return int(value[:-1]) * units[value[-1]] if value[-1] in units else int(value)
+
+
+MEASURED_PEAK_MB = 309
+"""The default workload's peak RSS, all processes (bench/RESULTS.md: 1,000,000 Incydr events)."""
+MEASURED_THREADS = 40
+"""The default workload's peak threads (bench/RESULTS.md: 2,000 sources, the default pool)."""
+DECODED_PER_BYTE = 6
+"""A JSON page held while decoded costs about 5.8 times its size (64 MiB: the body twice, 244 MB of objects)."""
+
+
+@pytest.mark.parametrize("unit", sorted(set(UNITS.values())))
+def test_memory_is_bounded_with_room_for_the_default_workload_and_two_largest_pages(unit: str) -> None:
+    from forwarder_core.plugin.option_schemas import TLS_OPTIONS
+
+    (memory_max,) = unit_settings(PACKAGING / unit)["MemoryMax"]
+    largest_page = TLS_OPTIONS["max_response_bytes"]["default"]
+    room = MEASURED_PEAK_MB * 1024**2 + 2 * DECODED_PER_BYTE * largest_page
+    assert room <= _bytes(memory_max) <= 4 * 1024**3, memory_max
+
+
+@pytest.mark.parametrize("unit", sorted(set(UNITS.values())))
+def test_tasks_are_bounded_with_room_for_the_default_pool(unit: str) -> None:
+    schema = json.loads((REPO / "schemas" / "config.schema.json").read_text())
+    slots = schema["properties"]["max_concurrent_polls"]["default"]
+    (tasks_max,) = unit_settings(PACKAGING / unit)["TasksMax"]
+    assert max(MEASURED_THREADS, 2 * slots + 10) * 4 <= int(tasks_max) <= 1024, tasks_max
