@@ -46,6 +46,8 @@ CORE_METRICS: dict[str, tuple[str, str]] = {
     "siem_forwarder_ledger_unbalanced_total": ("counter", "Pages whose ledger did not balance: a bug, logged at ERROR."),
     "siem_forwarder_worker_failures_total": ("counter", "Pages a worker process failed to prepare (it died, or raised); "
                                              "each was prepared again in the main process."),
+    "siem_forwarder_plugin_errors_total": ("counter", "Calls in which a plugin raised or answered a wrong value, by "
+                                           "plugin and hook; none counted an event as delivered or filtered."),
 }
 
 
