@@ -116,6 +116,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     if loaded is None:
         return EX_CONFIG
     config, plugins = loaded
+    from forwarder_core.engine.app import configure_plugins
+    from forwarder_core.errors import ConfigError
+
+    try:
+        configure_plugins(config, plugins)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem)
+        return EX_CONFIG
     print(f"{args.config}: OK ({len(config.sources)} source(s), {len(config.outputs)} output(s); "
           f"state in {config.state_dir})")
     if not args.connect:
@@ -175,7 +184,8 @@ def cmd_once(args: argparse.Namespace) -> int:
     give_up = float(config.setting("delivery", "once_give_up_after", 120))
     try:
         with ProgressReporter([r.name for r in app.sources], sys.stderr) as reporter:
-            results = run_sources_once(app, progress=reporter.update, give_up_after=give_up)
+            results = run_sources_once(app, progress=reporter.update, give_up_after=give_up,
+                                       grace=float(config.settings.get("shutdown_timeout", 30)))
         buffered = drain_buffers(app, give_up)
     finally:
         app.close()

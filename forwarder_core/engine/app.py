@@ -15,8 +15,9 @@ from forwarder_core.engine.pollpool import PollPool
 from forwarder_core.engine.polls import Progress, SourceResult
 from forwarder_core.errors import ConfigError
 from forwarder_core.metrics import Metrics
+from forwarder_core.plugin.hooks import PluginError
 from forwarder_core.plugin.manager import PluginSet
-from forwarder_core.plugin.registry import instantiate
+from forwarder_core.plugin.registry import instantiate, plugin_of
 from forwarder_core.state.checkpoint import CheckpointStore
 from forwarder_core.state.setaside import DEAD_LETTER, QUARANTINE, SetAside
 from forwarder_core.state.statedir import StateLock, ensure_state_dir
@@ -53,8 +54,10 @@ class App:
 
 
 def build_app(config: Config, plugins: PluginSet, *, metrics: Metrics | None = None,
-              stop: threading.Event | None = None, only_sources: list[str] | None = None) -> App:
-    """Open the state directory (locked), construct every output and source."""
+              stop: threading.Event | None = None, only_sources: list[str] | None = None,
+              configured: bool = False) -> App:
+    """Open the state directory (locked), construct every output and source, configure the plugins
+    (unless ``configured``: a reload has done it before it stopped the running config)."""
     metrics = metrics or Metrics()
     stop = stop or threading.Event()
     state_dir = ensure_state_dir(config.state_dir)
@@ -71,7 +74,8 @@ def build_app(config: Config, plugins: PluginSet, *, metrics: Metrics | None = N
         max_backoff = float(config.setting("delivery", "max_backoff", 300))
         for comp in config.outputs:
             output = instantiate(plugins.outputs, comp, state_dir, metrics, stop)
-            runner: Any = OutputRunner(output, dead_letter, metrics, stop, max_backoff=max_backoff)
+            runner: Any = OutputRunner(output, dead_letter, metrics, stop, max_backoff=max_backoff,
+                                       plugin=plugin_of(plugins.outputs, comp.type))
             if comp.buffer == "disk":
                 runner = BufferedOutputRunner(runner, state_dir, comp.buffer_max_bytes)
                 runner.start()
@@ -97,15 +101,32 @@ def build_app(config: Config, plugins: PluginSet, *, metrics: Metrics | None = N
             app.sources.append(runner)
         if config.workers > 0:
             app.workers = workers.attach(config, plugins, app.sources, stop, metrics)
+        if not configured:
+            configure_plugins(config, plugins)
     except BaseException:
         app.close()
         raise
-    hooks.forwarder_configure(config=config.document)
     return app
 
 
-def run_sources_once(app: App, progress: Progress | None = None, give_up_after: float | None = None) -> list[SourceResult]:
-    """Run every source until caught up, ``max_concurrent_polls`` at a time (:mod:`forwarder_core.engine.pollpool`)."""
+def configure_plugins(config: Config, plugins: PluginSet) -> None:
+    """Every plugin's ``forwarder_configure``; one that raises is a :class:`ConfigError` naming it.
+
+    ``check`` calls it too, so a plugin that refuses the config fails ``check`` (exit 78) as it
+    would fail ``run``, and a reload it refuses is refused before the running config is touched.
+    """
+    try:
+        plugins.hooks.forwarder_configure(config=config.document)
+    except PluginError as exc:
+        raise ConfigError([f"{config.path}:0: $: {exc}"]) from None
+
+
+def run_sources_once(app: App, progress: Progress | None = None, give_up_after: float | None = None,
+                     grace: float | None = None) -> list[SourceResult]:
+    """Run every source until caught up, ``max_concurrent_polls`` at a time (:mod:`forwarder_core.engine.pollpool`).
+
+    Once ``app.stop`` is set, a poll still running ``grace`` seconds later is abandoned (its page
+    uncommitted) and ends as stopped."""
     results: dict[str, SourceResult] = {}
 
     def done(runner: SourceRunner, result: SourceResult) -> None:
@@ -116,10 +137,15 @@ def run_sources_once(app: App, progress: Progress | None = None, give_up_after: 
     for runner in app.sources:
         pool.submit(runner)
     pool.start()
+    idle = False
     try:
-        pool.wait_idle()
+        idle = pool.wait_idle(grace)
     finally:
-        pool.close()
+        stuck = sorted(pool.running)
+        pool.close(None if idle else 0.0)
+    if not idle:
+        log.warning("stopping: %s still running after %.0fs (a call that does not return) abandoned; their "
+                    "cursors did not move, so those pages are read again on the next run", ", ".join(stuck), grace)
     if pool.error is not None:
         raise pool.error
     return [results.get(r.name) or _not_polled(r, progress) for r in app.sources]

@@ -79,12 +79,20 @@ class PollPool:
             t.start()
             self._threads.append(t)
 
-    def wait_idle(self) -> None:
+    def wait_idle(self, grace: float | None = None) -> bool:
         """Return when no poll is running or due (``once``: every source has caught up), or, once
-        the stop event is set, when the polls running have stopped."""
+        the stop event is set, when the polls running have stopped or ``grace`` seconds later
+        (a plugin call that never returns cannot hold ``once`` past its ``shutdown_timeout``).
+        True when idle, False when polls were still running after the grace."""
+        stopped_at: float | None = None
         with self._cond:
             while self._busy or ((self._ready or self._timed) and not self.stop.is_set()):
+                if self.stop.is_set() and grace is not None:
+                    stopped_at = stopped_at or time.monotonic()
+                    if time.monotonic() - stopped_at >= grace:
+                        return False
                 self._cond.wait(_IDLE_WAKE)
+        return True
 
     def close(self, timeout: float | None = None) -> bool:
         """Let every slot finish the page in hand and end; end the polls still queued.
