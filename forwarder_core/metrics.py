@@ -51,6 +51,8 @@ CORE_METRICS: dict[str, tuple[str, str]] = {
     "siem_forwarder_worker_processes": ("gauge", "Worker processes preparing pages (0: the main process prepares them)."),
     "siem_forwarder_worker_failures_total": ("counter", "Pages a worker process failed to prepare (it died, or raised); "
                                              "each was prepared again in the main process."),
+    "siem_forwarder_plugin_errors_total": ("counter", "Calls in which a plugin raised or answered a wrong value, by "
+                                           "plugin and hook; none counted an event as delivered or filtered."),
 }
 
 PER_SOURCE = ("events_polled_total", "events_quarantined_total", "events_filtered_total", "pages_committed_total",

@@ -130,6 +130,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     if loaded is None:
         return EX_CONFIG
     config, plugins = loaded
+    from forwarder_core.engine.app import configure_plugins
+    from forwarder_core.errors import ConfigError
+
+    try:
+        configure_plugins(config, plugins)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem)
+        return EX_CONFIG
     print(f"{args.config}: OK ({len(config.sources)} source(s), {len(config.outputs)} output(s); "
           f"state in {config.state_dir})")
     if not args.connect:

@@ -16,11 +16,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from forwarder_core.engine.app import App, build_app
+from forwarder_core.engine.app import App, build_app, configure_plugins
 from forwarder_core.engine.pipeline import SourceRunner
 from forwarder_core.engine.pollpool import PollPool
 from forwarder_core.engine.polls import SourceResult
 from forwarder_core.errors import ConfigError, StateError
+from forwarder_core.plugin.watch import PLUGIN_CALLS
+from forwarder_core.secrets import redact
 
 log = logging.getLogger("siem_forwarder.daemon")
 WEDGED_AFTER = 3600.0
@@ -145,7 +147,13 @@ def _health_problems(app: App, scheduler: Scheduler) -> list[str]:
         if output.state != "ok":
             problems.append(f"output {output.name}: {output.state}: {output.reason}")
     problems.extend(f"source {name}: no progress for over {WEDGED_AFTER:.0f}s" for name in scheduler.wedged())
+    problems.extend(PLUGIN_CALLS.overdue(_warn_after(app)))
     return problems
+
+
+def _warn_after(app: App) -> float:
+    """``delivery.plugin_call_warn_after``: a plugin's call running longer is reported (:mod:`forwarder_core.plugin.watch`)."""
+    return float(app.config.setting("delivery", "plugin_call_warn_after", 60))
 
 
 def _start_metrics(app: App, scheduler_ref: list[Scheduler]) -> Any:
@@ -202,7 +210,7 @@ def run_daemon(args: argparse.Namespace, load: Callable[..., Any]) -> int:
     log.info("siem-forwarder running: %d source(s), %d output(s), state in %s",
              len(app.sources), len(app.outputs), config.state_dir)
     sd.send("READY=1", f"STATUS={scheduler.status()}")
-    tick = min(10.0, sd.watchdog_interval() or 10.0)
+    tick = min(10.0, sd.watchdog_interval() or 10.0, _warn_after(app))
     while not shutdown.is_set():
         wake.wait(tick)
         wake.clear()
@@ -210,6 +218,10 @@ def run_daemon(args: argparse.Namespace, load: Callable[..., Any]) -> int:
             reload_requested.clear()
             app, scheduler = _reload(args, load, app, scheduler, sd)
             holder[0] = scheduler
+        for line in PLUGIN_CALLS.newly_overdue(_warn_after(app)):
+            log.warning("%s; what it holds waits for it (SIGTERM still stops the daemon within shutdown_timeout, "
+                        "abandoning that page uncommitted; after %.0fs without progress the watchdog restarts it)",
+                        line, WEDGED_AFTER)
         if not scheduler.wedged():
             sd.send("WATCHDOG=1", f"STATUS={scheduler.status()}")
         else:
@@ -238,17 +250,36 @@ def _reload(args: argparse.Namespace, load: Callable[..., Any], app: App, schedu
         sd.send("READY=1", f"STATUS=reload refused (bad config); {scheduler.status()}")
         return app, scheduler
     config, plugins = loaded
+    try:
+        configure_plugins(config, plugins)  # before the running config is touched: a plugin may refuse it
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("reload refused: %s; still running the previous config", problem)
+        try:  # the plugins may hold the refused settings now: give them the running config again
+            configure_plugins(app.config, app.plugins)
+        except ConfigError as again:
+            log.error("after the refused reload: %s", "; ".join(again.problems))
+        sd.send("READY=1", f"STATUS=reload refused (a plugin refused the config); {scheduler.status()}")
+        return app, scheduler
     timeout = float(app.config.settings.get("shutdown_timeout", 30))
     scheduler.stop(timeout)
     old = app
     old.close()
     try:
-        new_app = build_app(config, plugins, metrics=old.metrics)
+        new_app = build_app(config, plugins, metrics=old.metrics, configured=True)
     except (ConfigError, StateError) as exc:
-        log.error("reload failed (%s); restarting the previous configuration", exc)
+        log.error("reload failed (%s); restarting the previous configuration", "; ".join(_lines(exc)))
+        new_app = build_app(old.config, old.plugins, metrics=old.metrics)
+    except Exception as exc:  # a plugin's bug while building the new config must not end the daemon
+        log.error("reload failed (%s); restarting the previous configuration",
+                  redact(f"{type(exc).__name__}: {exc}"))
         new_app = build_app(old.config, old.plugins, metrics=old.metrics)
     new_scheduler = Scheduler(new_app)
     new_scheduler.start()
     log.info("reloaded: %d source(s), %d output(s)", len(new_app.sources), len(new_app.outputs))
     sd.send("READY=1", f"STATUS={new_scheduler.status()}")
     return new_app, new_scheduler
+
+
+def _lines(exc: ConfigError | StateError) -> list[str]:
+    return list(exc.problems) if isinstance(exc, ConfigError) else [str(exc)]

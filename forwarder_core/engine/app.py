@@ -19,8 +19,9 @@ from forwarder_core.engine.polls import Progress, SourceResult
 from forwarder_core.engine.stores import open_state
 from forwarder_core.errors import ConfigError
 from forwarder_core.metrics import PER_OUTPUT, PER_ROUTE, PER_SOURCE, Metrics
+from forwarder_core.plugin.hooks import PluginError
 from forwarder_core.plugin.manager import PluginSet
-from forwarder_core.plugin.registry import instantiate
+from forwarder_core.plugin.registry import instantiate, plugin_of
 from forwarder_core.state.ledger import TERMS
 from forwarder_core.state.statedir import StateLock, ensure_state_dir
 from forwarder_core.times import parse_time
@@ -61,8 +62,10 @@ class App:
 
 
 def build_app(config: Config, plugins: PluginSet, *, metrics: Metrics | None = None,
-              stop: threading.Event | None = None, only_sources: list[str] | None = None) -> App:
-    """Open the state directory (locked), construct every output and source."""
+              stop: threading.Event | None = None, only_sources: list[str] | None = None,
+              configured: bool = False) -> App:
+    """Open the state directory (locked), construct every output and source, configure the plugins
+    (unless ``configured``: a reload has done it before it stopped the running config)."""
     metrics = metrics or Metrics()
     stop = stop or threading.Event()
     state_dir = ensure_state_dir(config.state_dir)
@@ -78,7 +81,8 @@ def build_app(config: Config, plugins: PluginSet, *, metrics: Metrics | None = N
         max_backoff = float(config.setting("delivery", "max_backoff", 300))
         for comp in config.outputs:
             output = instantiate(plugins.outputs, comp, state_dir, metrics, stop)
-            runner: Any = OutputRunner(output, dead_letter, metrics, stop, max_backoff=max_backoff)
+            runner: Any = OutputRunner(output, dead_letter, metrics, stop, max_backoff=max_backoff,
+                                       plugin=plugin_of(plugins.outputs, comp.type))
             if comp.buffer == "disk":
                 runner = BufferedOutputRunner(runner, state_dir, comp.buffer_max_bytes)
                 runner.start()
@@ -105,11 +109,25 @@ def build_app(config: Config, plugins: PluginSet, *, metrics: Metrics | None = N
         if config.workers > 0:
             app.workers = workers.attach(config, plugins, app.sources, stop, metrics)
         export_series(app)
+        if not configured:
+            configure_plugins(config, plugins)
     except BaseException:
         app.close()
         raise
-    hooks.forwarder_configure(config=plugin_view(config.document, plugins))
     return app
+
+
+def configure_plugins(config: Config, plugins: PluginSet) -> None:
+    """Every plugin's ``forwarder_configure`` (secrets wrapped); one that raises is a
+    :class:`ConfigError` naming it.
+
+    ``check`` calls it too, so a plugin that refuses the config fails ``check`` (exit 78) as it
+    would fail ``run``, and a reload it refuses is refused before the running config is touched.
+    """
+    try:
+        plugins.hooks.forwarder_configure(config=plugin_view(config.document, plugins))
+    except PluginError as exc:
+        raise ConfigError([f"{config.path}:0: $: {exc}"]) from None
 
 
 def export_series(app: App) -> None:

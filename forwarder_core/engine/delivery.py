@@ -19,11 +19,16 @@ from forwarder_core.errors import OutputError
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin.base import Output
 from forwarder_core.plugin.encoded import EncodedEvents
-from forwarder_core.plugin.results import SendResult
+from forwarder_core.plugin.results import SendResult, send_result_problem
+from forwarder_core.plugin.watch import PLUGIN_CALLS
 from forwarder_core.secrets import redact
 from forwarder_core.state.setaside import SetAside
 
 REMIND_EVERY = 600.0
+
+
+class _WrongAnswer(Exception):
+    """An output answered ``send`` with a value that cannot say what was accepted."""
 
 
 class OutputRunner:
@@ -33,9 +38,11 @@ class OutputRunner:
     """:meth:`deliver` takes a batch encoded in a worker (:class:`EncodedEvents`) as well as events."""
 
     def __init__(self, output: Output, dead_letter: SetAside, metrics: Metrics, stop: threading.Event,
-                 *, max_backoff: float = 300.0, logger: logging.Logger | None = None):
+                 *, max_backoff: float = 300.0, logger: logging.Logger | None = None, plugin: str | None = None):
         self.output = output
         self.name = output.name
+        self.plugin = plugin or output.config.type
+        """The name of the plugin the output's type comes from, for the messages about its answers."""
         self.dead_letter = dead_letter
         self.metrics = metrics
         self.stop = stop
@@ -81,25 +88,32 @@ class OutputRunner:
         ``tally`` (for the source's ledger) gets ``accepted`` and ``dead_lettered`` added.
         """
         pending = list(range(len(events)))
+        hook = "send_encoded" if isinstance(events, EncodedEvents) else "send"
         waits = backoff.expo(base=2, factor=0.5, max_value=self.max_backoff)
         next(waits)
         while pending:
             wait: float | None = None
             try:
-                with self.lock:
+                with self.lock, PLUGIN_CALLS.running(self.plugin, hook, f"output {self.name}"):
                     if isinstance(events, EncodedEvents):
                         result = self.output.send_encoded(events.batch.take(pending))
                     else:
                         result = self.output.send([events[i] for i in pending])
-                if not isinstance(result, SendResult):
-                    result = SendResult()
+                problem = send_result_problem(result, len(pending))
+                if problem is not None:  # an answer that cannot say what was accepted: none of it was
+                    raise _WrongAnswer(f"plugin {self.plugin}: {hook} {problem}; the batch is sent again")
             except OutputError as exc:
                 self.metrics.inc("output_errors_total", output=self.name)
                 self._set_state("paused" if exc.pause else "failing", redact(str(exc)))
                 wait = exc.retry_after
+            except _WrongAnswer as exc:
+                self.metrics.inc("output_errors_total", output=self.name)
+                self.metrics.inc("plugin_errors_total", plugin=self.plugin, hook=hook)
+                self._set_state("failing", redact(str(exc)))
             except Exception as exc:  # a plugin bug must not lose the batch either
                 self.metrics.inc("output_errors_total", output=self.name)
-                self._set_state("failing", redact(f"{type(exc).__name__}: {exc}"))
+                self.metrics.inc("plugin_errors_total", plugin=self.plugin, hook=hook)
+                self._set_state("failing", redact(f"plugin {self.plugin}: {hook} raised {type(exc).__name__}: {exc}"))
                 if self.state == "failing" and time.monotonic() - self._state_since < 1:
                     self.log.debug("output %s: send raised", self.name, exc_info=True)
             else:
@@ -122,13 +136,11 @@ class OutputRunner:
                tally: dict[str, int] | None = None) -> list[int]:
         """Record a verdict: dead-letter the rejects, count the accepted, return what to retry.
 
-        An index named twice, or both to retry and rejected, is retried only: each event ends in
-        exactly one of accepted, dead-lettered or retried, as the source's ledger counts it.
+        ``result`` passed :func:`send_result_problem`: each index is in range and named once, so
+        each event ends in exactly one of accepted, dead-lettered or retried, as the ledger counts it.
         """
-        retry = sorted({pending[i] for i in result.retry if 0 <= i < len(pending)})
-        retried = set(retry)
-        rejected = {pending[i]: reason for i, reason in result.rejected.items()
-                    if 0 <= i < len(pending) and pending[i] not in retried}
+        retry = sorted(pending[i] for i in result.retry)
+        rejected = {pending[i]: str(reason) for i, reason in result.rejected.items()}
         if rejected:
             records = [SetAside.record(source_name, redact(reason), *_id_and_raw(events, i), output=self.name)
                        for i, reason in rejected.items()]

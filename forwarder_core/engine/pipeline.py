@@ -21,6 +21,7 @@ from forwarder_core.engine.polls import Poll, Progress, SourceResult, backlog, i
 from forwarder_core.engine.prepare import Preparer, TransformEvents
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin.base import Source
+from forwarder_core.plugin.hooks import PluginError
 from forwarder_core.plugin.results import Page
 from forwarder_core.secrets import redact
 from forwarder_core.state.checkpoint import CheckpointStore
@@ -36,7 +37,7 @@ class SourceRunner:
 
     def __init__(self, source: Source, outputs: list[OutputRunner], store: CheckpointStore, quarantine: SetAside,
                  metrics: Metrics, stop: threading.Event, transform: TransformEvents | None = None,
-                 page_delivered: Callable[..., None] | None = None, logger: logging.Logger | None = None):
+                 page_delivered: Callable[..., list[PluginError]] | None = None, logger: logging.Logger | None = None):
         self.source = source
         self.name = source.name
         self.routes = [o for o in outputs if o.wants(source.name)]
@@ -229,7 +230,10 @@ class SourceRunner:
         if mark is not None:
             self.metrics.set("watermark_timestamp_seconds", parse_time(mark).timestamp(), source=self.name)
         if self.page_delivered is not None:
-            self.page_delivered(source_name=self.name, count=count, cursor=page.cursor)
+            for failed in self.page_delivered(source_name=self.name, count=count, cursor=page.cursor):
+                self.metrics.inc("plugin_errors_total", plugin=failed.plugin, hook=failed.hook)
+                self.log.error("source %s: %s, after the page of %d event(s) was delivered and its cursor "
+                               "committed; the poll goes on", self.name, failed, count)
         return True
 
 

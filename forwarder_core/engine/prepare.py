@@ -7,6 +7,7 @@ keeps its ledger.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,8 +15,10 @@ from typing import Any
 from forwarder_core.config.schema import EventValidator
 from forwarder_core.errors import QuarantineEvent
 from forwarder_core.plugin.base import Source
+from forwarder_core.plugin.hooks import PluginError
 
-TransformEvents = Callable[..., "list[list[dict[str, Any]] | None]"]
+log = logging.getLogger("siem_forwarder.plugins")
+TransformEvents = Callable[..., "list[dict[str, Any]]"]
 """:meth:`forwarder_core.plugin.hooks.Hooks.forwarder_transform_events`, called with keywords."""
 
 
@@ -90,19 +93,32 @@ class Preparer:
                 rejected.append(Rejected(index, self.validator.explain(event), event.get("id"), event.get("raw", item),
                                          event.get("integrity")))
         if self.transform is not None and events:
-            self._transform(out, self.transform)
+            self._transform(out, self.transform, items)
         return out
 
-    def _transform(self, out: Prepared, transform: TransformEvents) -> None:
-        """Plugins' ``forwarder_transform_events``; an event a plugin breaks is set aside, one it drops is filtered."""
+    def _transform(self, out: Prepared, transform: TransformEvents, items: Sequence[Any]) -> None:
+        """Plugins' ``forwarder_transform_events``; an event a plugin breaks is set aside, one it drops is filtered.
+
+        A plugin that raises or answers with a wrong value (:class:`PluginError`) has the whole
+        page set aside with the reason, the page items as they came: the events it was given may
+        be half changed, and only what the plugin kept could count as filtered, which is nothing.
+        """
         given = out.events
-        kept = given
-        for returned in transform(source_name=self.name, events=given):
-            if returned is not None:  # a plugin keeps the events (the same dicts) it returns
-                keep = {id(e) for e in returned}
-                kept = [e for e in kept if id(e) in keep]
-        out.filtered = len(given) - len(kept)
         origin_of = {id(e): o for e, o in zip(given, out.origins)}
+        before = [(_str_or_none(e.get("id")), e.get("integrity")) for e in given]  # a failing plugin may change them
+        try:
+            kept = transform(source_name=self.name, events=given)
+        except PluginError as exc:
+            self.source.metrics.inc("plugin_errors_total", plugin=exc.plugin, hook=exc.hook)
+            log.error("source %s: %s; the page's %d event(s) are set aside in the quarantine, none filtered",
+                      self.name, exc, len(given))
+            reason = f"{exc}; the page is set aside, none of it filtered"
+            out.rejected.extend(Rejected(origin, reason, event_id, items[origin], integrity)
+                                for (event_id, integrity), origin in zip(before, out.origins))
+            out.rejected.sort(key=lambda r: r.index)
+            out.events, out.origins = [], []
+            return
+        out.filtered = len(given) - len(kept)
         out.events, out.origins = [], []
         for event in kept:
             if self.validator.is_valid(event):
@@ -112,3 +128,7 @@ class Preparer:
                 out.rejected.append(Rejected(origin_of[id(event)], "after a plugin's forwarder_transform_events: "
                                              + self.validator.explain(event), event.get("id"), event.get("raw"),
                                              event.get("integrity")))
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -42,7 +42,10 @@ def forwarder_register_outputs(registry: "Registry") -> None:
 
 @hookspec(historic=True)
 def forwarder_configure(config: dict[str, Any]) -> None:
-    """Receive the validated configuration at start-up and after every successful reload.
+    """Receive the validated configuration at start-up, in ``check`` and at every reload.
+
+    Raise to refuse it: ``check``, ``once`` and ``run`` then exit 78 with one line naming the
+    plugin, and a reload is refused (the running config stays, and is given to you again).
 
     Historic: a plugin registered late still receives the latest call.
 
@@ -58,10 +61,13 @@ def forwarder_configure(config: dict[str, Any]) -> None:
 def forwarder_transform_events(source_name: str, events: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     """Enrich or filter a page of normalized, validated events before they are routed.
 
-    Called once per page, never per event, and only when some plugin implements it. Change
-    events in place (add ``labels``) and return None, or return the list to keep. Events a
-    plugin removes are counted as filtered, never silently lost; an event changed so that it
-    no longer passes the normalized schema is quarantined.
+    Called once per page, never per event, and only when some plugin implements it, one plugin
+    at a time. Change events in place (add ``labels``) and return None, or return the list to
+    keep: the same dicts, never copies. Events a plugin removes (from the list it returns, or
+    from ``events`` in place) are counted as filtered, never silently lost; an event changed so
+    that it no longer passes the normalized schema is quarantined. A raise, or an answer that is
+    not a list of the events given, sets the whole page aside in the quarantine with the reason,
+    naming the plugin: nothing of it counts as filtered.
 
     :param source_name: the ``name`` of the source the page came from.
     :param events: the page's normalized events.
@@ -71,6 +77,8 @@ def forwarder_transform_events(source_name: str, events: list[dict[str, Any]]) -
 @hookspec
 def forwarder_page_delivered(source_name: str, count: int, cursor: Any) -> None:
     """Learn that a page was accepted by every output and its cursor committed.
+
+    A raise is logged with the plugin's name (the cursor stays committed) and the poll goes on.
 
     :param source_name: the ``name`` of the source.
     :param count: how many events the page delivered.

@@ -6,9 +6,11 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from forwarder_core.errors import ConfigError
 from forwarder_core.metrics import Metrics, check_declaration
 from forwarder_core.plugin.base import Output, Source
 from forwarder_core.plugin.context import ComponentConfig, Context
+from forwarder_core.secrets import redact
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,26 @@ def _context(comp: ComponentConfig, state_dir: str, metrics: Metrics, stop: thre
                    metrics=metrics, stop=stop, probe=probe)
 
 
+def plugin_of(registry: Any, type_name: str) -> str:
+    """The name of the plugin that registered ``type_name`` (the type name itself when unknown)."""
+    registered = registry.get(type_name) if registry is not None else None
+    return registered.plugin if registered is not None else type_name
+
+
 def instantiate(registry: Any, comp: ComponentConfig, state_dir: str, metrics: Metrics, stop: threading.Event,
                 *, probe: bool = False) -> Any:
-    """Build one plugin instance of ``comp``'s type with the context the core lends it."""
-    cls = registry.get(comp.type).cls
-    return cls(comp, _context(comp, state_dir, metrics, stop, probe))
+    """Build one plugin instance of ``comp``'s type with the context the core lends it.
+
+    A constructor that raises anything but a :class:`ConfigError` is a plugin bug: it becomes a
+    ConfigError line naming the component, its type and the plugin, so ``run`` and ``once`` end
+    with that line (exit 78) rather than a traceback, and a reload is refused.
+    """
+    registered = registry.get(comp.type)
+    try:
+        return registered.cls(comp, _context(comp, state_dir, metrics, stop, probe))
+    except ConfigError:
+        raise
+    except Exception as exc:
+        text = redact(f"{type(exc).__name__}: {exc}").replace("\n", " ")[:300]
+        raise ConfigError([f"{comp.file}:{comp.line}: {comp.name} ({registry.kind} type {comp.type}): plugin "
+                           f"{registered.plugin}: __init__ raised {text}"]) from None

@@ -87,3 +87,33 @@ class SendResult:
     @classmethod
     def all_accepted(cls) -> "SendResult":
         return cls()
+
+
+def send_result_problem(result: Any, size: int) -> str | None:
+    """What is wrong with an output's answer for a batch of ``size`` events, or None when it is usable.
+
+    The answer must be a :class:`SendResult` whose indexes are ints in ``range(size)``, none named
+    twice (within ``retry``, or in both ``retry`` and ``rejected``), and whose ``retry_after`` is
+    None or a number of seconds, at least 0. Anything else cannot say which event was accepted:
+    the core takes none of the batch as accepted and sends it again.
+    """
+    if not isinstance(result, SendResult):
+        return f"returned a {type(result).__name__}, not a SendResult"
+    retry, rejected = result.retry, result.rejected
+    if not isinstance(retry, (list, tuple)):
+        return f"returned SendResult.retry as a {type(retry).__name__}, not a list of indexes"
+    if not isinstance(rejected, dict):
+        return f"returned SendResult.rejected as a {type(rejected).__name__}, not a dict of index to reason"
+    for what, indexes in (("retry", list(retry)), ("rejected", list(rejected))):
+        bad = [i for i in indexes if type(i) is not int or not 0 <= i < size]
+        if bad:
+            return f"named {what} index {bad[0]!r}, not one of 0..{size - 1} (the batch has {size} event(s))"
+    if len(set(retry)) != len(retry):
+        return "named an index twice in SendResult.retry"
+    both = set(retry) & set(rejected)
+    if both:
+        return f"named index {min(both)} both to retry and rejected"
+    wait = result.retry_after
+    if wait is not None and (isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < float("inf")):
+        return f"returned SendResult.retry_after {wait!r}, not None or a number of seconds"
+    return None
