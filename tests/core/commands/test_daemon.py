@@ -29,9 +29,12 @@ def test_sigterm_finishes_and_exits_zero(tmp_path: Path, counter_config) -> None
     assert proc.returncode == 0, err
     assert "stopped" in err
     # Restarting delivers nothing again: checkpoints were saved.
+    restarted = time.time()
     proc = start_forwarder(tmp_path, config)
     try:
-        time.sleep(1.5)
+        # SIGINT once the restarted daemon has polled (its handlers are in place by then): a fixed
+        # delay sent it before Python had started on a loaded machine.
+        assert wait_for(lambda: _polled_since(tmp_path / "state", "counter", restarted))
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
     finally:
@@ -63,3 +66,18 @@ def test_sighup_bad_config_keeps_running_good_config_applies(tmp_path: Path, cou
     assert "reload refused" in err and "not valid YAML" in err
     assert "reloaded: 1 source(s)" in err
     assert [e["id"] for e in read_jsonl(tmp_path / "out.jsonl")] == [f"counter-{i}" for i in range(9)]
+
+
+def _polled_since(state_dir: Path, source: str, since: float) -> bool:
+    """Whether ``source``'s latest poll was recorded after ``since`` (read-only; False before the store exists)."""
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{state_dir / 'checkpoints.sqlite'}?mode=ro", uri=True, timeout=1)
+        try:
+            row = db.execute("SELECT time FROM polls WHERE source = ?", (source,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+    return row is not None and row[0] > since
