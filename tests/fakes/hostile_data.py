@@ -97,6 +97,11 @@ class HostileVendor(FakeServer):
         self.route("GET", r"/v1/events", self._events)
         self.route("GET", r"/api/1\.0/workspaces/([^/]+)/audit_log_events", self._asana)
 
+    def give_up(self) -> None:
+        """Serve the end of the data from now on (an empty page, ``next`` null): a test's way out
+        of a loop its forwarder did not stop, over connections kept alive that ``stop`` would not end."""
+        self.mode, self.texts = "events", []
+
     def _count(self) -> int:
         with self._lock:
             self.data_requests += 1
@@ -129,6 +134,8 @@ class HostileVendor(FakeServer):
         n = self._count()
         page = [asana_event(i) for i in range(self.page_size)]
         offset = "same-offset" if self.mode == "repeat_cursor" else f"offset-{n}"
+        if self.mode == "events":  # given up: Asana's end of data
+            return Response(body=b'{"data":[],"next_page":null}')
         if self.mode not in ("repeat_cursor", "identical_page"):
             raise ValueError(self.mode)
         body = ('{"data":[' + ",".join(page) + '],"next_page":{"offset":"' + offset + '","path":"/x?offset='

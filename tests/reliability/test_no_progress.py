@@ -31,9 +31,9 @@ def out(tmp_path: Path) -> list[dict[str, Any]]:
     return [{"name": "file", "type": "file", "options": {"path": str(tmp_path / "out.jsonl")}}]
 
 
-def stopped(vendor: HostileVendor, timeout: float = 60) -> threading.Timer:
-    """Stops the vendor after ``timeout``: a guard that does not hold fails the test, not the suite."""
-    timer = threading.Timer(timeout, vendor.stop)
+def stopped(vendor: HostileVendor, timeout: float = 20) -> threading.Timer:
+    """Ends the vendor's data after ``timeout``: a guard that does not hold fails the test, not the suite."""
+    timer = threading.Timer(timeout, vendor.give_up)
     timer.daemon = True
     timer.start()
     return timer
