@@ -5,14 +5,16 @@ under a new cursor, would keep a poll paging forever (28,331 requests in 45 s, a
 ending, before this guard). Every source's pages pass through :func:`guard`, built-in or
 third-party alike, so none needs code of its own against it. Within one poll it remembers the
 digests of the last :data:`RECENT` cursors and of the last :data:`RECENT` non-empty pages' events;
-a page that repeats either raises :class:`~forwarder_core.errors.NoProgressError` *before* it is
-shipped. The poll then ends with that error, as any failed poll does: the pages before it stay
+a page with events that repeats either, or more than :data:`EMPTY_REPEATS` empty pages in a row
+under cursors already seen, raise :class:`~forwarder_core.errors.NoProgressError` *before* the
+page is shipped. The poll then ends with that error, as any failed poll does: the pages before it stay
 delivered and committed, the cursor stays at the last commit (so nothing is lost and nothing is
 sent twice), ``polls_without_progress_total`` and ``poll_errors_total`` count it, and the source is
 polled again on its interval (``run``) or reported failed (``once``).
 
 An empty page is never "identical" (a page that only moves the cursor, or events the source
-recognised as delivered): only its cursor is checked.
+recognised as delivered), and one under a cursor already seen is a source reading an edge again,
+up to :data:`EMPTY_REPEATS` in a row.
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ from forwarder_core.plugin.results import Page
 
 RECENT = 64
 """Cursors and pages remembered per poll: memory stays a few kilobytes, whatever the poll's length."""
+EMPTY_REPEATS = 3
+"""Pages in a row that bring no events under a cursor already seen, tolerated: a source may read
+an edge again and find only what it delivered (Pangea does, once, before it moves on)."""
 SHOWN = 120
 """Characters of a repeated cursor shown in the error."""
 
@@ -75,6 +80,7 @@ def guard(source: str, pages: Iterator[Page], metrics: Metrics, start: Any = Non
     """
     cursors, contents = _Recent(), _Recent()
     start_digest = hashlib.sha256(utf8(cursor_text(start))).digest() if start is not None else None
+    idle = 0
     try:
         for number, page in enumerate(pages, 1):
             shown = cursor_text(page.cursor)
@@ -82,7 +88,8 @@ def guard(source: str, pages: Iterator[Page], metrics: Metrics, start: Any = Non
             earlier = cursors.check(digest, number)
             if earlier is None and page.events and digest == start_digest:
                 earlier = 0
-            if earlier is not None:
+            idle = idle + 1 if earlier is not None and not page.events else 0
+            if earlier is not None and (page.events or idle > EMPTY_REPEATS):
                 _count(metrics, source)
                 where = f"page {earlier} of this poll" if earlier else "the committed cursor this poll started from"
                 raise NoProgressError(

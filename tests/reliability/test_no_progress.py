@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from forwarder_core.engine import noprogress
 from forwarder_core.errors import NoProgressError
 from forwarder_core.state.checkpoint import CheckpointStore
 from tests.fakes.hostile_data import HostileVendor, good_text
@@ -109,13 +110,12 @@ def test_the_builtin_asana_source_is_stopped_too(tmp_path: Path, monkeypatch: py
     result = first.result
     assert not result.ok, "the poll should have been stopped"
     assert "asana: no progress" in result.error
-    assert vendor.data_requests <= MAX_REQUESTS
+    assert vendor.data_requests <= MAX_REQUESTS + noprogress.EMPTY_REPEATS  # its own de-duplication empties the repeats
     assert result.delivered == 3
     assert len(file_ids(tmp_path / "out.jsonl")) == 3
 
 
 def test_the_guard_remembers_a_bounded_number_of_pages() -> None:
-    from forwarder_core.engine import noprogress
     from forwarder_core.metrics import Metrics
     from forwarder_core.plugin_api import Page
 
@@ -130,3 +130,21 @@ def test_the_guard_remembers_a_bounded_number_of_pages() -> None:
         next(guarded)
     with pytest.raises(NoProgressError, match="page 194 of this poll has the cursor of page 192 of this poll"):
         next(guarded)
+
+
+def test_a_source_reading_an_edge_again_is_not_a_fault() -> None:
+    """Pangea searches again from its edge and finds only what it delivered: an empty page under the
+    cursor it already had. A few of those in a row are fine; an endless run is not."""
+    from forwarder_core.metrics import Metrics
+    from forwarder_core.plugin_api import Page
+
+    def pages(repeats: int) -> Any:
+        yield Page([{"n": 1}], {"at": 1})
+        for _ in range(repeats):
+            yield Page([], {"at": 1}, already_delivered=1)
+        yield Page([], {"at": 2})
+
+    assert len(list(noprogress.guard("s", pages(noprogress.EMPTY_REPEATS), Metrics()))) == noprogress.EMPTY_REPEATS + 2
+    assert len(list(noprogress.guard("s", iter([Page([], {"at": 0})]), Metrics(), start={"at": 0}))) == 1
+    with pytest.raises(NoProgressError, match="repeated a cursor"):
+        list(noprogress.guard("s", pages(noprogress.EMPTY_REPEATS + 1), Metrics()))
