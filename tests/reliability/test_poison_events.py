@@ -184,3 +184,18 @@ def test_every_hostile_value_is_delivered_or_set_aside_with_its_reason(
             count = len(got) if output == "cef" else got.count(f"{kind}-1")
             assert count + len(refused) == 1, (output, got, refused)
             assert output == "cef" or sorted(set(got) - {f"{kind}-1"}) == ["good-0", "good-2"]
+
+
+def test_an_event_id_holding_a_lone_surrogate_is_delivered_everywhere(
+        tmp_path: Path, sinks: Sinks, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The id itself is vendor data: ``"id": "\\ud800-1"``. Bulk's ``_id`` hash, HEC's fields, the
+    file's line and CEF's externalId all take it."""
+    texts = [good_text(0), event_text(1, "1", name="\\ud800")]
+    with HostileVendor("events", texts, page_size=2) as vendor:
+        run = run_once(tmp_path, follow(vendor), sinks.outputs(), monkeypatch)
+    assert run.result.ok and run.result.delivered == 2, run.result.error
+    assert run.set_aside("dead-letter") == [] and run.set_aside("quarantine") == []
+    assert sorted(sinks.hec.event_ids) == ["good-0", "\ud800-1"]
+    assert sorted(d["event"]["id"] for d in sinks.es.documents(INDEX).values()) == ["good-0", "\ud800-1"]
+    assert [json.loads(line)["id"] for line in sinks.file.read_bytes().split(b"\n") if line] == ["good-0", "\ufffd-1"]
+    assert len(sinks.syslog_lines()) == 2
