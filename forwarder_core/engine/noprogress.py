@@ -4,17 +4,19 @@ A vendor that hands back the ``next_page`` cursor it was just given, or the same
 under a new cursor, would keep a poll paging forever (28,331 requests in 45 s, and ``once`` never
 ending, before this guard). Every source's pages pass through :func:`guard`, built-in or
 third-party alike, so none needs code of its own against it. Within one poll it remembers the
-digests of the last :data:`RECENT` cursors and of the last :data:`RECENT` non-empty pages' events;
-a page with events that repeats either, or more than :data:`EMPTY_REPEATS` empty pages in a row
-under cursors already seen, raise :class:`~forwarder_core.errors.NoProgressError` *before* the
-page is shipped. The poll then ends with that error, as any failed poll does: the pages before it stay
+digests of the last :data:`RECENT` cursors and of the events of the page before; a page with
+events under a cursor already seen, a page whose events are exactly those of the page before it, or more than :data:`EMPTY_REPEATS` empty pages in a row under cursors already
+seen, raise :class:`~forwarder_core.errors.NoProgressError` *before* the page is shipped. The poll then ends with that error, as any failed poll does: the pages before it stay
 delivered and committed, the cursor stays at the last commit (so nothing is lost and nothing is
 sent twice), ``polls_without_progress_total`` and ``poll_errors_total`` count it, and the source is
 polled again on its interval (``run``) or reported failed (``once``).
 
 An empty page is never "identical" (a page that only moves the cursor, or events the source
 recognised as delivered), and one under a cursor already seen is a source reading an edge again,
-up to :data:`EMPTY_REPEATS` in a row.
+up to :data:`EMPTY_REPEATS` in a row. Only the page right before counts for "identical": a
+source may meet an event again further on that its de-duplication cannot recognise (Incydr's
+events that have no canonical JSON, NaN, are quarantined each time they are read), and that
+is no loop.
 """
 from __future__ import annotations
 
@@ -72,13 +74,14 @@ def _events_digest(events: list[Any]) -> bytes | None:
 
 def guard(source: str, pages: Iterator[Page], metrics: Metrics, start: Any = None) -> Iterator[Page]:
     """``pages``, stopped with :class:`NoProgressError` at the first page that repeats a recent
-    cursor or the events of a recent page of this poll; see the module docstring.
+    cursor or the events of the page before; see the module docstring.
 
     ``start`` is the committed cursor the poll began from: a page *with events* under that very
     cursor would deliver them again on every poll, so it stops the poll too (an empty page under
     it is a source saying "nothing new", which is fine).
     """
-    cursors, contents = _Recent(), _Recent()
+    cursors = _Recent()
+    last: tuple[bytes, int] | None = None
     start_digest = hashlib.sha256(utf8(cursor_text(start))).digest() if start is not None else None
     idle = 0
     try:
@@ -98,7 +101,8 @@ def guard(source: str, pages: Iterator[Page], metrics: Metrics, start: Any = Non
                     f"a cursor it was given). The pages before were delivered; the poll stops here and is tried "
                     f"again later")
             same = _events_digest(page.events) if page.events else None
-            earlier = contents.check(same, number) if same is not None else None
+            earlier = last[1] if same is not None and last is not None and last[0] == same else None
+            last = (same, number) if same is not None else None
             if earlier is not None:
                 _count(metrics, source)
                 raise NoProgressError(

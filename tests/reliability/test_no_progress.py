@@ -115,14 +115,14 @@ def test_the_builtin_asana_source_is_stopped_too(tmp_path: Path, monkeypatch: py
     assert len(file_ids(tmp_path / "out.jsonl")) == 3
 
 
-def test_the_guard_remembers_a_bounded_number_of_pages() -> None:
+def test_the_guard_remembers_a_bounded_number_of_cursors() -> None:
     from forwarder_core.metrics import Metrics
     from forwarder_core.plugin_api import Page
 
     def pages() -> Any:
         for n in range(noprogress.RECENT * 3):
             yield Page([{"n": n}], {"n": n})
-        yield Page([{"n": 0}], {"n": "again"})  # the first page's events, long forgotten: not a fault
+        yield Page([{"n": 0}], {"n": "again"})  # the first page's events again, further on: not a fault
         yield Page([{"n": "x"}], {"n": noprogress.RECENT * 3 - 1})  # the last cursor but one: a fault
 
     guarded = noprogress.guard("s", pages(), Metrics())
@@ -148,3 +148,16 @@ def test_a_source_reading_an_edge_again_is_not_a_fault() -> None:
     assert len(list(noprogress.guard("s", iter([Page([], {"at": 0})]), Metrics(), start={"at": 0}))) == 1
     with pytest.raises(NoProgressError, match="repeated a cursor"):
         list(noprogress.guard("s", pages(noprogress.EMPTY_REPEATS + 1), Metrics()))
+
+
+def test_events_met_again_further_on_are_not_an_identical_page() -> None:
+    """A source whose de-duplication cannot recognise an event (Incydr's NaN events) serves it again
+    a few pages later: only a page identical to the one right before is a loop."""
+    from forwarder_core.metrics import Metrics
+    from forwarder_core.plugin_api import Page
+
+    nan = [{"n": float("nan")}]
+    ok = [Page(nan, 1), Page([{"n": 1}], 2), Page(nan, 3), Page([], 4), Page(nan, 5)]
+    assert len(list(noprogress.guard("s", iter(ok), Metrics()))) == 5
+    with pytest.raises(NoProgressError, match="page 3 of this poll holds the same 1 event"):
+        list(noprogress.guard("s", iter([Page(nan, 1), Page([{"n": 1}], 2), Page([{"n": 1}], 3)]), Metrics()))

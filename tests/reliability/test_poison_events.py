@@ -199,3 +199,44 @@ def test_an_event_id_holding_a_lone_surrogate_is_delivered_everywhere(
     assert sorted(d["event"]["id"] for d in sinks.es.documents(INDEX).values()) == ["good-0", "\ud800-1"]
     assert [json.loads(line)["id"] for line in sinks.file.read_bytes().split(b"\n") if line] == ["good-0", "\ufffd-1"]
     assert len(sinks.syslog_lines()) == 2
+
+
+def test_the_builtin_incydr_source_validates_hashes_and_delivers_poison_events(
+        tmp_path: Path, sinks: Sinks, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Incydr events have no id: theirs is the digest of their canonical JSON, so a lone surrogate
+    reaches content_id, the raw schema and every output's encoder. Each event is delivered or set
+    aside; the same ids come out twice running (stable digests), and nothing is sent again."""
+    from datetime import datetime, timedelta, timezone
+
+    from forwarder_core.plugin_api import content_id
+    from tests.fakes.incydr import IncydrFake
+
+    with IncydrFake(events=2, start=datetime.now(timezone.utc) - timedelta(hours=2), span=600) as fake:
+        at = fake.begin + timedelta(minutes=5)
+        deep: Any = "bottom"
+        for _ in range(300):
+            deep = [deep]
+        poison = [fake.make_event(at, actorName="\ud800"),
+                  fake.make_event(at + timedelta(seconds=1), actorName="a\x00b\x1b", requestJson={"\udc80": 2**70}),
+                  fake.make_event(at + timedelta(seconds=2), requestJson={"n": float("inf")}),
+                  fake.make_event(at + timedelta(seconds=3), requestJson=deep)]
+        fake.add_events(poison)
+        source = {"name": "incydr", "type": "incydr", "start_time": (at - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                  "options": {"base_url": fake.url, "client_id": "key-1", "client_secret": "secret-1", "page_size": 2,
+                              "settle_delay": 0}}
+        first = run_once(tmp_path, source, sinks.outputs(), monkeypatch)
+        second = run_once(tmp_path, source, sinks.outputs(), monkeypatch)
+        served = fake.events()
+
+    assert first.result.ok and first.result.done, first.result.error
+    assert second.result.ok and second.result.delivered == 0
+    # the infinity has no canonical JSON, so no id: quarantined (each time a poll reads it)
+    held = first.set_aside("quarantine")
+    assert held and all(r["raw"] == json.loads(json.dumps(poison[2])) and r["reason"] for r in held)
+    hashable = [e for e in served if e is not poison[2] and e.get("requestJson") != {"n": float("inf")}]
+    assert len(hashable) == 5 and first.result.delivered == 5
+    assert content_id(poison[0]) == content_id(json.loads(json.dumps(poison[0])))  # stable over a round trip
+    delivered = {content_id(e) for e in hashable}
+    assert content_id(poison[0]) in delivered
+    assert set(sinks.hec.event_ids) | {r["id"] for r in first.set_aside("dead-letter") if r["output"] == "hec"} == delivered
+    assert len(sinks.hec.event_ids) == len(set(sinks.hec.event_ids))
