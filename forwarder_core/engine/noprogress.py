@@ -4,11 +4,13 @@ A vendor that hands back the ``next_page`` cursor it was just given, or the same
 under a new cursor, would keep a poll paging forever (28,331 requests in 45 s, and ``once`` never
 ending, before this guard). Every source's pages pass through :func:`guard`, built-in or
 third-party alike, so none needs code of its own against it. Within one poll it remembers the
-digests of the last :data:`RECENT` cursors and of the events of the page before; a page with
-events under a cursor already seen, a page whose events are exactly those of the page before it, or more than :data:`EMPTY_REPEATS` empty pages in a row under cursors already
-seen, raise :class:`~forwarder_core.errors.NoProgressError` *before* the page is shipped. The poll then ends with that error, as any failed poll does: the pages before it stay
-delivered and committed, the cursor stays at the last commit (so nothing is lost and nothing is
-sent twice), ``polls_without_progress_total`` and ``poll_errors_total`` count it, and the source is
+digests of the last :data:`RECENT` cursors and of the events of the page before. A page with
+events under a cursor already seen, a page whose events are exactly those of the page before
+it, or more than :data:`EMPTY_REPEATS` empty pages in a row under cursors already seen, raise
+:class:`~forwarder_core.errors.NoProgressError` *before* the page is shipped. The poll then ends
+with that error, as any failed poll does: the pages before it stay delivered and committed, the
+cursor stays at the last commit (so nothing is lost and nothing is sent twice),
+``polls_without_progress_total`` and ``poll_errors_total`` count it, and the source is
 polled again on its interval (``run``) or reported failed (``once``).
 
 An empty page is never "identical" (a page that only moves the cursor, or events the source
