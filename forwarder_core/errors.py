@@ -22,6 +22,11 @@ class SourceError(ForwarderError):
     """A poll failed; the cursor stays where it is and the source tries again later."""
 
 
+class NoProgressError(SourceError):
+    """A poll made no progress: its source repeated a cursor, or served an identical page (a vendor
+    fault). Raised by the core (:mod:`forwarder_core.engine.noprogress`), never by a plugin."""
+
+
 class AuthError(ForwarderError):
     """The vendor or SIEM refused the credentials (after one refresh, where the protocol has one)."""
 

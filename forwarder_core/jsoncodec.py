@@ -2,18 +2,55 @@
 
 Both are done by orjson where its bytes are exactly those of :mod:`json` (checked per value by
 :func:`_orjson_exact`), so ids and outputs never depend on whether orjson is installed.
+
+A vendor can send any text JSON allows, and JSON allows a lone surrogate (``"\\ud800"``), which
+:mod:`json` decodes into a str that has no UTF-8 form. Nothing here fails on one: where bytes
+are written, a lone surrogate becomes the JSON escape ``\\ud800`` (:data:`ESCAPE`: the receiver
+reads the same string back; content ids are hashed over this form, so they are stable) or
+U+FFFD (:data:`REPLACE`, for text meant for readers that want strict UTF-8). Nesting too deep
+for the encoder is a ValueError, as NaN is where it is refused, so a caller's one ``except
+(ValueError, TypeError)`` covers every value it cannot write.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+import re
+from typing import Any, Literal
 
 try:
     import orjson as _orjson
 except ImportError:  # pragma: no cover - orjson is a dependency; the stdlib gives the same bytes, slower
     _orjson = None  # type: ignore[assignment]
 
+ESCAPE: Literal["escape"] = "escape"
+"""A lone surrogate written as its JSON escape, ``\\ud800``: the string reads back unchanged."""
+REPLACE: Literal["replace"] = "replace"
+"""A lone surrogate written as U+FFFD: strict UTF-8 for readers that refuse the escape (I-JSON)."""
+Surrogates = Literal["escape", "replace"]
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8(text: str, surrogates: Surrogates = ESCAPE) -> bytes:
+    """``text`` (JSON text) as UTF-8; its lone surrogates, which only a JSON string can hold, escaped
+    (``\\ud800``) or replaced by U+FFFD. Never raises."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        if surrogates == REPLACE:
+            return _SURROGATE.sub("\ufffd", text).encode("utf-8")
+        return text.encode("utf-8", "backslashreplace")  # exactly the JSON escape: \ud800
+
+
+def escape_surrogates(text: str) -> str:
+    """JSON text with each lone surrogate written as its escape, so it can be stored as UTF-8 (SQLite)."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _too_deep(exc: RecursionError) -> ValueError:
+    return ValueError("nested too deeply to encode as JSON")
 
 
 def _orjson_exact(value: Any, depth: int = 0) -> bool:
@@ -57,18 +94,23 @@ def decode(data: bytes) -> Any:
 
 
 def canonical_json_bytes(value: Any) -> bytes:
-    """:func:`canonical_json` as UTF-8 bytes, built by orjson where its output is the same."""
+    """:func:`canonical_json` as UTF-8 bytes, built by orjson where its output is the same; a lone
+    surrogate as its escape ``\\ud800`` (UTF-8 has no form for it). ValueError for NaN,
+    infinities and nesting too deep, TypeError for what JSON has no form for."""
     if _orjson is not None and _orjson_exact(value):
         try:
             return _orjson.dumps(value, option=_orjson.OPT_SORT_KEYS)
         except TypeError:
             pass
-    return canonical_json(value).encode("utf-8")
+    return utf8(canonical_json(value))
 
 
 def canonical_json(value: Any) -> str:
     """Keys sorted, separators ``,`` and ``:``, non-ASCII kept: the text event ids are hashed over."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except RecursionError as exc:
+        raise _too_deep(exc) from None
 
 
 def content_id(raw: Any) -> str:
@@ -80,13 +122,18 @@ _compact_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).en
 _strict_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
-def compact_json(value: Any, *, allow_nan: bool = True) -> bytes:
+def compact_json(value: Any, *, allow_nan: bool = True, surrogates: Surrogates = ESCAPE) -> bytes:
     """``json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=allow_nan)`` as
     UTF-8 bytes, done by orjson where its output is byte-identical: one encode per event per
-    output, at C speed. With ``allow_nan=False`` NaN and infinities raise ValueError, as there."""
+    output, at C speed. With ``allow_nan=False`` NaN and infinities raise ValueError, as there;
+    so does nesting too deep. Lone surrogates are escaped or replaced (:func:`utf8`)."""
     if _orjson is not None and _orjson_exact(value):
         try:
             return _orjson.dumps(value)
         except TypeError:
             pass
-    return (_compact_encode if allow_nan else _strict_encode)(value).encode("utf-8")
+    try:
+        text = (_compact_encode if allow_nan else _strict_encode)(value)
+    except RecursionError as exc:
+        raise _too_deep(exc) from None
+    return utf8(text, surrogates)

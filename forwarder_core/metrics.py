@@ -31,6 +31,8 @@ CORE_METRICS: dict[str, tuple[str, str]] = {
     "siem_forwarder_events_filtered_total": ("counter", "Events removed by a forwarder_transform_events plugin."),
     "siem_forwarder_pages_committed_total": ("counter", "Source pages delivered to every output and checkpointed."),
     "siem_forwarder_poll_errors_total": ("counter", "Polls that failed (the cursor stayed where it was)."),
+    "siem_forwarder_polls_without_progress_total": ("counter", "Polls stopped because the source repeated a cursor "
+                                                               "or served an identical page (a vendor fault)."),
     "siem_forwarder_output_errors_total": ("counter", "Batches an output failed to take as a whole."),
     "siem_forwarder_http_requests_total": ("counter", "HTTP requests by component and status (0 = no answer)."),
     "siem_forwarder_http_retries_total": ("counter", "HTTP requests retried by the core client."),

@@ -35,7 +35,7 @@ from forwarder_core.errors import (
     StateError,
     TransportError,
 )
-from forwarder_core.jsoncodec import canonical_json, canonical_json_bytes, compact_json, content_id
+from forwarder_core.jsoncodec import ESCAPE, REPLACE, canonical_json, canonical_json_bytes, compact_json, content_id
 from forwarder_core.jsoncodec import decode as decode_json_bytes
 from forwarder_core.net.auth import Auth, BearerAuth
 from forwarder_core.net.client import HttpClient, decode_json, snippet
@@ -84,7 +84,7 @@ __all__ = [
     # secrets
     "Secret", "read_secret_file", "redact", "register_header_value", "register_secret_text", "reveal",
     # JSON and time
-    "canonical_json", "canonical_json_bytes", "compact_json", "content_id", "decode_json_bytes",
+    "ESCAPE", "REPLACE", "canonical_json", "canonical_json_bytes", "compact_json", "content_id", "decode_json_bytes",
     "format_time", "from_us", "iso_ms", "iso_us", "ms_datetime", "now_ms", "parse_ms", "parse_time", "parse_us",
     "to_ms", "to_us",
     # source traits

@@ -22,6 +22,7 @@ from typing import Any
 
 from forwarder_core.engine.delivery import OutputRunner
 from forwarder_core.errors import StateError
+from forwarder_core.jsoncodec import escape_surrogates
 from forwarder_core.state.nofollow import same_file, sqlite_file
 from forwarder_core.state.statedir import ensure_subdir
 
@@ -69,8 +70,9 @@ class DiskBuffer:
         The source commits its cursor after the page is queued, in another database; a crash in
         between makes it read and hand over the same page again, which must not be queued twice.
         """
-        digest = hashlib.sha256("\n".join(str(e.get("id")) for e in events).encode()).hexdigest()
-        payloads = [json.dumps(e, ensure_ascii=False, separators=(",", ":")) for e in events]
+        digest = hashlib.sha256("\n".join(str(e.get("id")) for e in events).encode("utf-8", "backslashreplace")).hexdigest()
+        # SQLite stores text as UTF-8, which has no form for a lone surrogate: write it as its JSON escape
+        payloads = [escape_surrogates(json.dumps(e, ensure_ascii=False, separators=(",", ":"))) for e in events]
         size = sum(len(p) for p in payloads)
         with self._lock:
             page = self._next_page

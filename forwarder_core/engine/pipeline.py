@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from forwarder_core.engine.delivery import OutputRunner
 from forwarder_core.engine.fetch import END, Fetcher
 from forwarder_core.engine.interpreter import tune_interpreter
+from forwarder_core.engine.noprogress import guard
 from forwarder_core.engine.pagework import PageWork, PreparedPage
 from forwarder_core.engine.polls import Poll, Progress, SourceResult, backlog, iso, through, watermark
 from forwarder_core.engine.prepare import Preparer, TransformEvents
@@ -160,8 +161,9 @@ class SourceRunner:
     # ------------------------------------------------------------------ one page
 
     def _poll(self, cursor: Any) -> Iterator[Page]:
-        """The source's pages; with workers, each handed to one as soon as it is fetched."""
-        pages = self.source.poll(cursor)
+        """The source's pages, stopped where they repeat a cursor or a page (:mod:`forwarder_core.engine.noprogress`);
+        with workers, each handed to one as soon as it is fetched."""
+        pages = guard(self.name, self.source.poll(cursor), self.metrics, start=cursor)
         return _without_bodies(pages) if self.offload is None else self.offload.ahead(pages)
 
     def _prepare(self, page: Page, ledger: Ledger) -> PreparedPage:

@@ -20,6 +20,7 @@ from forwarder_core.errors import StateError
 from forwarder_core.state.checkpoint import Checkpoint, PollOutcome
 from forwarder_core.state.ledger import Ledger
 from forwarder_core.state.pg import Database
+from forwarder_core.state.setaside import record_line
 
 
 class FenceError(StateError):
@@ -180,8 +181,8 @@ class PgSetAside:
 
     def write(self, name: str, records: Iterable[dict[str, Any]]) -> int:
         now = time.time()
-        rows = [(self.kind, name, now, json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=str))
-                for r in records]
+        # record_line: the same strict UTF-8 the files hold, whatever the event (a lone surrogate escaped)
+        rows = [(self.kind, name, now, record_line(r).decode("utf-8").rstrip("\n")) for r in records]
         if rows:
             self.db.run(lambda cur: cur.executemany(
                 "INSERT INTO sf_setaside (kind, name, time, record) VALUES (%s, %s, %s, %s)", rows))

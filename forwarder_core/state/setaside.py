@@ -4,8 +4,16 @@
 checks); ``state_dir/dead-letter/<output>.jsonl`` holds events an output refused for good. Each
 line is ``{"time", "source", "output"?, "reason", "id", "integrity"?, "raw"}``. A batch of records
 is written with one ``write`` and one ``fsync`` before the cursor moves past them, through
-:class:`~forwarder_core.state.durable.LineAppender`, which first cuts a line a crash left half written. Neither the directories nor the files are
-ever reached through a symlink (:mod:`forwarder_core.state.nofollow`).
+:class:`~forwarder_core.state.durable.LineAppender`, which first cuts a line a crash left half
+written. Neither the directories nor the files are ever reached through a symlink
+(:mod:`forwarder_core.state.nofollow`).
+
+Writing a record cannot fail on what the event holds (:func:`record_line`): these files are where
+an event goes when nothing else could take it, so a record that cannot be written would hold the
+cursor for good. A lone surrogate is written as its JSON escape (``\\ud800``: replay reads the
+same string back); a raw event with no JSON form at all (nested too deeply for the encoder, a
+value a plugin put there that JSON cannot hold) is written as its bounded Python ``repr``, a
+string, and the reason says so.
 """
 from __future__ import annotations
 
@@ -16,12 +24,15 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from forwarder_core.jsoncodec import utf8
 from forwarder_core.state.durable import LineAppender
 from forwarder_core.state.nofollow import opened_dir
 from forwarder_core.state.statedir import ensure_subdir
 
 QUARANTINE = "quarantine"
 DEAD_LETTER = "dead-letter"
+REPR_MAX = 1_000_000
+"""Characters of a raw event's ``repr`` kept when it has no JSON form."""
 
 
 def _safe_name(name: str) -> str:
@@ -42,7 +53,7 @@ class SetAside:
         return os.path.join(self.dir, _safe_name(name) + ".jsonl")
 
     def write(self, name: str, records: Iterable[dict[str, Any]]) -> int:
-        lines = [json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=str) + "\n" for r in records]
+        lines = [record_line(r) for r in records]
         if not lines:
             return 0
         path = self.path(name)
@@ -51,7 +62,7 @@ class SetAside:
             if appender is None:
                 appender = self._files[path] = LineAppender(path, under=self.state_dir)
         try:
-            appender.append("".join(lines).encode("utf-8"))
+            appender.append(b"".join(lines))
         finally:
             appender.close()  # replay rewrites these files by rename: never keep one open
         return len(lines)
@@ -73,3 +84,38 @@ class SetAside:
     def files(self) -> list[str]:
         with opened_dir(self.state_dir, [self.kind], create=False) as dir_fd:
             return sorted(os.path.join(self.dir, f) for f in os.listdir(dir_fd) if f.endswith(".jsonl"))
+
+
+def record_line(record: dict[str, Any]) -> bytes:
+    """One record as a JSON line of strict UTF-8; never raises on what the record holds."""
+    try:
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
+    except (ValueError, TypeError, RecursionError) as exc:  # circular or too deep: no JSON form
+        why = "nested too deeply" if isinstance(exc, RecursionError) else f"{type(exc).__name__}: {exc}"
+        kept = {key: _plain(value) for key, value in record.items() if key != "raw"}
+        kept["reason"] = (f"{kept.get('reason', '')}; the raw event has no JSON form ({why}), "
+                          f"kept as its Python repr").lstrip("; ")
+        kept["raw"] = _bounded_repr(record.get("raw"))
+        text = json.dumps(kept, ensure_ascii=False, separators=(",", ":"), default=str)
+    return utf8(text) + b"\n"
+
+
+def _plain(value: Any) -> Any:
+    """A record's own field (time, source, reason, id, integrity) as something JSON surely holds."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    try:
+        json.dumps(value, default=str)
+    except (ValueError, TypeError, RecursionError):
+        return _bounded_repr(value)
+    return value
+
+
+def _bounded_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"<{type(value).__name__} nested too deeply to print>"
+    except Exception as exc:
+        return f"<{type(value).__name__} whose repr raised {type(exc).__name__}>"
+    return text if len(text) <= REPR_MAX else text[:REPR_MAX] + f"... ({len(text)} characters)"

@@ -1,5 +1,9 @@
 """The ``file`` output: one normalized event as JSON per line, appended, fsynced before success.
 
+The lines are strict UTF-8 (I-JSON): a lone surrogate a vendor sent (``"\\ud800"``) is written as
+U+FFFD, since the tools that read such files (jq, Filebeat, Go and Rust JSON decoders) refuse or
+replace its escape anyway; the event's ``id`` is still the one computed from what the vendor sent.
+
 A partial last line left by a crash is cut off before the first append (:mod:`forwarder_core.state.durable`),
 so the file holds only whole JSON lines. A symlink at ``path`` is refused, never written or cut
 through: the file may sit in a directory another user can write to (the state directory is one).
@@ -11,6 +15,7 @@ from typing import Any
 
 from forwarder_core import hookimpl
 from forwarder_core.plugin_api import (
+    REPLACE,
     ComponentConfig,
     Context,
     Encoded,
@@ -22,9 +27,14 @@ from forwarder_core.plugin_api import (
 )
 
 
+def encode_line(event: dict[str, Any]) -> bytes:
+    """One event as a compact JSON line (non-ASCII kept, a lone surrogate as U+FFFD), without its newline."""
+    return compact_json(event, surrogates=REPLACE)
+
+
 def encode_lines(events: list[dict[str, Any]]) -> bytes:
-    """Every event as one compact JSON line (non-ASCII kept), in one buffer."""
-    return b"\n".join(map(compact_json, events)) + b"\n"
+    """Every event as one compact JSON line, in one buffer."""
+    return b"\n".join(map(encode_line, events)) + b"\n"
 
 
 class FileOutput(Output):
@@ -49,7 +59,7 @@ class FileOutput(Output):
         return self._append(encode_lines(events))
 
     def encode_batch(self, events: list[dict[str, Any]]) -> Encoded:
-        return Encoded([line + b"\n" for line in map(compact_json, events)])
+        return Encoded([line + b"\n" for line in map(encode_line, events)])
 
     def send_encoded(self, batch: Encoded) -> SendResult:
         return self._append(b"".join(batch.parts)) if batch.parts else SendResult()

@@ -1,5 +1,6 @@
 """The orjson fast paths of canonical_json_bytes/content_id and compact_json give exactly the
-bytes the stdlib ``json`` gives, for any JSON-like value (or fail the same way)."""
+bytes the stdlib ``json`` gives, for any JSON-like value (or fail the same way); a lone surrogate,
+which UTF-8 cannot hold, is written as its JSON escape and never fails an encode."""
 from __future__ import annotations
 
 import hashlib
@@ -33,11 +34,13 @@ def outcome(fn: Any, value: Any) -> tuple[str, Any]:
 
 
 def stdlib_canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.encode("utf-8", "backslashreplace")  # a lone surrogate as \ud800, its JSON escape
 
 
 def stdlib_compact(value: Any, allow_nan: bool = True) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=allow_nan).encode("utf-8")
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=allow_nan).encode(
+        "utf-8", "backslashreplace")
 
 
 @settings(max_examples=300, deadline=None)
@@ -70,3 +73,25 @@ def test_a_vendor_event_takes_the_fast_path_and_keeps_its_id() -> None:
     assert content_id(raw) == hashlib.sha256(stdlib_canonical(raw)).hexdigest()
     assert not jsoncodec._orjson_exact({"a": [1.5]})  # floats go to the stdlib, which spells them its way
     assert compact_json({"a": 1e-05}) == b'{"a":1e-05}'
+
+
+def test_a_lone_surrogate_has_a_stable_content_id_and_reads_back() -> None:
+    """A vendor may send ``"\\ud800"``: its id is the digest of the escaped form, the same every
+    time, distinct from the id of the same event holding U+FFFD; an output's JSON reads back
+    exactly, or as U+FFFD where strict UTF-8 is asked for."""
+    raw = {"name": "\ud800", "actorId": "1", "\udc80key": ["\udfff\ud800", "é"]}
+    assert canonical_json_bytes(raw) == b'{"actorId":"1","name":"\\ud800","\\udc80key":["\\udfff\\ud800","\xc3\xa9"]}'
+    assert content_id(raw) == content_id(json.loads(json.dumps(raw))) == hashlib.sha256(canonical_json_bytes(raw)).hexdigest()
+    assert content_id(raw) != content_id({**raw, "name": "\ufffd"})
+    assert json.loads(compact_json(raw)) == raw
+    assert compact_json(raw, surrogates=jsoncodec.REPLACE).decode("utf-8") == json.dumps(
+        {"name": "\ufffd", "actorId": "1", "\ufffdkey": ["\ufffd\ufffd", "é"]}, ensure_ascii=False, separators=(",", ":"))
+
+
+def test_nesting_too_deep_to_encode_is_a_value_error() -> None:
+    deep: Any = None
+    for _ in range(5000):
+        deep = [deep]
+    for encode in (compact_json, canonical_json_bytes, content_id):
+        with pytest.raises(ValueError, match="nested too deeply"):
+            encode(deep)

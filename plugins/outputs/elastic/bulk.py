@@ -76,8 +76,9 @@ def document_id(source_type: str, event_id: str) -> str:
 
     Deterministic, so every resend of an event targets the same document; 160 bits, so
     unrelated events never collide; short and fixed-length, which keeps the ``_id`` index lean.
+    An id holding a lone surrogate (a vendor's ``"\\ud800"``) is hashed with it escaped.
     """
-    return hashlib.sha256(f"{source_type}:{event_id}".encode("utf-8")).hexdigest()[:40]
+    return hashlib.sha256(f"{source_type}:{event_id}".encode("utf-8", "backslashreplace")).hexdigest()[:40]
 
 
 class ElasticBulk(Output):

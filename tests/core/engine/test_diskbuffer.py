@@ -49,3 +49,19 @@ def test_a_full_buffer_pushes_back_and_never_drops(tmp_path: Path, counter_confi
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     ids = [e["id"] for e in read_jsonl(tmp_path / "slow.jsonl")]
     assert ids == [f"counter-{i}" for i in range(8000)]
+
+
+def test_a_lone_surrogate_is_buffered_and_read_back_unchanged(tmp_path: Path) -> None:
+    """SQLite stores text as UTF-8, which has no form for ``"\\ud800"``: queued as its JSON escape."""
+    import json
+
+    from forwarder_core.engine.diskbuffer import DiskBuffer
+
+    buffer = DiskBuffer(str(tmp_path), "out", 1 << 20)
+    try:
+        event = {"id": "\ud800-1", "raw": {"name": "\ud800", "\udc80": "é"}}
+        assert buffer.put("src", [event])
+        (row,) = buffer.head(10)
+        assert json.loads(row[2]) == event
+    finally:
+        buffer.close()
