@@ -169,4 +169,4 @@ def rate_limit_wait(response: Response, rate_limit: ResponseWait | None, compone
 
 
 __all__ = ["MAX_RETRY_AFTER", "NO_RETRY_HEADER", "ResponseWait", "epoch_header", "first_of", "parse_retry_after",
-           "rate_limit_wait", "retry_after", "seconds_header", "when_header"]
+           "retry_after", "seconds_header", "when_header"]

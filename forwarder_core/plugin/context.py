@@ -38,6 +38,8 @@ class ComponentConfig:
     buffer_max_bytes: int | None = None  # outputs only
     file: str = ""  # config file the block came from, for messages
     line: int = 0
+    path: str = ""
+    """The block's JSON path in the config (``$.sources[0]``), as ``check``'s messages name it."""
 
 
 @dataclass

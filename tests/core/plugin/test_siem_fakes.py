@@ -21,7 +21,10 @@ class GadgetAudit(Source):
     product = "Audit"
     options_schema = {"type": "object", "properties": {}}
 
+    paths: list[str] = []
+
     def poll(self, cursor: Any) -> Iterator[Page]:
+        self.paths.append(self.config.path)  # where check would point at this block
         if cursor is None:
             yield Page([{"uid": "g-1", "at": "2026-01-01T00:00:01Z", "what": "login"},
                         {"uid": "g-2", "at": "2026-01-01T00:00:02Z", "what": "logout"}], {"done": True})
@@ -46,6 +49,7 @@ def test_splunk_hec_renders_a_plugin_source(forwarder_once) -> None:
     assert [e["event"]["uid"] for e in hec.events] == ["g-1", "g-2"]  # the vendor's record, as it came
     assert [e["fields"]["action"] for e in hec.events] == ["login", "logout"]
     assert {e["sourcetype"] for e in hec.events} == {"gadget_audit:audit"}
+    assert GadgetAudit.paths[-1] == "$.sources[0]"
 
 
 def test_elastic_bulk_renders_a_plugin_source(forwarder_once) -> None:
@@ -54,6 +58,7 @@ def test_elastic_bulk_renders_a_plugin_source(forwarder_once) -> None:
     assert run.ok and run.delivered == 2
     docs = es.all_documents()
     assert len(docs) == 2 and all("@timestamp" in d for d in docs)
+    assert sorted(d["event"]["action"] for d in docs) == ["login", "logout"]
 
 
 @pytest.mark.parametrize("framing", ["octet-counting", "newline"])
