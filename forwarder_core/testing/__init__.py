@@ -59,7 +59,16 @@ from forwarder_core import hookimpl
 from forwarder_core.plugin.base import Output, Source
 from forwarder_core.plugin.results import Page, SendResult
 from forwarder_core.state.ledger import LedgerError
-from forwarder_core.testing.fakehttp import HTML_ERROR, FakeServer, Fault, Handler, Request, Response, json_response
+from forwarder_core.testing.fakehttp import (
+    HTML_ERROR,
+    FakeServer,
+    Fault,
+    Handler,
+    HandlerCrashed,
+    Request,
+    Response,
+    json_response,
+)
 from forwarder_core.testing.siem import ElasticBulkFake, SplunkHecFake, SyslogReceiver
 
 
@@ -221,7 +230,7 @@ def forwarder_fake_api() -> Iterator[FakeServer]:
 
 
 __all__ = [
-    "HTML_ERROR", "ElasticBulkFake", "FakeServer", "Fault", "Handler", "LedgerError", "MemoryOutput", "MemorySource", "OnceRun",
+    "HTML_ERROR", "ElasticBulkFake", "FakeServer", "Fault", "Handler", "HandlerCrashed", "LedgerError", "MemoryOutput", "MemorySource", "OnceRun",
     "Request", "Response", "SplunkHecFake", "SyslogReceiver",
     "forwarder_fake_api", "forwarder_once", "forwarder_plugin_manager", "json_response", "load_with_memory", "run_once",
 ]

@@ -9,8 +9,7 @@ import requests
 from forwarder_core.errors import HttpError
 from forwarder_core.metrics import Metrics
 from forwarder_core.net.client import HttpClient
-from forwarder_core.testing import FakeServer, Request, json_response
-from forwarder_core.testing.fakehttp import HandlerCrashed
+from forwarder_core.testing import FakeServer, HandlerCrashed, Request, json_response
 
 pytest_plugins: list[str] = []  # forwarder_core.testing is loaded through the pytest11 entry point
 
