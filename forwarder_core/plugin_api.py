@@ -12,7 +12,8 @@ same. The groups:
 - the HTTP client and its parts: :class:`HttpClient`, :class:`Auth`, :class:`BearerAuth`,
   :func:`snippet`, :func:`decode_json`, and how long a vendor asks to wait
   (:class:`ResponseWait`, :func:`parse_retry_after`, :func:`epoch_header`,
-  :func:`seconds_header`, :data:`MAX_RETRY_AFTER`);
+  :func:`seconds_header`, :func:`first_of`, :func:`when_header`, :func:`retry_after`,
+  :data:`MAX_RETRY_AFTER`);
 - errors: :class:`ForwarderError` and its subclasses;
 - secrets: :class:`Secret`, :func:`reveal`, :func:`redact`, :func:`register_secret_text`, :func:`register_header_value`, :func:`read_secret_file`;
 - JSON and time helpers: canonical JSON and content ids, RFC 3339 and epoch conversions;
@@ -39,7 +40,16 @@ from forwarder_core.jsoncodec import ESCAPE, REPLACE, canonical_json, canonical_
 from forwarder_core.jsoncodec import decode as decode_json_bytes
 from forwarder_core.net.auth import Auth, BearerAuth
 from forwarder_core.net.client import HttpClient, decode_json, snippet
-from forwarder_core.net.waits import MAX_RETRY_AFTER, ResponseWait, epoch_header, parse_retry_after, seconds_header
+from forwarder_core.net.waits import (
+    MAX_RETRY_AFTER,
+    ResponseWait,
+    epoch_header,
+    first_of,
+    parse_retry_after,
+    retry_after,
+    seconds_header,
+    when_header,
+)
 from forwarder_core.plugin.base import Output, Source
 from forwarder_core.plugin.cef import FORBIDDEN_CODEPOINTS as CEF_FORBIDDEN_CODEPOINTS
 from forwarder_core.plugin.cef import CEFError, parse_cef, strip_syslog_header
@@ -77,7 +87,7 @@ __all__ = [
     "TLS_OPTIONS", "apply_defaults", "http_output_options_schema", "source_options_schema",
     # HTTP
     "MAX_RETRY_AFTER", "Auth", "BearerAuth", "HttpClient", "ResponseWait", "decode_json", "epoch_header",
-    "parse_retry_after", "seconds_header", "snippet",
+    "first_of", "parse_retry_after", "retry_after", "seconds_header", "snippet", "when_header",
     # errors
     "AuthError", "ConfigError", "ForwarderError", "HttpError", "OutputError", "QuarantineEvent", "ResponseError",
     "SourceError", "StateError", "TransportError",

@@ -59,7 +59,8 @@ class ProgressReporter:
             final = result.done or result.error is not None
             if final or now - self._last_plain.get(result.name, self.started) >= self.plain_every:
                 self._last_plain[result.name] = now
-                status = "done" if result.done else ("FAILED: " + result.error if result.error else "running")
+                # The reason is in the log line the failure wrote just before: said once, there.
+                status = "done" if result.done else ("FAILED" if result.error else "running")
                 self.stream.write(f"{result.name}: {result.delivered} delivered, {result.quarantined} quarantined, "
                                   f"{result.pages} page(s) [{status}]\n")
                 self.stream.flush()
@@ -143,7 +144,7 @@ def print_summary(results: list["SourceResult"], metrics: "Metrics", stream: IO[
     rows = [("SOURCE", "POLLED", "DELIVERED", "QUARANTINED", "DEAD-LETTERED", "PAGES", "STATUS")]
     for r in results:
         dead = int(metrics.total("events_dead_lettered_total", source=r.name))
-        status = "ok" if r.ok and r.done else (r.error or "stopped")
+        status = "ok" if r.ok and r.done else ("FAILED" if r.error else "stopped")  # why: the log line above
         rows.append((r.name, str(r.polled), str(r.delivered), str(r.quarantined), str(dead), str(r.pages), status))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

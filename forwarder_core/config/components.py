@@ -16,6 +16,7 @@ from typing import Any
 from forwarder_core.config.problems import Problems
 from forwarder_core.config.schema import explain_errors
 from forwarder_core.config.typedvars import coerce
+from forwarder_core.config.yamlsource import json_path
 from forwarder_core.plugin.context import ComponentConfig
 from forwarder_core.plugin.option_schemas import apply_defaults
 from forwarder_core.secrets import (
@@ -164,6 +165,8 @@ def _check_block(block: Any, kind: str, path: tuple[Any, ...], registry: Any, pr
     for name in names:
         if isinstance(options.get(name), str):
             options[name] = Secret(options[name])
+    if not _plugin_rules(cls, options, opt_path, problems):
+        return None
     try:
         start = _start_time(block.get("start_time"))
     except ValueError as exc:
@@ -174,7 +177,7 @@ def _check_block(block: Any, kind: str, path: tuple[Any, ...], registry: Any, pr
         name=block["name"], type=block["type"], options=options,
         interval=float(block.get("interval", 60)), start_time=start,
         sources=block.get("sources"), buffer=block.get("buffer", "memory"),
-        buffer_max_bytes=block.get("buffer_max_bytes"), file=file, line=line,
+        buffer_max_bytes=block.get("buffer_max_bytes"), file=file, line=line, path=json_path(path),
     )
 
 
@@ -195,6 +198,17 @@ def plugin_view(document: dict[str, Any], plugins: Any) -> dict[str, Any]:
                 if isinstance(options.get(name), str):
                     options[name] = Secret(options[name])
     return view
+def _plugin_rules(cls: Any, options: dict[str, Any], opt_path: tuple[Any, ...], problems: Problems) -> bool:
+    """The plugin's own cross-option rules (``check_options``), each reported at its option; False if any."""
+    try:
+        found = list(cls.check_options(options))
+    except Exception as exc:  # a plugin's bug is reported at the block, never a crash of check
+        problems.add(opt_path, f"{cls.type_name}.check_options failed: {type(exc).__name__}: {exc}")
+        return False
+    for where, message in found:
+        where = tuple(where) if isinstance(where, (tuple, list)) else (where,)
+        problems.add(opt_path + where, str(message))
+    return not found
 
 
 def check_names_and_routes(document: dict[str, Any], problems: Problems) -> None:

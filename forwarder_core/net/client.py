@@ -29,12 +29,13 @@ import requests.adapters
 from forwarder_core import __version__
 from forwarder_core.errors import AuthError, HttpError, ResponseError, TransportError
 from forwarder_core.metrics import PER_CLIENT
+from forwarder_core.net import waits as _waits
 from forwarder_core.net.auth import Auth, BearerAuth, call_refresh, register_sent
 from forwarder_core.net.bodies import snippet
 from forwarder_core.net.failures import cut_off, decode_json
 from forwarder_core.net.inflight import InFlight, WatchedAdapter, current, watching
 from forwarder_core.net.limits import ACCEPT_ENCODING, DEADLINE_FACTOR, DEFAULT_MAX_RESPONSE_BYTES, consume
-from forwarder_core.net.waits import MAX_RETRY_AFTER, ResponseWait, parse_retry_after, server_wait
+from forwarder_core.net.waits import MAX_RETRY_AFTER, ResponseWait, parse_retry_after, rate_limit_wait, server_wait
 from forwarder_core.secrets import redact, redact_cut
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class HttpClient:
         auth: Auth | None = None,
         base_url: str | None = None,
         response_wait: ResponseWait | None = None,
+        rate_limit: ResponseWait | None = None,
         metrics: "Metrics | None" = None,
         logger: logging.Logger | None = None,
         stop: threading.Event | None = None,
@@ -83,6 +85,7 @@ class HttpClient:
         self.component = component
         self.auth = auth
         self.response_wait = response_wait
+        self.rate_limit = rate_limit
         self.base_url = (base_url or options.get("base_url") or options.get("url") or "").rstrip("/")
         self.timeout = float(options.get("timeout", 30))
         self.max_response_bytes = int(options.get("max_response_bytes") or DEFAULT_MAX_RESPONSE_BYTES)
@@ -242,15 +245,20 @@ class HttpClient:
                         self._retry_wait(method, url, str(exc), backoff.full_jitter(next(waits)), attempt)
                         continue
                 return response
-            if status in (401, 403):
+            limited = rate_limit_wait(response, self.rate_limit, self.component)
+            if limited is not None and attempt < tries:
+                self._rate_limited(limited)
+                next(waits)
+                self._retry_wait(method, url, f"{status} {response.reason} (rate limited)", limited, attempt)
+                continue
+            if status in (401, 403) and limited is None:
                 raise AuthError(
                     f"{method} {redact(url)}: {status} {response.reason}: credentials refused: {snippet(response.text)}"
                 )
-            if status in RETRY_STATUSES and attempt < tries:
+            if status in RETRY_STATUSES and attempt < tries and _waits.NO_RETRY_HEADER not in response.headers:
                 wait = server_wait(response, self.response_wait, self.component)
-                if status == 429 and self.metrics is not None:
-                    self.metrics.inc("rate_limit_waits_total", component=self.component)
-                    self.metrics.inc("rate_limit_wait_seconds_total", wait or 0, component=self.component)
+                if status == 429:
+                    self._rate_limited(wait or 0)
                 if wait is None:
                     wait = backoff.full_jitter(next(waits))
                 else:
@@ -265,6 +273,11 @@ class HttpClient:
                 body=redact_cut(response.text, 4096),
                 headers={k: redact(v) for k, v in response.headers.items()},
             )
+
+    def _rate_limited(self, wait: float) -> None:
+        if self.metrics is not None:
+            self.metrics.inc("rate_limit_waits_total", component=self.component)
+            self.metrics.inc("rate_limit_wait_seconds_total", wait, component=self.component)
 
     def _retry_wait(self, method: str, url: str, reason: str, wait: float, attempt: int) -> None:
         if self.metrics is not None:

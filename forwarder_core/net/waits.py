@@ -6,6 +6,13 @@ states its vendor's way as a :data:`ResponseWait`, a function from the refused r
 seconds, and hands it to ``context.http(..., response_wait=...)``; the client then waits the
 longer of what ``Retry-After`` and the plugin say, so a vendor that sends both is never asked
 again too early.
+
+Some vendors signal a rate limit with another status: GitHub answers 403 for its hourly limit
+(``x-ratelimit-remaining: 0``, ``x-ratelimit-reset`` epoch) and its secondary limit
+(``Retry-After``). A plugin hands ``context.http(..., rate_limit=...)`` a :data:`ResponseWait`
+that returns seconds for an answer that *is* a rate limit, whatever its status, and None
+otherwise; the client then waits exactly that and retries, instead of reporting refused
+credentials. :func:`first_of`, :func:`when_header` and :func:`retry_after` compose one.
 """
 from __future__ import annotations
 
@@ -20,6 +27,10 @@ if TYPE_CHECKING:
 
 MAX_RETRY_AFTER = 900.0
 """No server makes the client wait longer than this per retry (a wrong header must not park a source for days)."""
+
+NO_RETRY_HEADER = "X-Siem-Forwarder-No-Retry"
+"""A response carrying this header is not retried, whatever its status: the test fakes
+(:mod:`forwarder_core.testing.fakehttp`) set it when a handler crashed, so the test fails at once."""
 
 ResponseWait = Callable[["Response"], "float | None"]
 """Seconds to wait before retrying, read from a refused (429/5xx) response; None when it does not say."""
@@ -93,23 +104,69 @@ def seconds_header(name: str, *, scale: float = 1.0) -> ResponseWait:
     return wait
 
 
-def server_wait(response: Response, plugin_wait: ResponseWait | None, component: str = "") -> float | None:
-    """The longer of ``Retry-After`` and the plugin's :data:`ResponseWait`, capped; None if neither says.
+def retry_after(response: Response) -> float | None:
+    """A :data:`ResponseWait` for the standard ``Retry-After`` header, to compose with the others."""
+    return parse_retry_after(response.headers.get("Retry-After"))
 
-    A plugin's function that fails on an unexpected body is logged and ignored: the client falls
-    back to its own backoff rather than failing a poll over a hint.
+
+def first_of(*waits: ResponseWait) -> ResponseWait:
+    """A :data:`ResponseWait` answering what the first of ``waits`` that says anything says.
+
+    GitHub's secondary limit sends ``Retry-After`` (a minute) beside the hourly
+    ``x-ratelimit-reset``: ``first_of(retry_after, when_header("x-ratelimit-remaining", "0",
+    epoch_header("x-ratelimit-reset")))`` waits the minute, not the hour.
     """
+
+    def wait(response: Response) -> float | None:
+        for candidate in waits:
+            seconds = candidate(response)
+            if seconds is not None:
+                return seconds
+        return None
+
+    return wait
+
+
+def when_header(name: str, value: str, then: ResponseWait) -> ResponseWait:
+    """A :data:`ResponseWait` that applies ``then`` only when header ``name`` equals ``value``
+    (GitHub's ``x-ratelimit-remaining: 0``: a 403 with quota left is not a rate limit)."""
+
+    def wait(response: Response) -> float | None:
+        found = response.headers.get(name)
+        return then(response) if found is not None and found.strip() == value else None
+
+    return wait
+
+
+def _ask_plugin(response: Response, plugin_wait: ResponseWait, component: str, what: str) -> float | None:
+    """What a plugin's function says, capped; one that fails on an unexpected body is logged and
+    ignored, so the client falls back to its own policy rather than failing a poll over a hint."""
+    try:
+        hinted = plugin_wait(response)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        log.warning("%s: the plugin's %s failed on a %s answer (%s: %s); ignoring it",
+                    component, what, response.status_code, type(exc).__name__, exc)
+        return None
+    return _capped(float(hinted)) if hinted is not None else None
+
+
+def server_wait(response: Response, plugin_wait: ResponseWait | None, component: str = "") -> float | None:
+    """The longer of ``Retry-After`` and the plugin's :data:`ResponseWait`, capped; None if neither says."""
     waits = [parse_retry_after(response.headers.get("Retry-After"))]
     if plugin_wait is not None:
-        try:
-            hinted = plugin_wait(response)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            log.warning("%s: the plugin's response_wait failed on a %s answer (%s: %s); using backoff",
-                        component, response.status_code, type(exc).__name__, exc)
-            hinted = None
-        waits.append(_capped(float(hinted)) if hinted is not None else None)
+        waits.append(_ask_plugin(response, plugin_wait, component, "response_wait"))
     known = [w for w in waits if w is not None]
     return max(known) if known else None
 
 
-__all__ = ["MAX_RETRY_AFTER", "ResponseWait", "epoch_header", "parse_retry_after", "seconds_header"]
+def rate_limit_wait(response: Response, rate_limit: ResponseWait | None, component: str = "") -> float | None:
+    """Seconds the plugin's ``rate_limit`` says this refused answer (any status) asks to wait;
+    None when it is not a rate limit. Unlike :func:`server_wait`, the plugin's answer is the wait
+    as it is (composed with :func:`first_of`), so a short ``Retry-After`` is not stretched."""
+    if rate_limit is None:
+        return None
+    return _ask_plugin(response, rate_limit, component, "rate_limit")
+
+
+__all__ = ["MAX_RETRY_AFTER", "NO_RETRY_HEADER", "ResponseWait", "epoch_header", "first_of", "parse_retry_after",
+           "retry_after", "seconds_header", "when_header"]

@@ -52,6 +52,18 @@ class _Component:
     False for a plugin whose instances must be the one in the main process (shared state in
     memory, a resource it opens at construction): its pages are then prepared in-process."""
 
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+        """Rules across options the schema cannot say; ``check`` reports each problem at its option.
+
+        Called with the options once they passed ``options_schema`` (defaults filled, secrets as
+        :class:`~forwarder_core.secrets.Secret`). Return ``(option path, message)`` pairs, the path
+        a tuple of keys and indexes inside ``options`` (``("phrase",)``, ``("filters", 0)``; ``()``
+        for the block's options as a whole); each is printed as ``file:line:
+        $.sources[0].options.phrase: message``, at that option's line, and the block is refused.
+        """
+        return []
+
     def __init__(self, config: ComponentConfig, context: Context):
         self.config = config
         self.name = config.name

@@ -38,6 +38,8 @@ class ComponentConfig:
     buffer_max_bytes: int | None = None  # outputs only
     file: str = ""  # config file the block came from, for messages
     line: int = 0
+    path: str = ""
+    """The block's JSON path in the config (``$.sources[0]``), as ``check``'s messages name it."""
 
 
 @dataclass
@@ -72,13 +74,15 @@ class Context:
                 self.logger.warning("%s: closing %s failed: %s", self.name, type(resource).__name__, exc)
 
     def http(self, options: dict[str, Any], *, auth: Auth | None = None, base_url: str | None = None,
-             response_wait: ResponseWait | None = None) -> HttpClient:
+             response_wait: ResponseWait | None = None, rate_limit: ResponseWait | None = None) -> HttpClient:
         """A new HTTP client (one ``requests.Session``) for this plugin instance.
 
         ``options`` supplies ``timeout``, ``tls_verify``, ``ca_file`` and, unless ``base_url`` is
         given, ``base_url`` or ``url``; ``auth`` is an :class:`~forwarder_core.net.auth.Auth` that sets
         headers and refreshes once on 401; ``response_wait`` reads how long the vendor asks to
-        wait from a 429/5xx answer, beside ``Retry-After`` (:mod:`forwarder_core.net.waits`).
+        wait from a 429/5xx answer, beside ``Retry-After`` (:mod:`forwarder_core.net.waits`);
+        ``rate_limit`` says which answers of any status (GitHub's 403) are a rate limit and how
+        long to wait (None: not one).
         """
         from forwarder_core.net.client import HttpClient
 
@@ -88,6 +92,7 @@ class Context:
             auth=auth,
             base_url=base_url,
             response_wait=response_wait,
+            rate_limit=rate_limit,
             metrics=self.metrics,
             logger=self.logger,
             stop=self.stop,

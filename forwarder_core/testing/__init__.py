@@ -39,6 +39,10 @@ Fixtures:
             api.fault("status", path="/api/v1/logs", status=429, headers={"X-Rate-Limit-Reset": "..."})
             run = forwarder_once(source={"type": "mysource", "options": {"base_url": api.url, "token": "t"}})
             assert run.ok and len(api.calls("/api/v1/logs")) == 4
+
+SIEM fakes (:mod:`forwarder_core.testing.siem`): :class:`SplunkHecFake`, :class:`ElasticBulkFake` and
+:class:`SyslogReceiver`, each with ``output()`` giving the built-in output's block, to show your
+events rendered by ``splunk_hec``, ``elastic_bulk`` and ``syslog_cef``.
 """
 from __future__ import annotations
 
@@ -55,7 +59,17 @@ from forwarder_core import hookimpl
 from forwarder_core.plugin.base import Output, Source
 from forwarder_core.plugin.results import Page, SendResult
 from forwarder_core.state.ledger import LedgerError
-from forwarder_core.testing.fakehttp import HTML_ERROR, FakeServer, Fault, Handler, Request, Response, json_response
+from forwarder_core.testing.fakehttp import (
+    HTML_ERROR,
+    FakeServer,
+    Fault,
+    Handler,
+    HandlerCrashed,
+    Request,
+    Response,
+    json_response,
+)
+from forwarder_core.testing.siem import ElasticBulkFake, SplunkHecFake, SyslogReceiver
 
 
 class MemorySource(Source):
@@ -216,6 +230,7 @@ def forwarder_fake_api() -> Iterator[FakeServer]:
 
 
 __all__ = [
-    "HTML_ERROR", "FakeServer", "Fault", "Handler", "LedgerError", "MemoryOutput", "MemorySource", "OnceRun", "Request", "Response",
+    "HTML_ERROR", "ElasticBulkFake", "FakeServer", "Fault", "Handler", "HandlerCrashed", "LedgerError", "MemoryOutput", "MemorySource", "OnceRun",
+    "Request", "Response", "SplunkHecFake", "SyslogReceiver",
     "forwarder_fake_api", "forwarder_once", "forwarder_plugin_manager", "json_response", "load_with_memory", "run_once",
 ]

@@ -10,6 +10,18 @@ demand (:meth:`FakeServer.fault`) that hit the next matching requests: ``429`` w
 ``Retry-After`` or any headers, ``500``/``503``, an HTML error page, a truncated JSON body, a
 dropped connection, a slow answer. Faults are what a real API or a proxy in front of it does,
 so the code under test sees the real failure on the wire.
+
+Routing: :meth:`FakeServer.route` takes a method and a regular expression matched against the
+whole path (``re.match``, anchored at both ends; the query string is not part of it). Routes
+are tried in the order they were added and the first match answers; to replace a route, call
+:meth:`FakeServer.route` with ``replace=True`` and the same method and pattern (the new handler
+takes the old one's place). A path no route matches is answered 404.
+
+A handler that raises is a bug in the test, not a server error: the fake answers 500 with the
+:data:`~forwarder_core.net.waits.NO_RETRY_HEADER` header (so the HTTP client gives up at once
+instead of retrying for half a minute), records the exception in :attr:`FakeServer.handler_errors`
+and raises it again from :meth:`FakeServer.stop` (and so at the end of a ``with`` block or the
+``forwarder_fake_api`` fixture), failing the test with the handler's own traceback.
 """
 from __future__ import annotations
 
@@ -20,46 +32,15 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from forwarder_core.net.waits import NO_RETRY_HEADER
+from forwarder_core.testing.messages import Handler, HandlerCrashed, Request, Response, json_response
 
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body or b"null")
-
-    def arg(self, name: str, default: str | None = None) -> str | None:
-        values = self.query.get(name)
-        return values[0] if values else default
-
-
-@dataclass
-class Response:
-    status: int = 200
-    body: bytes | str | Any = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json"
-
-    def encoded(self) -> bytes:
-        if isinstance(self.body, bytes):
-            return self.body
-        if isinstance(self.body, str):
-            return self.body.encode("utf-8")
-        return json.dumps(self.body, separators=(",", ":")).encode("utf-8")
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(status=status, body=body, headers=dict(headers or {}))
+__all__ = ["HTML_ERROR", "FakeServer", "Fault", "Handler", "HandlerCrashed", "Request", "Response", "json_response"]
 
 
 @dataclass
@@ -79,9 +60,6 @@ HTML_ERROR = (
     "<body><h1>502 Bad Gateway</h1><hr><center>nginx</center></body></html>"
 )
 
-Handler = Callable[[Request], Response]
-
-
 class FakeServer:
     """Base of the fakes. Subclasses call :meth:`route` in ``__init__`` and may override ``setup``."""
 
@@ -91,6 +69,7 @@ class FakeServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self.handler_errors: list[BaseException] = []
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self.requests: list[Request] = []
@@ -102,8 +81,21 @@ class FakeServer:
 
     # ------------------------------------------------------------------ config
 
-    def route(self, method: str, pattern: str, handler: Handler) -> None:
-        self._routes.append((method.upper(), re.compile("^" + pattern + "$"), handler))
+    def route(self, method: str, pattern: str, handler: Handler, *, replace: bool = False) -> None:
+        """Answer ``method`` requests whose whole path matches ``pattern`` (a regex) with ``handler``.
+
+        The first route added that matches answers; with ``replace=True`` the handler takes the
+        place of an earlier route with the same method and pattern (same position, so the same
+        precedence), so a test can change what a fake's route does.
+        """
+        entry = (method.upper(), re.compile("^" + pattern + "$"), handler)
+        with self._lock:
+            same = [n for n, r in enumerate(self._routes) if (r[0], r[1].pattern) == (entry[0], entry[1].pattern)] if replace else []
+            if same:
+                self._routes[same[0]] = entry
+                self._routes = [r for n, r in enumerate(self._routes) if n not in same[1:]]
+            else:
+                self._routes.append(entry)
 
     def pages(self, method: str, path: str, items: list[Any], *, page_size: int = 100, items_key: str | None = None,
               cursor_param: str = "after", limit_param: str = "limit", next_key: str = "next") -> None:
@@ -201,10 +193,20 @@ class FakeServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving; raise :class:`HandlerCrashed` if a handler raised while serving."""
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`HandlerCrashed` (once) if a handler raised since the last check."""
+        with self._lock:
+            errors, self.handler_errors = self.handler_errors, []
+        if errors:
+            raise HandlerCrashed(f"{self.name}: a route handler raised {errors[0]!r}"
+                                 + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")) from errors[0]
 
     def __enter__(self) -> "FakeServer":
         return self.start()
@@ -217,23 +219,28 @@ class FakeServer:
     def _dispatch(self, h: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(h.path)
         length = int(h.headers.get("Content-Length") or 0)
-        body = h.rfile.read(length) if length else b""
+        raw = body = h.rfile.read(length) if length else b""
         if h.headers.get("Content-Encoding", "").lower() == "gzip" and body:
             body = gzip.decompress(body)
         req = Request(h.command, parts.path, parse_qs(parts.query, keep_blank_values=True),
-                      {k: v for k, v in h.headers.items()}, body)
+                      {k: v for k, v in h.headers.items()}, body, raw)
         if self.log_requests:
             with self._lock:
                 self.requests.append(req)
         fault = self._take_fault(parts.path)
         if fault is not None and self._apply_fault(h, fault):
             return
-        for method, pattern, handler in self._routes:
+        with self._lock:
+            routes = list(self._routes)
+        for method, pattern, handler in routes:
             if method == h.command and pattern.match(parts.path):
                 try:
                     resp = handler(req)
-                except Exception as exc:  # a bug in a fake must show, not hang the client
-                    resp = json_response({"error": f"fake crashed: {exc!r}"}, status=500)
+                except Exception as exc:  # a bug in a fake must fail the test, not be retried as a 500
+                    with self._lock:
+                        self.handler_errors.append(exc)
+                    resp = json_response({"error": f"fake crashed: {exc!r}"}, status=500,
+                                         headers={NO_RETRY_HEADER: "handler crashed"})
                 self._write(h, resp)
                 return
         self._write(h, json_response({"errors": [{"message": f"no route for {h.command} {parts.path}"}]}, 404))

@@ -48,7 +48,29 @@ def test_summary_table() -> None:
     rows = [line.split(None, 6) for line in out.getvalue().splitlines()]
     assert rows[0] == ["SOURCE", "POLLED", "DELIVERED", "QUARANTINED", "DEAD-LETTERED", "PAGES", "STATUS"]
     assert rows[1] == ["a", "5", "3", "0", "2", "1", "ok"]
-    assert rows[2][-1] == "output hec kept failing: 503"
+    assert rows[2][-1] == "FAILED"  # the reason is in the log line; the table stays narrow
+    assert "503" not in out.getvalue()
+
+
+def test_once_says_a_failure_once(tmp_path) -> None:
+    """The log line gives the reason; the progress line and the table only say the source failed."""
+    from forwarder_core.testing import FakeServer, json_response
+    from tests.helpers import run_forwarder
+
+    reason = "the token was refused"
+    with FakeServer() as api:
+        api.route("GET", "/.*", lambda req: json_response({"errors": [{"message": reason}]}, 401))
+        config = {
+            "sources": [{"name": "asana", "type": "asana",
+                         "options": {"token": "t-0123456789", "workspace_gid": "1", "base_url": api.url}}],
+            "outputs": [{"name": "out", "type": "file", "options": {"path": str(tmp_path / "o.jsonl")}}],
+        }
+        result = run_forwarder(tmp_path, config, "once")
+    assert result.returncode != 0
+    both = result.stdout + result.stderr
+    assert both.count(reason) == 1, both
+    assert "[FAILED]" in result.stderr and "FAILED" in result.stdout.splitlines()[1]
+    assert max(len(line) for line in result.stdout.splitlines()[:2]) <= 100
 
 
 def test_the_summary_prints_each_sources_ledger_and_marks_one_that_does_not_balance() -> None:

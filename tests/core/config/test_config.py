@@ -264,3 +264,37 @@ outputs:
     path.chmod(0o600)
     result = run_forwarder(tmp_path, None, "check", "-c", str(path))
     assert "inline secret" not in result.stderr
+
+
+def test_a_plugins_cross_option_rules_are_reported_at_the_options_line(tmp_path: Path, testkit_path: str) -> None:
+    """``check_options`` on the plugin class: each problem at its option's JSON path and line, beside the core's."""
+    text = f"""\
+state_dir: {tmp_path}/state
+plugin_paths: [{testkit_path}]
+sources:
+  - name: c1
+    type: counter
+    options:
+      count: 5
+      phrase: hello
+  - name: c2
+    type: counter
+    options:
+      phrase_every: 3
+      page_size: 5000
+      page_delay: 1
+outputs:
+  - name: out
+    type: file
+    options:
+      path: {tmp_path}/out.jsonl
+"""
+    result = _check(tmp_path, text)
+    cfg = str(tmp_path / "config.yaml")
+    assert result.returncode == 78, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith(cfg)]
+    assert lines == [
+        f"{cfg}:8: $.sources[0].options.phrase: is never used: phrase_every is 0",
+        f"{cfg}:11: $.sources[1].options: page_delay with a page_size over 1000 makes a backfill crawl",
+        f"{cfg}:12: $.sources[1].options.phrase_every: needs a phrase to put in the events",
+    ], result.stdout

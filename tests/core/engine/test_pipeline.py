@@ -91,7 +91,8 @@ def test_paused_output_keeps_cursor_and_once_fails_with_summary(tmp_path: Path, 
                           "options": {"path": str(tmp_path / "out.jsonl"), "paused_while_exists": str(flag)}}]
     result = run_forwarder(tmp_path, config)
     assert result.returncode == 1
-    assert "output out kept failing" in result.stdout
+    assert "output out kept failing" in result.stderr and "kept failing" not in result.stdout  # said once
+    assert "FAILED" in result.stdout
     assert result.stderr.count("paused") == 1
     state = run_forwarder(tmp_path, config, "state")
     assert "never" in state.stdout  # no checkpoint moved

@@ -69,3 +69,54 @@ def test_once_fixture_calls_in_one_test_resume_from_the_committed_cursor(forward
     assert [e["id"] for e in first.events] == ["0", "1"]
     assert [e["id"] for e in again.events] == ["2", "3"]
     assert [e["id"] for e in fresh.events] == ["0", "1", "2", "3"]
+
+
+def _source_plugin(cls):
+    from forwarder_core import hookimpl
+
+    class Plugin:
+        @hookimpl
+        def forwarder_register_sources(self, registry) -> None:
+            registry.add(cls)
+
+    return Plugin()
+
+
+def test_once_fixture_raises_a_config_error_from_init_with_its_lines(forwarder_once) -> None:
+    import pytest
+
+    from forwarder_core.plugin_api import ConfigError, Source
+
+    class NeedsAOrB(Source):
+        type_name = "needs_a_or_b"
+        vendor = product = "T"
+
+        def __init__(self, config, context):
+            super().__init__(config, context)
+            raise ConfigError([f"{config.file}:{config.line}: {config.path}.options: 'a' or 'b' is required"])
+
+        def poll(self, cursor):
+            return iter(())
+
+    with pytest.raises(ConfigError, match=r"forwarder-once\.yaml:\d+: \$\.sources\[0\]\.options: 'a' or 'b' is required"):
+        forwarder_once(source={"type": "needs_a_or_b"}, plugins=[_source_plugin(NeedsAOrB)])
+
+
+def test_a_check_options_that_raises_is_reported_at_the_block(forwarder_once) -> None:
+    import pytest
+
+    from forwarder_core.plugin_api import ConfigError, Source
+
+    class Buggy(Source):
+        type_name = "buggy_rules"
+        vendor = product = "T"
+
+        @classmethod
+        def check_options(cls, options):
+            return [((), options["missing"])]
+
+        def poll(self, cursor):
+            return iter(())
+
+    with pytest.raises(ConfigError, match=r"\$\.sources\[0\]\.options: buggy_rules\.check_options failed: KeyError"):
+        forwarder_once(source={"type": "buggy_rules"}, plugins=[_source_plugin(Buggy)])
