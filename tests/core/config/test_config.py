@@ -114,7 +114,7 @@ bogus: 1
         f"{cfg}:4: $.sources[1].options: 'workspace_gid' is a required property",
         f"{cfg}:4: $.sources[1]: 'name' is a required property",
         f"{cfg}:5: $.outputs: {{}} is not of type 'array'",
-        f"{cfg}:6: $: unknown option 'bogus' (known: delivery, log_level, max_concurrent_polls, "
+        f"{cfg}:6: $: unknown option 'bogus' (known: cluster, delivery, log_level, max_concurrent_polls, "
         f"metrics, outputs, plugin_paths, shutdown_timeout, sources, state_dir, workers, workers_idle_stop)",
     ], result.stdout
 
