@@ -29,6 +29,7 @@ from forwarder_core.errors import (
     ConfigError,
     ForwarderError,
     HttpError,
+    NoProgressError,
     OutputError,
     QuarantineEvent,
     ResponseError,
@@ -40,6 +41,7 @@ from forwarder_core.jsoncodec import ESCAPE, REPLACE, canonical_json, canonical_
 from forwarder_core.jsoncodec import decode as decode_json_bytes
 from forwarder_core.net.auth import Auth, BearerAuth
 from forwarder_core.net.client import HttpClient, decode_json, snippet
+from forwarder_core.net.failures import DeadlineExceeded, ResponseTooLarge
 from forwarder_core.net.waits import (
     MAX_RETRY_AFTER,
     ResponseWait,
@@ -89,7 +91,8 @@ __all__ = [
     "MAX_RETRY_AFTER", "Auth", "BearerAuth", "HttpClient", "ResponseWait", "decode_json", "epoch_header",
     "first_of", "parse_retry_after", "retry_after", "seconds_header", "snippet", "when_header",
     # errors
-    "AuthError", "ConfigError", "ForwarderError", "HttpError", "OutputError", "QuarantineEvent", "ResponseError",
+    "AuthError", "ConfigError", "DeadlineExceeded", "ForwarderError", "NoProgressError", "ResponseTooLarge",
+    "HttpError", "OutputError", "QuarantineEvent", "ResponseError",
     "SourceError", "StateError", "TransportError",
     # secrets
     "Secret", "read_secret_file", "redact", "register_header_value", "register_secret_text", "reveal",

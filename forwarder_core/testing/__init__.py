@@ -56,6 +56,7 @@ from typing import Any
 import pytest
 
 from forwarder_core import hookimpl
+from forwarder_core.net.waits import NO_RETRY_HEADER
 from forwarder_core.plugin.base import Output, Source
 from forwarder_core.plugin.results import Page, SendResult
 from forwarder_core.state.ledger import LedgerError
@@ -230,6 +231,7 @@ def forwarder_fake_api() -> Iterator[FakeServer]:
 
 
 __all__ = [
+    "NO_RETRY_HEADER",
     "HTML_ERROR", "ElasticBulkFake", "FakeServer", "Fault", "Handler", "HandlerCrashed", "LedgerError", "MemoryOutput", "MemorySource", "OnceRun",
     "Request", "Response", "SplunkHecFake", "SyslogReceiver",
     "forwarder_fake_api", "forwarder_once", "forwarder_plugin_manager", "json_response", "load_with_memory", "run_once",
