@@ -63,6 +63,15 @@ def test_a_source_that_delivered_nothing_has_no_delivery_time(store: CheckpointS
     assert store.get("unknown") is None
 
 
+def test_the_same_cursor_is_always_stored_as_the_same_text(store: CheckpointStore) -> None:
+    store.commit("a", {"b": 1, "a": [1, 2]}, None, 0)
+    store.commit("b", {"a": [1, 2], "b": 1}, None, 0)
+    with sqlite3.connect(store.path) as db:
+        texts = [t for (t,) in db.execute("SELECT cursor FROM checkpoints ORDER BY source")]
+    db.close()
+    assert texts == ['{"a":[1,2],"b":1}'] * 2
+
+
 def test_every_source_is_listed_in_name_order(store: CheckpointStore) -> None:
     for name in ("b", "c", "a"):
         store.commit(name, {"at": name}, None, 1)
@@ -156,6 +165,7 @@ def test_a_damaged_store_is_refused_with_the_integrity_answer_and_left_untouched
         CheckpointStore(str(tmp_path))
     message = str(refused.value)
     assert "unreadable (integrity check failed: " in message and "left untouched" in message
+    assert "On tree page" in message  # SQLite's own answer, for whoever restores the store
     assert path.read_bytes() == damaged
 
 
@@ -186,6 +196,7 @@ def test_the_last_poll_of_each_source_is_remembered_with_its_outcome(store: Chec
     assert (polls["a"].ok, polls["a"].outcome, polls["b"].ok, polls["b"].outcome) == (
         False, "poll failed: 401", False, "x" * 500)
     assert polls["a"].ok is False and before <= polls["a"].time <= time.time()
+    assert (polls["a"].source, polls["b"].source) == ("a", "b")
     store.record_poll("b", True, "caught up")
     assert store.polls()["b"].ok is True
 
@@ -221,3 +232,15 @@ def test_commits_from_many_threads_all_land(store: CheckpointStore) -> None:
         t.join()
     assert [(cp.cursor, cp.delivered) for cp in store.all()] == [({"i": 19}, 20)] * 4
     assert json.loads(json.dumps(store.ledger("s0").delivered)) == {"out": 20}
+
+
+def test_journal_files_a_crash_left_behind_are_made_private_when_the_store_opens(tmp_path: Path) -> None:
+    crashed = CheckpointStore(str(tmp_path))  # never closed: its -wal and -shm stay, as after kill -9
+    crashed.commit("a", {"n": 1}, None, 1)
+    for suffix in ("-wal", "-shm"):
+        os.chmod(str(tmp_path / FILENAME) + suffix, 0o644)
+    again = CheckpointStore(str(tmp_path))
+    for suffix in ("-wal", "-shm"):
+        assert stat.S_IMODE(os.stat(str(tmp_path / FILENAME) + suffix).st_mode) == 0o600, suffix
+    again.close()
+    crashed.close()
