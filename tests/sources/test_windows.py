@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
+from forwarder_core.metrics import Metrics
+from forwarder_core.plugin_api import ComponentConfig, Context, Page, SourceError
 from forwarder_core.times import iso_ms, parse_ms
-from siem_forwarder_plugins.sources.windows import MAX_SEEN, EdgeDedup, WindowCursor
+from siem_forwarder_plugins.sources.windows import MAX_SEEN, EdgeDedup, WindowCursor, WindowedSource
 
 
 def test_a_fresh_cursor_starts_at_the_start_time_and_round_trips_through_json():
@@ -222,3 +228,118 @@ def test_a_window_ending_at_the_watermark_or_a_poll_at_its_end_reads_nothing():
     assert cursor.next_window(1000, 0) is None
     assert cursor.next_window(1500, 0, after=1499) == (1499, 1500)
     assert cursor.next_window(1500, 0, after=1500) is None
+
+
+# ---------------------------------------------------------------------------- the windowed source's poll
+
+
+class Spans(WindowedSource):
+    """A windowed source over a list of event times: each window is read in pages of ``page_size``."""
+
+    type_name = "spans"
+    times: list[int] = []
+    stop_after_pages: int | None = None
+
+    def open_window(self, start: int, end: int) -> dict[str, Any]:
+        self.opened.append((start, end))
+        return {"start": start, "end": end, "page": 0}
+
+    def read_window(self, state: WindowCursor) -> Iterator[Page]:
+        win = state.window
+        assert win is not None
+        inside = [t for t in self.times if win["start"] <= t < win["end"]]
+        dedup = EdgeDedup(state, win["end"], self.lookback)
+        while True:
+            chunk = inside[win["page"] * self.page_size:(win["page"] + 1) * self.page_size]
+            fresh = [t for t in chunk if dedup.admit(str(t), t)]
+            win["page"] += 1
+            if len(chunk) < self.page_size:
+                state.finish_window(win["end"], self.lookback)
+            self.pages += 1
+            if self.stop_after_pages is not None and self.pages >= self.stop_after_pages:
+                self.context.stop.set()
+            yield Page(fresh, state.dump(), already_delivered=dedup.take_already())
+            if state.window is None or self.context.stop.is_set():
+                return
+
+
+def spans(times: list[int], start: datetime | None, **options: Any) -> Spans:
+    opts = {"page_size": 2, "settle_delay": 30, "lookback": 300, **options}
+    source = Spans(ComponentConfig(name="w", type="spans", options=opts, start_time=start),
+                   Context(name="w", state_dir="", logger=logging.getLogger("test.w"), metrics=Metrics()))
+    source.times, source.opened, source.pages = times, [], 0
+    return source
+
+
+def test_a_windowed_source_takes_its_settle_delay_and_lookback_in_seconds() -> None:
+    source = spans([], None, settle_delay=2.5, lookback=300)
+    assert (source.settle, source.lookback, source.page_size) == (2_500, 300_000, 2)
+
+
+def test_a_poll_reads_every_settled_window_once_and_the_next_poll_only_the_overlap(monkeypatch) -> None:
+    from siem_forwarder_plugins.sources import windows
+
+    now = [1_000_000_000]
+    monkeypatch.setattr(windows, "now_ms", lambda: now[0])
+    start = datetime.fromtimestamp(999_000, tz=timezone.utc)  # 1,000 s before now, in ms: 999,000,000
+    times = [999_000_000, 999_500_000, 999_969_999, 999_970_000]
+    source = spans(times, start)
+    delivered: list[int] = []
+    cursor = None
+    for page in source.poll(cursor):
+        delivered += page.events
+        cursor = page.cursor
+    assert delivered == times[:3]  # the last one is not settled yet (30 s behind now)
+    assert source.opened == [(999_000_000, 999_970_000)] and cursor["watermark"] == 999_970_000
+    assert source.cursor_time(cursor) == datetime.fromtimestamp(999_970, tz=timezone.utc)
+    now[0] += 60_000
+    again = [e for page in source.poll(cursor) for e in page.events]
+    assert again == [999_970_000]
+    assert source.opened[1] == (999_670_000, 1_000_030_000)  # lookback before the watermark
+
+
+def test_a_poll_stopped_part_way_keeps_the_window_open_in_its_cursor_and_resumes_it(monkeypatch) -> None:
+    from siem_forwarder_plugins.sources import windows
+
+    monkeypatch.setattr(windows, "now_ms", lambda: 2_000_000)
+    times = [1_000_000 + i for i in range(5)]
+    source = spans(times, datetime.fromtimestamp(1_000, tz=timezone.utc), settle_delay=0)
+    source.stop_after_pages = 1
+    pages = list(source.poll(None))
+    assert [p.events for p in pages] == [times[:2]] and pages[-1].cursor["window"]["page"] == 1
+    source.context.stop.clear()
+    source.stop_after_pages = None
+    rest = [e for p in source.poll(pages[-1].cursor) for e in p.events]
+    assert rest == times[2:] and len(source.opened) == 1  # the same window, not a new one
+
+
+def test_a_stopped_source_reads_nothing_and_one_without_a_start_time_starts_a_day_back(monkeypatch) -> None:
+    from siem_forwarder_plugins.sources import windows
+
+    monkeypatch.setattr(windows, "now_ms", lambda: int(datetime.now(timezone.utc).timestamp() * 1000))
+    source = spans([], None, settle_delay=0)
+    source.context.stop.set()
+    assert list(source.poll(None)) == [] and source.opened == []
+    source.context.stop.clear()
+    list(source.poll(None))
+    day_ago = (datetime.now(timezone.utc) - timedelta(hours=24)).timestamp() * 1000
+    assert abs(source.opened[0][0] - day_ago) < 60_000
+
+
+def test_a_cursor_the_source_cannot_read_is_refused_with_how_to_reset_it() -> None:
+    source = spans([], None)
+    for bad in ({"v": 1}, {"v": 1, "watermark": "soon", "floor": 0}, {"v": 1, "watermark": None}, "x" * 500):
+        with pytest.raises(SourceError, match="reset it with 'siem-forwarder state reset w'") as refused:
+            list(source.poll(bad))
+        assert len(str(refused.value)) < 400  # a huge foreign cursor is quoted, not dumped
+    assert source.cursor_time({"watermark": "1"}) is None and source.cursor_time("x") is None
+
+
+def test_a_later_window_never_runs_backwards() -> None:
+    cursor = WindowCursor(watermark=1000, floor=0)
+    assert cursor.next_window(1400, 0, after=1500) is None
+
+
+def test_the_seen_set_holds_the_documented_twenty_thousand_ids() -> None:
+    """docs: about 700 KB of cursor JSON, 300 s of lookback at 60 events/s."""
+    assert MAX_SEEN == 20_000
