@@ -149,10 +149,10 @@ def test_state_shows_the_ledger_since_the_state_dir_was_created(tmp_path: Path, 
 
 
 def test_the_ledger_line_names_every_term_and_each_output_where_there_are_several() -> None:
-    one = Ledger(read=10, quarantined=1, filtered=2, already_delivered=3, held_back=1, delivered={"a": 2},
+    one = Ledger(read=11, quarantined=1, filtered=2, already_delivered=3, held_back=2, delivered={"a": 2},
                  dead_lettered={"a": 1})
-    assert one.line() == ("read 10 = delivered 2 + quarantined 1 + dead-lettered 1 + filtered 2"
-                          " + already delivered 3 + held back 1")
+    assert one.line() == ("read 11 = delivered 2 + quarantined 1 + dead-lettered 1 + filtered 2"
+                          " + already delivered 3 + held back 2")
     several = Ledger(read=4, delivered={"b": 3, "a": 4, "": 1}, dead_lettered={"b": 1})
     assert several.unbalanced() == [""]
     assert several.line() == ("read 4 = delivered (- 1, a 4, b 3) + quarantined 0 + dead-lettered 1 + filtered 0"
