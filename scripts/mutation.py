@@ -7,8 +7,9 @@ with a fixed seed, then samples ``--sample`` of those per module (the same ones 
 same code). Each mutant is written into the file in place, the module's own small test selection runs
 (``pytest -x``), and the file is restored. A mutant is killed when a test fails or the tests time out.
 
-Usage: scripts/mutation [--sample N | --all] [--seed S] [--timeout SECONDS] [MODULE_PATH ...]
-(default: every module in MODULES, 40 mutants each). Prints the score per file and each survivor's
+Usage: scripts/mutation [--sample N | --all] [--seed S] [--timeout SECONDS] [--survivors] [MODULE_PATH ...]
+(default: every module in MODULES, 40 mutants each; ``--survivors`` re-runs only the mutants that
+survived the module's last run, after tests were added, as long as the module itself is unchanged). Prints the score per file and each survivor's
 diff; docs/mutation.md records the latest figures and the mutants known to be equivalent. Not part of
 .ci/run: a full run takes tens of minutes.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ast
 import configparser
+import hashlib
 import importlib.util
 import os
 import random
@@ -134,7 +136,20 @@ def choose(db: object, path: Path, sample: int | None, seed: int) -> tuple[int, 
     return len(kept), len(in_annotations)
 
 
-def run_module(module: str, tests: list[str], sample: int | None, seed: int, timeout: float) -> dict[str, object]:
+def reopen_survivors(db: object) -> int:
+    """Make the survivors of the last run pending again (the mutants it killed stay killed)."""
+    from cosmic_ray.work_db import WorkResultStorage
+    from cosmic_ray.work_item import TestOutcome
+
+    survived = [item.job_id for item, result in db.completed_work_items  # type: ignore[attr-defined]
+                if result.test_outcome == TestOutcome.SURVIVED]
+    with db._session_maker.begin() as session:  # type: ignore[attr-defined]
+        session.query(WorkResultStorage).filter(WorkResultStorage.job_id.in_(survived)).delete()
+    return len(survived)
+
+
+def run_module(module: str, tests: list[str], sample: int | None, seed: int, timeout: float,
+               survivors_only: bool = False) -> dict[str, object]:
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import TestOutcome, WorkerOutcome
 
@@ -155,7 +170,15 @@ def run_module(module: str, tests: list[str], sample: int | None, seed: int, tim
         raise SystemExit(f"mutation: the tests of {module} fail on the unmutated code:\n{baseline.stdout[-3000:]}")
     config = WORK / f"{stem}.toml"
     session = WORK / f"{stem}.sqlite"
-    session.unlink(missing_ok=True)
+    digest = WORK / f"{stem}.sha256"
+    code = hashlib.sha256(original).hexdigest()
+    if survivors_only:
+        if not session.exists() or not digest.exists() or digest.read_text() != code:
+            backup.unlink()
+            raise SystemExit(f"mutation: {module} changed since its last run (or never ran): run it whole")
+    if not survivors_only:
+        session.unlink(missing_ok=True)
+    digest.write_text(code)
     config.write_text(
         "[cosmic-ray]\n"
         f"module-path = {str(path)!r}\n"
@@ -166,12 +189,17 @@ def run_module(module: str, tests: list[str], sample: int | None, seed: int, tim
         'name = "local"\n'
     )
     cosmic_ray = [sys.executable, "-m", "cosmic_ray.cli"]
-    subprocess.run([*cosmic_ray, "init", str(config), str(session)], cwd=ROOT, check=True)
-    with use_db(str(session), WorkDB.Mode.open) as db:
-        total = db.num_work_items
-        chosen, annotations = choose(db, path, sample, seed)
-    print(f"mutation: {module}: {chosen} of {total} mutants ({annotations} in annotations left out), "
-          f"tests: {' '.join(tests)}", flush=True)
+    if survivors_only:
+        with use_db(str(session), WorkDB.Mode.open) as db:
+            again = reopen_survivors(db)
+        print(f"mutation: {module}: the {again} survivors of its last run, again; tests: {' '.join(tests)}", flush=True)
+    else:
+        subprocess.run([*cosmic_ray, "init", str(config), str(session)], cwd=ROOT, check=True)
+        with use_db(str(session), WorkDB.Mode.open) as db:
+            total = db.num_work_items
+            chosen, annotations = choose(db, path, sample, seed)
+        print(f"mutation: {module}: {chosen} of {total} mutants ({annotations} in annotations left out), "
+              f"tests: {' '.join(tests)}", flush=True)
     try:
         subprocess.run([*cosmic_ray, "exec", str(config), str(session)], cwd=ROOT, check=True)
     finally:
@@ -202,13 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all", action="store_true", help="every site, not a sample")
     parser.add_argument("--seed", type=int, default=24)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant's tests (killed past it)")
+    parser.add_argument("--survivors", action="store_true",
+                        help="re-run only the survivors of each module's last run (same code, new tests)")
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         parser.error(f"not in MODULES: {', '.join(unknown)}")
     os.chdir(ROOT)
     ensure_cosmic_ray()
-    results = [run_module(m, MODULES[m], None if args.all else args.sample, args.seed, args.timeout)
+    results = [run_module(m, MODULES[m], None if args.all else args.sample, args.seed, args.timeout, args.survivors)
                for m in args.modules or list(MODULES)]
     print("\n| file | killed | survived | score |\n| --- | ---: | ---: | ---: |")
     for r in results:
