@@ -145,6 +145,10 @@ def test_an_empty_page_moves_the_cursor_without_sending_or_touching_the_newest_e
     assert cp is not None and cp.cursor == {"page": 2} and cp.newest_event == "2026-01-01T00:00:01.000000Z"
     assert rig.outputs["siem"].batches == [["e1"]]
     assert rig.store.ledger("src") == Ledger(read=4, already_delivered=3, delivered={"siem": 1})
+    assert rig.runner.last_event > 0  # an event arrived: "no events for N minutes" counts from now
+    (tmp_path / "quiet").mkdir()
+    quiet = Rig(tmp_path / "quiet", [Page([], {"page": 1})])
+    assert quiet.runner.run_until_caught_up().done and quiet.runner.last_event == 0.0
 
 
 def test_the_newest_time_a_source_gives_wins_over_the_events_own(tmp_path: Path) -> None:
@@ -160,7 +164,10 @@ def test_a_poll_that_fails_keeps_the_cursor_of_the_last_page_committed_and_says_
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     pages = [Page([raw(1)], {"page": 1}), Page([raw(2)], {"page": 2})]
     rig = Rig(tmp_path, pages, fail_after=1)
-    result = rig.runner.run_until_caught_up()
+    with caplog.at_level(logging.DEBUG, logger="test.pipeline"):
+        result = rig.runner.run_until_caught_up()
+    [trace] = [r for r in caplog.records if r.levelno == logging.DEBUG and "traceback" in r.getMessage()]
+    assert trace.exc_info and trace.exc_info[0] is RuntimeError  # for the debug log, the vendor's bug in full
     assert result.error == "poll failed: vendor answered garbage" and not result.done
     assert rig.cursor() == {"page": 1} and rig.metrics.get("poll_errors_total", source="src") == 1
     assert "source src: poll failed: vendor answered garbage; the cursor stays where it was" in caplog.text
@@ -197,3 +204,22 @@ def test_stopping_between_pages_ends_the_poll_after_the_page_in_hand(tmp_path: P
     result = rig.runner.run_until_caught_up()
     assert rig.cursor() == {"page": 1} and result.ok and not result.done and result.pages == 1
     assert threading.active_count() >= 1
+
+
+def test_a_slice_past_its_pages_yields_as_soon_as_others_start_waiting(tmp_path: Path) -> None:
+    pages = [Page([raw(i)], {"page": i + 1}) for i in range(6)]
+    rig = Rig(tmp_path, pages)
+    asked: list[int] = []
+
+    def others_waiting() -> bool:
+        asked.append(1)
+        return len(asked) >= 3  # asked after pages 2, 3 and 4: someone waits from the fourth
+
+    poll = rig.runner.open_poll()
+    fetcher = Fetcher("fetch-test")
+    try:
+        assert rig.runner.run_slice(poll, fetcher, max_pages=2, others_waiting=others_waiting) is False
+    finally:
+        rig.runner.end_poll(poll)
+        fetcher.close()
+    assert rig.cursor() == {"page": 4}
