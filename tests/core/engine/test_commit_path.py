@@ -50,7 +50,7 @@ class PagedSource(MemorySource):
 
 class Rig:
     def __init__(self, tmp_path: Path, pages: list[Page], scripts: dict[str, list[Any]] | None = None,
-                 routed: dict[str, list[str]] | None = None, fail_after: int | None = None):
+                 routed: dict[str, list[str]] | None = None, fail_after: int | None = None, transform: Any = None):
         self.metrics = Metrics()
         self.stop = RecordingStop(100)
         context = Context(name="src", state_dir=str(tmp_path), logger=logging.getLogger("test.src"), metrics=self.metrics)
@@ -70,7 +70,7 @@ class Rig:
                                         logger=logging.getLogger("test.delivery")))
         self.delivered_pages: list[dict[str, Any]] = []
         self.runner = SourceRunner(self.source, runners, self.store, self.quarantine, self.metrics, self.stop,
-                                   page_delivered=lambda **kw: self.delivered_pages.append(kw),
+                                   transform=transform, page_delivered=lambda **kw: self.delivered_pages.append(kw),
                                    logger=logging.getLogger("test.pipeline"))
 
     def cursor(self) -> Any:
@@ -223,3 +223,22 @@ def test_a_slice_past_its_pages_yields_as_soon_as_others_start_waiting(tmp_path:
         rig.runner.end_poll(poll)
         fetcher.close()
     assert rig.cursor() == {"page": 4}
+
+
+def test_events_a_plugin_filters_out_are_counted_filtered_not_lost(tmp_path: Path) -> None:
+    def drop_e2(source_name: str, events: list[dict[str, Any]]) -> list[list[dict[str, Any]] | None]:
+        return [[e for e in events if e["id"] != "e2"]]
+
+    rig = Rig(tmp_path, [Page([raw(1), raw(2), raw(3)], {"page": 1})], transform=drop_e2)
+    result = rig.runner.run_until_caught_up()
+    assert result.done and (result.delivered, result.filtered) == (2, 1)
+    assert rig.outputs["siem"].batches == [["e1", "e3"]]
+    assert rig.store.ledger("src") == Ledger(read=3, filtered=1, delivered={"siem": 2})
+    assert rig.metrics.get("events_filtered_total", source="src") == 1
+
+
+def test_cursor_lag_is_never_negative_even_for_an_event_stamped_in_the_future(tmp_path: Path) -> None:
+    future = datetime(2999, 1, 1, tzinfo=timezone.utc)
+    rig = Rig(tmp_path, [Page([raw(1)], {"page": 1}, newest=future)])
+    assert rig.runner.run_until_caught_up().done
+    assert rig.metrics.get("cursor_lag_seconds", source="src") == 0.0
