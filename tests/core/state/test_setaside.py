@@ -171,3 +171,12 @@ def test_a_cut_reports_how_many_bytes_it_took(tmp_path: Path, caplog: pytest.Log
         assert cut_partial_line(str(path)) == 3
     assert [r.getMessage().split(" (")[1].split(",")[0] for r in caplog.records] == ["3 bytes"]
     assert json.dumps(path.read_text()) == '"a\\n"'
+
+
+def test_a_newline_that_is_the_first_byte_of_the_last_chunk_still_ends_a_whole_line(tmp_path: Path) -> None:
+    path = tmp_path / "f.jsonl"
+    whole = b"w\n" + b"x" * 98 + b"\n"  # its last newline at byte 100
+    tail = b"y" * (durable._CHUNK - 1)  # so the last chunk read starts exactly at that newline
+    path.write_bytes(whole + tail)
+    assert cut_partial_line(str(path)) == len(tail)
+    assert path.read_bytes() == whole  # the line of x's is whole and stays
