@@ -180,3 +180,26 @@ def test_a_newline_that_is_the_first_byte_of_the_last_chunk_still_ends_a_whole_l
     path.write_bytes(whole + tail)
     assert cut_partial_line(str(path)) == len(tail)
     assert path.read_bytes() == whole  # the line of x's is whole and stays
+
+
+def test_finding_the_last_whole_line_reads_a_chunk_at_a_time_never_the_whole_file(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data file can be gigabytes: cutting a torn last line must not read all of it into memory."""
+    reads: list[int] = []
+    pread = os.pread
+    monkeypatch.setattr(durable.os, "pread", lambda fd, n, offset: (reads.append(n), pread(fd, n, offset))[1])
+    path = tmp_path / "f.jsonl"
+    whole = b"a" * 1000 + b"\n"
+    path.write_bytes(whole + b"z" * (durable._CHUNK * 3 + 5))
+    assert cut_partial_line(str(path)) == durable._CHUNK * 3 + 5
+    assert path.read_bytes() == whole
+    assert max(reads) <= durable._CHUNK and len(reads) == 1 + 4  # the last byte, then four chunks back
+
+
+def test_a_file_that_ends_in_a_whole_line_is_left_alone_without_a_word(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b'{"id":"a"}\n')
+    with caplog.at_level("WARNING", logger="siem_forwarder.durable"):
+        assert cut_partial_line(str(path)) == 0
+    assert caplog.records == [] and path.read_bytes() == b'{"id":"a"}\n'
