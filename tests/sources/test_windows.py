@@ -71,6 +71,9 @@ def test_edge_dedup_admits_once_and_keeps_only_what_the_next_overlap_reaches():
 def test_a_foreign_cursor_is_refused_clearly():
     with pytest.raises(ValueError, match="unrecognised cursor"):
         WindowCursor.load({"offset": "abc"}, 0)
+    with pytest.raises(ValueError) as refused:
+        WindowCursor.load("x" * 500, 0)
+    assert str(refused.value).endswith("window cursor): " + "x" * 200)  # quoted, and only its start
 
 
 def test_time_helpers_are_exact_to_the_millisecond():

@@ -46,6 +46,7 @@ def test_queued_events_survive_a_restart_and_drain_in_order_a_page_at_a_time(tmp
     assert first.deliver(page("a", "1", "2"), "a", tally=tally)
     assert first.deliver(page("b", "3"), "b", tally=tally)
     assert tally == {"accepted": 3}
+    assert BufferedOutputRunner.accepts_encoded is False  # it stores normalized events: the pipeline brings them back
     queued = first.buffer.bytes
     assert first.metrics.get("buffer_bytes", output="siem") == queued > 0
     first.buffer.close()
