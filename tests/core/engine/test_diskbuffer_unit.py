@@ -109,6 +109,42 @@ def test_a_buffer_from_before_pages_were_kept_keeps_its_events_and_numbers_new_p
     reopened.close()
 
 
+def test_events_queued_before_pages_were_kept_are_sent_under_their_own_source(tmp_path: Path) -> None:
+    (tmp_path / "buffer").mkdir()
+    with sqlite3.connect(tmp_path / "buffer" / "siem.sqlite") as db:
+        db.execute("CREATE TABLE queue (seq INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, payload TEXT NOT NULL)")
+        for source, i in (("a", "1"), ("b", "2"), ("a", "3")):
+            db.execute("INSERT INTO queue (source, payload) VALUES (?, ?)", (source, f'{{"id":"{i}"}}'))
+    db.close()
+    runner = buffered(tmp_path)
+    no_drainer(runner)
+    assert runner.drain()
+    assert runner.output.batches == [["1"], ["2"], ["3"]]
+    assert [runner.metrics.get("events_delivered_total", output="siem", source=s) for s in "ab"] == [2, 1]
+
+
+def test_a_siem_down_is_retried_across_drain_windows_with_doubling_waits_up_to_max_backoff(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from forwarder_core.engine import diskbuffer
+
+    monkeypatch.setattr(diskbuffer, "DRAIN_WINDOW", 0.0)  # each window gives up after one send
+    runner = buffered(tmp_path, [OutputError("down")] * 10)
+    runner.inner.max_backoff = 3.0
+    no_drainer(runner)
+    runner.deliver(page("a", "1"), "a")
+    runner._closing = RecordingStop(3)  # the drainer's waits between windows, recorded, not slept
+    runner._drain_forever()
+    assert runner._closing.waits == [1.0, 2.0, 3.0]
+    assert runner.buffer.count == 1  # nothing was given up on: the events wait for the SIEM
+
+
+def test_the_drainer_never_keeps_the_process_alive_at_exit(tmp_path: Path) -> None:
+    runner = buffered(tmp_path)
+    runner.start()
+    assert runner._thread is not None and runner._thread.daemon
+    runner.close()
+
+
 def test_a_full_buffer_holds_the_source_back_until_given_up_or_stopped_and_queues_nothing(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     runner = buffered(tmp_path, max_bytes=10)
