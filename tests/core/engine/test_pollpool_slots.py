@@ -82,6 +82,7 @@ def test_every_source_submitted_is_polled_and_reported_done_once() -> None:
     assert pool.running == {} and pool.error is None
     assert pool.close(timeout=60) is True
     assert len(pool._threads) == 2 and not any(t.is_alive() for t in pool._threads)
+    assert all(t.daemon for t in pool._threads)  # a slot stuck in a vendor call never holds the process at exit
 
 
 def test_a_long_poll_yields_its_slot_to_a_waiting_source_and_resumes_the_same_poll() -> None:
