@@ -111,7 +111,8 @@ def test_a_poll_that_breaks_is_reported_failed_and_a_ledger_error_is_kept_for_th
     assert pool.error is None
     [(name, result)] = done.results
     assert (name, result.error) == ("bug", "poll broke: RuntimeError")
-    assert "source bug: the poll broke: oops" in caplog.text
+    [broke] = [r for r in caplog.records if "the poll broke" in r.getMessage()]
+    assert broke.getMessage() == "source bug: the poll broke: oops" and broke.exc_info  # a bug: its traceback too
     pool.submit(ScriptedRunner("unbalanced", [LedgerError("read 2 = delivered 1")]))  # type: ignore[arg-type]
     pool.wait_idle()
     assert isinstance(pool.error, LedgerError) and done.results[-1][1].error == "poll broke: LedgerError"
@@ -186,3 +187,25 @@ def test_a_close_with_no_time_left_reports_a_slot_still_busy() -> None:
     assert pool.close(timeout=0) is False
     release.set()
     assert pool.close(timeout=60) is True
+
+
+class FakeTime:
+    """The pool's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_delayed_source_is_due_that_many_seconds_from_now_and_only_then_makes_a_poll_yield(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeTime()
+    monkeypatch.setattr(pollpool, "time", clock)
+    pool = PollPool(1, threading.Event(), on_done=Done())
+    pool.submit(ScriptedRunner("later", [True]), delay=5)  # type: ignore[arg-type]
+    assert [due for due, _, _ in pool._timed] == [1005.0]
+    assert pool._waiting() is False  # nobody is due yet: a running poll keeps its slot
+    clock.now = 1005.0
+    assert pool._waiting() is True
