@@ -7,11 +7,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 collect_ignore = ["fixtures"]
 """Plugins the tests install (their own tests run inside those tests, against the installed copy)."""
+
+HYPOTHESIS_PROFILE_ENV = "SIEM_FORWARDER_HYPOTHESIS_PROFILE"
+# ``ci`` (the default): every run draws the same examples, so a failure in CI fails again on a laptop,
+# and no example database makes one machine's run differ from another's. ``long``: random seeds and
+# ten times the default number of examples, to find what the fixed seeds do not (docs/reliability.md).
+# A test's own ``settings(max_examples=...)`` keeps its count under both.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("long", derandomize=False, max_examples=1000, print_blob=True)
+settings.load_profile(os.environ.get(HYPOTHESIS_PROFILE_ENV, "ci"))
 
 
 def _pip_target(package: Path, target: Path) -> Path:

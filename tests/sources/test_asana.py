@@ -331,3 +331,31 @@ def test_any_arrival_schedule_is_delivered_exactly_once(schedule, page_size, tmp
             for _ in pages:
                 pass
         assert_exactly_once(drain, fake)
+
+
+def test_every_event_asana_serves_is_counted_read_even_those_skipped_after_an_offset_restart(tmp_path):
+    """The ledger's ``read`` is what the vendor served: an event skipped because the restart at the last
+    instant meets it again counts as already delivered, so the page's ledger still adds up to it."""
+    with AsanaFake(token=TOKEN) as fake:
+        at = datetime.now(timezone.utc) - timedelta(minutes=5)
+        fake.add_events([fake.make_event(at + timedelta(seconds=i // 30)) for i in range(150)])
+        asana = source(fake, tmp_path, page_size=25)
+        asana.config.start_time = at - timedelta(seconds=1)
+        served = []
+        get_json = asana.http.get_json
+
+        def counting_get_json(*args, **kwargs):
+            answer = get_json(*args, **kwargs)
+            served.append(len(answer.get("data") or []))
+            return answer
+
+        asana.http.get_json = counting_get_json
+        drain = Drain(asana)
+        pages = drain.pages_of()
+        read = [len(p.events) + p.already_delivered for p in [next(pages)]]
+        fake.expire_offsets()
+        read += [len(p.events) + p.already_delivered for p in pages]
+        assert_exactly_once(drain, fake)
+    assert drain.source.metrics.total("source_offset_restarts_total") == 1
+    assert sum(read) == sum(served) > 150  # the restart re-read some events, each counted once more as read
+    assert read == served

@@ -5,8 +5,13 @@ pytest_plugins: list[str] = []  # forwarder_core.testing is loaded through the p
 
 
 def test_plugin_manager_fixture(forwarder_plugin_manager) -> None:
-    assert "file" in forwarder_plugin_manager.outputs
-    assert forwarder_plugin_manager.pm.hook.forwarder_register_sources is not None
+    """The fixture is a manager with every installed plugin loaded: each built-in source and output is
+    registered through it and none failed to load."""
+    plugins = forwarder_plugin_manager
+    assert not plugins.failed and not plugins.sources.problems and not plugins.outputs.problems
+    assert {"asana", "incydr", "agilicus", "pangea"} <= set(plugins.sources.names())
+    assert {"file", "stdout", "splunk_hec", "elastic_bulk", "syslog_cef"} <= set(plugins.outputs.names())
+    assert len(plugins.pm.hook.forwarder_register_sources.get_hookimpls()) >= 4
 
 
 def test_once_fixture_with_an_output(forwarder_once, tmp_path) -> None:

@@ -146,3 +146,59 @@ def test_state_shows_the_ledger_since_the_state_dir_was_created(tmp_path: Path, 
     line = next(x for x in state.stdout.splitlines() if x.startswith("ledger counter"))
     assert line == ("ledger counter (since the state dir was created): read 25 = delivered 25 + quarantined 0"
                     " + dead-lettered 0 + filtered 0 + already delivered 0 + held back 0")
+
+
+def test_the_ledger_line_names_every_term_and_each_output_where_there_are_several() -> None:
+    one = Ledger(read=11, quarantined=1, filtered=2, already_delivered=3, held_back=2, delivered={"a": 2},
+                 dead_lettered={"a": 1})
+    assert one.line() == ("read 11 = delivered 2 + quarantined 1 + dead-lettered 1 + filtered 2"
+                          " + already delivered 3 + held back 2")
+    several = Ledger(read=4, delivered={"b": 3, "a": 4, "": 1}, dead_lettered={"b": 1})
+    assert several.unbalanced() == [""]
+    assert several.line() == ("read 4 = delivered (- 1, a 4, b 3) + quarantined 0 + dead-lettered 1 + filtered 0"
+                              " + already delivered 0 + held back 0  !! UNBALANCED for -")
+    assert Ledger(read=1).line().endswith("held back 0  !! UNBALANCED")  # routed to no output: no name to give
+    assert Ledger().balanced and Ledger().outputs() == [] and Ledger(read=1).unbalanced() == [""]
+
+
+def test_ledgers_add_term_by_term_and_output_by_output() -> None:
+    total = Ledger(read=1, quarantined=1, filtered=1, already_delivered=1, held_back=1, delivered={"a": 1},
+                   dead_lettered={"a": 1})
+    total.add(Ledger(read=10, quarantined=2, filtered=3, already_delivered=4, held_back=5, delivered={"a": 6, "b": 7},
+                     dead_lettered={"b": 8}))
+    assert total == Ledger(read=11, quarantined=3, filtered=4, already_delivered=5, held_back=6,
+                           delivered={"a": 7, "b": 7}, dead_lettered={"a": 1, "b": 8})
+    assert total.outputs() == ["a", "b"]
+
+
+def test_ledger_rows_round_trip_and_an_unknown_term_is_ignored() -> None:
+    ledger = Ledger(read=9, quarantined=1, filtered=2, already_delivered=3, held_back=1, delivered={"a": 2},
+                    dead_lettered={"a": 0})
+    rows = ledger.rows()
+    assert ("read", "", 9) in rows and ("delivered", "a", 2) in rows and ("dead_lettered", "a", 0) in rows
+    assert Ledger.from_rows(rows + [("invented", "", 5)]) == ledger
+
+
+def test_strictness_is_on_for_any_value_but_empty_or_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    from forwarder_core.state.ledger import strict
+
+    for value, expected in (("1", True), ("yes", True), ("0", False), ("", False)):
+        monkeypatch.setenv(STRICT_ENV, value)
+        assert strict() is expected
+    monkeypatch.delenv(STRICT_ENV)
+    assert strict() is False and STRICT_ENV == "SIEM_FORWARDER_STRICT_LEDGER"
+
+
+def test_a_committed_pages_terms_are_counted_in_metrics_by_output_and_zeros_left_out() -> None:
+    from forwarder_core.state.ledger import check_balance, count_terms
+
+    metrics = Metrics()
+    count_terms(Ledger(read=3, filtered=1, delivered={"a": 2}, dead_lettered={"a": 0}), "s", metrics)
+    assert metrics.get("ledger_events_total", source="s", term="read") == 3
+    assert metrics.get("ledger_events_total", source="s", term="delivered", output="a") == 2
+    counted = sorted(sorted(labels.items()) for name, labels, _ in metrics.items() if name.endswith("ledger_events_total"))
+    assert counted == sorted(sorted(d.items()) for d in ({"source": "s", "term": "read"},
+                                                          {"source": "s", "term": "filtered"},
+                                                          {"source": "s", "term": "delivered", "output": "a"}))
+    check_balance(Ledger(read=2, delivered={"a": 2}), "s", metrics, logging.getLogger("test.ledger"), "page")
+    assert metrics.get("ledger_unbalanced_total", source="s") == 0
