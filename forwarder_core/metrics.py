@@ -58,7 +58,7 @@ CORE_METRICS: dict[str, tuple[str, str]] = {
 }
 
 PER_SOURCE = ("events_polled_total", "events_quarantined_total", "events_filtered_total", "pages_committed_total",
-              "poll_errors_total", "ledger_unbalanced_total", "worker_failures_total")
+              "poll_errors_total", "ledger_unbalanced_total", "worker_failures_total", "polls_without_progress_total")
 """The core counters labelled ``source``."""
 PER_OUTPUT = ("output_errors_total",)
 """The core counters labelled ``output``."""

@@ -52,7 +52,7 @@ class Scheduler:
     def __init__(self, app: App):
         self.app = app
         self.last_delivery = 0.0
-        self.fleet = app.fleet
+        self.fleet = getattr(app, "fleet", None)
         self.owned: set[str] = set()
         """With a fleet: the sources whose lease this instance holds (the others are not polled)."""
         self._scheduled: set[str] = set()
@@ -137,8 +137,9 @@ def _health_problems(app: App, scheduler: Scheduler) -> list[str]:
     problems = []
     stale_after = float(app.config.setting("metrics", "stale_after", 3600))
     now = time.time()
-    if app.fleet is not None and app.fleet.problem is not None:
-        problems.append(f"fleet: {app.fleet.problem}")
+    fleet = getattr(app, "fleet", None)
+    if fleet is not None and fleet.problem is not None:
+        problems.append(f"fleet: {fleet.problem}")
     for runner in scheduler.polled():
         last = runner.last_success or app.metrics.started
         if now - last > max(stale_after, 2 * runner.source.config.interval):

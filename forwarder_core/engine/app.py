@@ -138,10 +138,14 @@ def export_series(app: App) -> None:
     from start-up. A plugin's :meth:`metric_series` that raises is reported by name and skipped.
     """
     metrics = app.metrics
+    for impl in app.plugins.pm.hook.forwarder_transform_events.get_hookimpls():
+        metrics.zero("plugin_errors_total", plugin=impl.plugin_name, hook="forwarder_transform_events")
     for output in app.outputs:
         for name in PER_OUTPUT:
             metrics.zero(name, output=output.name)
         metrics.zero("output_paused", output=output.name)
+        for hook in ("send", "send_encoded"):
+            metrics.zero("plugin_errors_total", plugin=output.plugin, hook=hook)
         _plugin_series(metrics, output.output)
     for runner in app.sources:
         for name in PER_SOURCE:

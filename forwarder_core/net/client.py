@@ -95,6 +95,8 @@ class HttpClient:
             for name in PER_CLIENT:
                 metrics.zero(name, component=component)
             metrics.zero("http_requests_total", component=component, status="200")
+            for reason in ("too_large", "deadline"):
+                metrics.zero("http_responses_refused_total", component=component, reason=reason)
         self.log = logger or logging.getLogger(f"siem_forwarder.{component}")
         self.stop = stop or threading.Event()
         self.max_tries = max_tries
