@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any, TextIO
 
 from forwarder_core.commands.progress import print_ledgers
-from forwarder_core.commands.statecmd import _unknown, print_table
+from forwarder_core.commands.statecmd import print_table, unknown_source
 from forwarder_core.config.loader import Config
 from forwarder_core.engine.stores import database
 from forwarder_core.errors import StateError
@@ -90,7 +90,7 @@ def _reset(store: PgStore, config: Config, name: str | None, out: TextIO) -> int
         print("siem-forwarder: state reset needs a source NAME", file=out)
         return 64
     if name not in {s.name for s in config.sources} and store.get(name) is None:
-        return _unknown(config, name)
+        return unknown_source(config, name)
     owner, expires = store.owners().get(name, (None, None))
     if owner and expires and expires > time.time():
         print(f"siem-forwarder: source {name} is being polled by instance {owner}; remove it from the config "

@@ -31,7 +31,7 @@ def state_command(config: Config, action: str, name: str | None) -> int:
         if action == "reset":
             assert name is not None
             if name not in configured:
-                return _unknown(config, name)
+                return unknown_source(config, name)
             print(f"{name}: had no checkpoint")
             return 0
         print_table([], {}, configured, time.time())
@@ -48,7 +48,7 @@ def state_command(config: Config, action: str, name: str | None) -> int:
         if action == "reset":
             assert name is not None
             if name not in configured and store.get(name) is None and name not in store.polls():
-                return _unknown(config, name)
+                return unknown_source(config, name)
             try:
                 lock = StateLock(state_dir).acquire()
             except LockHeld as exc:
@@ -72,7 +72,7 @@ def state_command(config: Config, action: str, name: str | None) -> int:
         store.close()
 
 
-def _unknown(config: Config, name: str) -> int:
+def unknown_source(config: Config, name: str) -> int:
     """A name neither in the config nor in the store, as ``once --source`` refuses it (EX_CONFIG)."""
     print(f"{config.path}:0: $.sources: no source named {name!r} (in the config or with a checkpoint)",
           file=sys.stderr)
