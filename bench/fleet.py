@@ -38,7 +38,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from forwarder_core.state.pg import Database  # noqa: E402
+from forwarder_core.storage.pg import Database  # noqa: E402
 from tests.conftest import FIXTURES, _pip_target  # noqa: E402
 from tests.postgres import Postgres  # noqa: E402
 

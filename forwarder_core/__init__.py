@@ -25,7 +25,8 @@ order (tests/core/test_architecture.py fails on an upward import or a cycle, nam
        |
     config     the config file: YAML with lines, ${VAR}, components, problems, schemas
        |
-    state      the state directory: checkpoints, ledger, quarantine and dead letters, durable appends
+    storage    what is kept: the state directory's checkpoints, ledger, quarantine and dead letters,
+               durable appends; a fleet's PostgreSQL store and leases
        |
     plugin     what plugins meet: base classes, context, results, traits, hooks, registry, loader
        |

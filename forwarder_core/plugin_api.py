@@ -67,7 +67,7 @@ from forwarder_core.plugin.option_schemas import (
 from forwarder_core.plugin.results import Page, PageBody, SendResult
 from forwarder_core.plugin.source_traits import DEFAULT_SEVERITY, SourceTraits, slug, targets_of, traits_of
 from forwarder_core.secrets import Secret, read_secret_file, redact, register_header_value, register_secret_text, reveal
-from forwarder_core.state.durable import LineAppender
+from forwarder_core.storage.durable import LineAppender
 from forwarder_core.times import (
     format_time,
     from_us,

@@ -38,11 +38,11 @@ MODULES: dict[str, list[str]] = {
     "forwarder_core/engine/delivery.py": [
         "tests/core/engine/test_delivery.py",
     ],
-    "forwarder_core/state/checkpoint.py": [
-        "tests/core/state/test_checkpoint.py",
+    "forwarder_core/storage/checkpoint.py": [
+        "tests/core/storage/test_checkpoint.py",
     ],
-    "forwarder_core/state/ledger.py": [
-        "tests/core/state/test_ledger.py", "-k", "not state_shows_the_ledger",
+    "forwarder_core/storage/ledger.py": [
+        "tests/core/storage/test_ledger.py", "-k", "not state_shows_the_ledger",
     ],
     "plugins/sources/windows.py": [
         "tests/sources/test_windows.py",
@@ -53,11 +53,11 @@ MODULES: dict[str, list[str]] = {
     "forwarder_core/engine/diskbuffer.py": [
         "tests/core/engine/test_diskbuffer_unit.py",
     ],
-    "forwarder_core/state/setaside.py": [
-        "tests/core/state/test_setaside.py", "tests/core/state/test_durable.py",
+    "forwarder_core/storage/setaside.py": [
+        "tests/core/storage/test_setaside.py", "tests/core/storage/test_durable.py",
     ],
-    "forwarder_core/state/durable.py": [
-        "tests/core/state/test_durable.py", "tests/core/state/test_setaside.py",
+    "forwarder_core/storage/durable.py": [
+        "tests/core/storage/test_durable.py", "tests/core/storage/test_setaside.py",
     ],
     "forwarder_core/engine/pollpool.py": [
         "tests/core/engine/test_pollpool_slots.py",

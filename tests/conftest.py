@@ -55,7 +55,7 @@ def counter_config(tmp_path: Path, testkit_path: str):
 def _strict_ledger():
     """Every pipeline run of the suite, in process or in a child ``siem-forwarder``, raises on a
     ledger that does not balance, so no test passes while an event leaves the path uncounted."""
-    from forwarder_core.state.ledger import STRICT_ENV
+    from forwarder_core.storage.ledger import STRICT_ENV
 
     old = os.environ.get(STRICT_ENV)
     os.environ[STRICT_ENV] = "1"

@@ -17,13 +17,13 @@ from forwarder_core.commands.statecmd import print_table, unknown_source
 from forwarder_core.config.loader import Config
 from forwarder_core.engine.stores import database
 from forwarder_core.errors import StateError
-from forwarder_core.state.checkpoint import CheckpointStore
-from forwarder_core.state.leases import instances
-from forwarder_core.state.pg import SCHEMA_VERSION
-from forwarder_core.state.pgstore import PgSetAside, PgStore
-from forwarder_core.state.setaside import DEAD_LETTER, QUARANTINE
-from forwarder_core.state.setaside_files import group_reason
-from forwarder_core.state.statedir import ensure_state_dir
+from forwarder_core.storage.checkpoint import CheckpointStore
+from forwarder_core.storage.leases import instances
+from forwarder_core.storage.pg import SCHEMA_VERSION
+from forwarder_core.storage.pgstore import PgSetAside, PgStore
+from forwarder_core.storage.setaside import DEAD_LETTER, QUARANTINE
+from forwarder_core.storage.setaside_files import group_reason
+from forwarder_core.storage.statedir import ensure_state_dir
 
 
 def cluster_command(config: Config, out: TextIO = sys.stdout) -> int:
@@ -169,7 +169,7 @@ def replay_fleet(config: Config, plugins: Any, *, sources: list[str] | None, out
     import tempfile
 
     from forwarder_core.commands.replay import Replayer
-    from forwarder_core.state.setaside_files import read_file, selected
+    from forwarder_core.storage.setaside_files import read_file, selected
 
     try:
         ensure_state_dir(config.state_dir)  # the local one: the replayer's plugins may keep files there

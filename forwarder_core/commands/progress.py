@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from forwarder_core.engine.polls import SourceResult
     from forwarder_core.metrics import Metrics
-    from forwarder_core.state.ledger import Ledger
+    from forwarder_core.storage.ledger import Ledger
 
 CLEAR = "\r\x1b[K"  # carriage return, erase to the end of the line
 

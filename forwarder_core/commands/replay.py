@@ -31,8 +31,8 @@ from forwarder_core.plugin.base import Output, Source
 from forwarder_core.plugin.manager import PluginSet
 from forwarder_core.plugin.registry import instantiate
 from forwarder_core.secrets import redact
-from forwarder_core.state.setaside import DEAD_LETTER, QUARANTINE, SetAside
-from forwarder_core.state.setaside_files import (
+from forwarder_core.storage.setaside import DEAD_LETTER, QUARANTINE, SetAside
+from forwarder_core.storage.setaside_files import (
     Record,
     SetAsideFile,
     group_reason,
@@ -40,7 +40,7 @@ from forwarder_core.state.setaside_files import (
     selected,
     set_aside_files,
 )
-from forwarder_core.state.statedir import LockHeld, StateLock, ensure_state_dir
+from forwarder_core.storage.statedir import LockHeld, StateLock, ensure_state_dir
 
 log = logging.getLogger("siem_forwarder.replay")
 BATCH = 500

@@ -9,9 +9,9 @@ import time
 from forwarder_core.commands.progress import print_ledgers
 from forwarder_core.config.loader import Config
 from forwarder_core.errors import StateError
-from forwarder_core.state.checkpoint import FILENAME, Checkpoint, CheckpointStore, PollOutcome
-from forwarder_core.state.ledger import Ledger
-from forwarder_core.state.statedir import LockHeld, StateLock, ensure_state_dir
+from forwarder_core.storage.checkpoint import FILENAME, Checkpoint, CheckpointStore, PollOutcome
+from forwarder_core.storage.ledger import Ledger
+from forwarder_core.storage.statedir import LockHeld, StateLock, ensure_state_dir
 from forwarder_core.times import parse_time
 
 

@@ -6,7 +6,7 @@ line of each value), ``components`` (each source/output block against its plugin
 Schemas for config, options and events), ``typedvars`` (a whole-scalar ``${VAR}`` takes its
 schema's type), ``cluster`` (the fleet's block and its DSN).
 
-Imports: :mod:`forwarder_core.state` (whether the state directory is usable is a config problem),
+Imports: :mod:`forwarder_core.storage` (whether the state directory is usable is a config problem),
 :mod:`forwarder_core.plugin` (option schemas, ComponentConfig), :mod:`forwarder_core.net` and the
 top-level helpers; never engine or commands.
 """

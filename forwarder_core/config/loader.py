@@ -24,8 +24,8 @@ from forwarder_core.config.yamlsource import Located, expand_vars, json_path, re
 from forwarder_core.errors import ConfigError
 from forwarder_core.plugin.context import ComponentConfig
 from forwarder_core.secrets import SECRET_OPTION_NAMES
-from forwarder_core.state.checkpoint import store_problems
-from forwarder_core.state.statedir import state_dir_problems
+from forwarder_core.storage.checkpoint import store_problems
+from forwarder_core.storage.statedir import state_dir_problems
 
 DEFAULT_CONFIG = "/etc/siem-forwarder/config.yaml"
 DEFAULT_STATE_DIR = "/var/lib/siem-forwarder"

@@ -9,5 +9,5 @@ of one output), ``pollpool`` (a bounded pool for many sources), ``workers``/``wo
 ``noprogress`` (a poll that repeats a cursor or a page is stopped), ``stores`` (SQLite in the state
 directory, or PostgreSQL for a fleet) and ``fleet`` (this instance's leases).
 
-Imports: config, state, plugin, net and the top-level helpers; never commands.
+Imports: config, storage, plugin, net and the top-level helpers; never commands.
 """

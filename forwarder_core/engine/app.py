@@ -22,8 +22,8 @@ from forwarder_core.metrics import PER_OUTPUT, PER_ROUTE, PER_SOURCE, Metrics
 from forwarder_core.plugin.hooks import PluginError
 from forwarder_core.plugin.manager import PluginSet
 from forwarder_core.plugin.registry import instantiate, plugin_of
-from forwarder_core.state.ledger import TERMS
-from forwarder_core.state.statedir import StateLock, ensure_state_dir
+from forwarder_core.storage.ledger import TERMS
+from forwarder_core.storage.statedir import StateLock, ensure_state_dir
 from forwarder_core.times import parse_time
 
 log = logging.getLogger("siem_forwarder")

@@ -22,7 +22,7 @@ from forwarder_core.plugin.encoded import EncodedEvents
 from forwarder_core.plugin.results import SendResult, send_result_problem
 from forwarder_core.plugin.watch import PLUGIN_CALLS
 from forwarder_core.secrets import redact
-from forwarder_core.state.setaside import SetAside
+from forwarder_core.storage.setaside import SetAside
 
 REMIND_EVERY = 600.0
 

@@ -23,8 +23,8 @@ from typing import Any
 from forwarder_core.engine.delivery import OutputRunner
 from forwarder_core.errors import StateError
 from forwarder_core.jsoncodec import escape_surrogates
-from forwarder_core.state.nofollow import same_file, sqlite_file
-from forwarder_core.state.statedir import ensure_subdir
+from forwarder_core.storage.nofollow import same_file, sqlite_file
+from forwarder_core.storage.statedir import ensure_subdir
 
 DEFAULT_MAX_BYTES = 1 << 30
 DRAIN_BATCH = 1000

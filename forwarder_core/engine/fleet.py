@@ -1,9 +1,9 @@
 """One instance's part in a fleet: which sources it polls, kept by a thread that renews its leases.
 
 Every ``lease_ttl / 3`` seconds the keeper heartbeats and renews every lease it holds in one
-statement (:meth:`~forwarder_core.state.leases.Leases.renew`); a lease that did not renew was
+statement (:meth:`~forwarder_core.storage.leases.Leases.renew`); a lease that did not renew was
 taken over, and its source is dropped at once. It then counts the live instances, works out its
-fair share (:func:`~forwarder_core.state.leases.fair_share`), takes free or expired sources up
+fair share (:func:`~forwarder_core.storage.leases.fair_share`), takes free or expired sources up
 to it, and gives back the sources above it, but only those idle between polls (a hand-over
 happens at a page boundary, never mid-page, and never more than needed).
 
@@ -25,8 +25,8 @@ from typing import Any
 from forwarder_core import __version__
 from forwarder_core.errors import StateError
 from forwarder_core.metrics import Metrics
-from forwarder_core.state.leases import Leases, fair_share
-from forwarder_core.state.pgstore import PgStore
+from forwarder_core.storage.leases import Leases, fair_share
+from forwarder_core.storage.pgstore import PgStore
 
 log = logging.getLogger("siem_forwarder.fleet")
 

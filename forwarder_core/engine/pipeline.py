@@ -25,9 +25,9 @@ from forwarder_core.plugin.base import Source
 from forwarder_core.plugin.hooks import PluginError
 from forwarder_core.plugin.results import Page
 from forwarder_core.secrets import redact
-from forwarder_core.state.checkpoint import CheckpointStore
-from forwarder_core.state.ledger import NO_OUTPUT, Ledger, LedgerError, check_balance, count_terms
-from forwarder_core.state.setaside import SetAside
+from forwarder_core.storage.checkpoint import CheckpointStore
+from forwarder_core.storage.ledger import NO_OUTPUT, Ledger, LedgerError, check_balance, count_terms
+from forwarder_core.storage.setaside import SetAside
 from forwarder_core.times import parse_time
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from forwarder_core.engine.fetch import Fetcher
 from forwarder_core.engine.pipeline import SourceRunner
 from forwarder_core.engine.polls import Poll, Progress, SourceResult
-from forwarder_core.state.ledger import LedgerError
+from forwarder_core.storage.ledger import LedgerError
 
 log = logging.getLogger("siem_forwarder.pool")
 

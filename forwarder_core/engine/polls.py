@@ -16,7 +16,7 @@ from typing import Any
 from forwarder_core.engine.fetch import Pending
 from forwarder_core.plugin.base import Source
 from forwarder_core.plugin.results import Page
-from forwarder_core.state.ledger import Ledger
+from forwarder_core.storage.ledger import Ledger
 
 Progress = Callable[["SourceResult"], None]
 

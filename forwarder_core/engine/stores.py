@@ -1,7 +1,7 @@
 """Where a forwarder keeps its state: SQLite in ``state_dir``, or PostgreSQL for a fleet.
 
 Without a ``cluster:`` block, the checkpoint store and the quarantine and dead-letter files live
-in the state directory. With one, they live in PostgreSQL (:mod:`forwarder_core.state.pgstore`)
+in the state directory. With one, they live in PostgreSQL (:mod:`forwarder_core.storage.pgstore`)
 and the instance keeps its leases there (:class:`~forwarder_core.engine.fleet.Fleet`); the state
 directory then holds only the lock.
 """
@@ -15,11 +15,11 @@ from forwarder_core.config.loader import Config
 from forwarder_core.engine.fleet import Fleet
 from forwarder_core.metrics import Metrics
 from forwarder_core.secrets import reveal
-from forwarder_core.state.checkpoint import CheckpointStore
-from forwarder_core.state.leases import Leases
-from forwarder_core.state.pg import Database
-from forwarder_core.state.pgstore import PgSetAside, PgStore
-from forwarder_core.state.setaside import DEAD_LETTER, QUARANTINE, SetAside
+from forwarder_core.storage.checkpoint import CheckpointStore
+from forwarder_core.storage.leases import Leases
+from forwarder_core.storage.pg import Database
+from forwarder_core.storage.pgstore import PgSetAside, PgStore
+from forwarder_core.storage.setaside import DEAD_LETTER, QUARANTINE, SetAside
 
 
 @dataclass

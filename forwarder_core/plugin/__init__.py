@@ -7,6 +7,6 @@ hook, and one typed method per hook), ``registry`` (types by name, and building 
 and ``watch`` (plugin calls in flight, so one that hangs is named).
 
 Imports: :mod:`forwarder_core.net` (a Context lends an HTTP client) and the top-level helpers;
-never config, state, engine or commands. Plugin authors import none of this directly: they use
+never config, storage, engine or commands. Plugin authors import none of this directly: they use
 :mod:`forwarder_core.plugin_api`, which re-exports what they need.
 """

@@ -59,7 +59,7 @@ from forwarder_core import hookimpl
 from forwarder_core.net.waits import NO_RETRY_HEADER
 from forwarder_core.plugin.base import Output, Source
 from forwarder_core.plugin.results import Page, SendResult
-from forwarder_core.state.ledger import LedgerError
+from forwarder_core.storage.ledger import LedgerError
 from forwarder_core.testing.fakehttp import (
     HTML_ERROR,
     FakeServer,
@@ -210,10 +210,10 @@ def forwarder_plugin_manager() -> Any:
 def forwarder_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """``forwarder_once(source=..., output=..., raw_events=...) -> OnceRun``; see the module docstring.
 
-    Runs with the strict ledger (:data:`forwarder_core.state.ledger.STRICT_ENV`): a page whose ledger
-    does not balance raises :class:`~forwarder_core.state.ledger.LedgerError` instead of being logged.
+    Runs with the strict ledger (:data:`forwarder_core.storage.ledger.STRICT_ENV`): a page whose ledger
+    does not balance raises :class:`~forwarder_core.storage.ledger.LedgerError` instead of being logged.
     """
-    from forwarder_core.state.ledger import STRICT_ENV
+    from forwarder_core.storage.ledger import STRICT_ENV
 
     monkeypatch.setenv(STRICT_ENV, "1")
 

@@ -4,7 +4,7 @@ The lines are strict UTF-8 (I-JSON): a lone surrogate a vendor sent (``"\\ud800"
 U+FFFD, since the tools that read such files (jq, Filebeat, Go and Rust JSON decoders) refuse or
 replace its escape anyway; the event's ``id`` is still the one computed from what the vendor sent.
 
-A partial last line left by a crash is cut off before the first append (:mod:`forwarder_core.state.durable`),
+A partial last line left by a crash is cut off before the first append (:mod:`forwarder_core.storage.durable`),
 so the file holds only whole JSON lines. A symlink at ``path`` is refused, never written or cut
 through: the file may sit in a directory another user can write to (the state directory is one).
 """

@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "forwarder_core"
 
-ORDER = ["commands", "engine", "config", "state", "plugin", "net", "helpers"]
+ORDER = ["commands", "engine", "config", "storage", "plugin", "net", "helpers"]
 """Top to bottom: a module may import from its own package and from any package below it."""
 HELPERS = {"errors", "secrets", "metrics", "logs", "times", "jsoncodec"}
 FACES = {"plugin_api", "testing", "_moved", "__main__", ""}
@@ -128,9 +128,9 @@ def test_the_checker_sees_a_cycle_and_an_upward_import(tmp_path: Path) -> None:
     """The two checks above can fail: an import written inside a function is read too."""
     path = tmp_path / "m.py"
     path.write_text("def f():\n    from forwarder_core.commands.cli import main\n")
-    found = _imports("forwarder_core.state.m", path, {"forwarder_core.commands.cli": path})
+    found = _imports("forwarder_core.storage.m", path, {"forwarder_core.commands.cli": path})
     assert found == [("forwarder_core.commands.cli", 2, True)]
-    assert ORDER.index(_room(found[0][0])) < ORDER.index(_room("forwarder_core.state.m"))
+    assert ORDER.index(_room(found[0][0])) < ORDER.index(_room("forwarder_core.storage.m"))
 
 
 def test_built_in_plugins_import_only_the_public_face() -> None:

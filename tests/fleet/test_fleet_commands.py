@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from forwarder_core.state.leases import Leases
-from forwarder_core.state.pg import Database
+from forwarder_core.storage.leases import Leases
+from forwarder_core.storage.pg import Database
 from tests.helpers import read_jsonl, run_forwarder
 from tests.postgres import Postgres
 from tests.rsyslog import free_port

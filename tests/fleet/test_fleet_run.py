@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from forwarder_core.errors import StateError
-from forwarder_core.state.pg import Database
+from forwarder_core.storage.pg import Database
 from tests.helpers import forwarder_env, write_config
 from tests.postgres import Postgres
 from tests.rsyslog import free_port

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from forwarder_core.errors import StateError
-from forwarder_core.state.pg import Database
+from forwarder_core.storage.pg import Database
 from tests.fakes.elastic import FakeElasticsearch
 from tests.fakes.splunk_hec import DEFAULT_TOKEN, SplunkHecFake
 from tests.helpers import REPO, forwarder_env, write_config

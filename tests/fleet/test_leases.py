@@ -9,10 +9,10 @@ import pytest
 from forwarder_core.engine.fleet import Fleet
 from forwarder_core.errors import StateError
 from forwarder_core.metrics import Metrics
-from forwarder_core.state.leases import Leases, fair_share, instances
-from forwarder_core.state.ledger import Ledger
-from forwarder_core.state.pg import SCHEMA_VERSION, Database
-from forwarder_core.state.pgstore import FenceError, PgStore
+from forwarder_core.storage.leases import Leases, fair_share, instances
+from forwarder_core.storage.ledger import Ledger
+from forwarder_core.storage.pg import SCHEMA_VERSION, Database
+from forwarder_core.storage.pgstore import FenceError, PgStore
 from tests.postgres import Postgres
 
 SOURCES = [f"s{i:02d}" for i in range(10)]

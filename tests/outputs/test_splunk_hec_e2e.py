@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from forwarder_core.state.checkpoint import CheckpointStore
+from forwarder_core.storage.checkpoint import CheckpointStore
 from tests.fakes.splunk_hec import DEFAULT_TOKEN, SplunkHecFake, TokenConfig
 from tests.helpers import run_forwarder
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from forwarder_core.state.checkpoint import CheckpointStore
+from forwarder_core.storage.checkpoint import CheckpointStore
 from siem_forwarder_plugins.outputs.elastic.bulk import document_id
 from siem_forwarder_plugins.outputs.syslog.cef import parse_cef, strip_syslog_header
 from tests.fakes.elastic import FakeElasticsearch

@@ -33,7 +33,7 @@ from typing import Any
 import requests
 
 from forwarder_core.plugin_api import content_id
-from forwarder_core.state.checkpoint import CheckpointStore
+from forwarder_core.storage.checkpoint import CheckpointStore
 from tests.fakes.elastic import FakeElasticsearch
 from tests.fakes.splunk_hec import DEFAULT_TOKEN, SplunkHecFake
 from tests.helpers import REPO, start_forwarder

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from forwarder_core.plugin_api import content_id
-from forwarder_core.state.checkpoint import CheckpointStore
+from forwarder_core.storage.checkpoint import CheckpointStore
 from tests.fakes.asana import AsanaFake
 from tests.fakes.base import Request, Response
 from tests.fakes.incydr import IncydrFake

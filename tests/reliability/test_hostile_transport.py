@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from forwarder_core.state.checkpoint import CheckpointStore
+from forwarder_core.storage.checkpoint import CheckpointStore
 from tests.fakes.hostile_http import HostileAsana
 from tests.helpers import forwarder_env, lines_written, read_jsonl, start_forwarder, write_config
 

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from forwarder_core.state.checkpoint import CheckpointStore
+from forwarder_core.storage.checkpoint import CheckpointStore
 from tests.fakes.hostile_data import HostileVendor, event_text
 from tests.reliability.test_poison_events import INDEX, Sinks, follow, passed, run_once, sinks  # noqa: F401 - the fixture
 

@@ -16,7 +16,7 @@ import pytest
 
 from forwarder_core.engine import noprogress
 from forwarder_core.errors import NoProgressError
-from forwarder_core.state.checkpoint import CheckpointStore
+from forwarder_core.storage.checkpoint import CheckpointStore
 from tests.fakes.hostile_data import HostileVendor, good_text
 from tests.reliability.test_poison_events import follow, run_once
 

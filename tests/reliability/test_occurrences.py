@@ -24,7 +24,7 @@ from forwarder_core.engine.app import build_app, run_sources_once
 from forwarder_core.engine.polls import SourceResult
 from forwarder_core.plugin.manager import load_plugins
 from forwarder_core.plugin_api import content_id
-from forwarder_core.state.checkpoint import CheckpointStore
+from forwarder_core.storage.checkpoint import CheckpointStore
 from siem_forwarder_plugins.outputs.syslog.cef import parse_cef, strip_syslog_header
 from tests.fakes.agilicus import DEFAULT_TOKEN, AgilicusFake, to_us
 from tests.fakes.agilicus import iso_us as agilicus_iso

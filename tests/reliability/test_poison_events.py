@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from forwarder_core.state.checkpoint import CheckpointStore
-from forwarder_core.state.ledger import STRICT_ENV
+from forwarder_core.storage.checkpoint import CheckpointStore
+from forwarder_core.storage.ledger import STRICT_ENV
 from forwarder_core.testing import load_with_memory
 from tests.fakes.elastic import FakeElasticsearch
 from tests.fakes.hostile_data import POISON, HostilePlugin, HostileVendor, event_text, good_text

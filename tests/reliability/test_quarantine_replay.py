@@ -22,7 +22,7 @@ import yaml
 from forwarder_core import hookimpl
 from forwarder_core.commands.replay import replay_command
 from forwarder_core.config.loader import load_config
-from forwarder_core.state.setaside import QUARANTINE, SetAside
+from forwarder_core.storage.setaside import QUARANTINE, SetAside
 from forwarder_core.testing import load_with_memory
 from tests.fakes.elastic import FakeElasticsearch
 from tests.helpers import read_jsonl, run_forwarder, start_forwarder

@@ -6,7 +6,7 @@ import signal
 import textwrap
 from pathlib import Path
 
-from forwarder_core.state.checkpoint import CheckpointStore
+from forwarder_core.storage.checkpoint import CheckpointStore
 from tests.helpers import lines_written, start_forwarder
 from tests.reliability.harness import wait_until
 

@@ -74,7 +74,7 @@ def test_once_says_a_failure_once(tmp_path) -> None:
 
 
 def test_the_summary_prints_each_sources_ledger_and_marks_one_that_does_not_balance() -> None:
-    from forwarder_core.state.ledger import Ledger
+    from forwarder_core.storage.ledger import Ledger
 
     good = SourceResult("a", polled=7, delivered=4, done=True,
                         ledger=Ledger(read=7, quarantined=1, already_delivered=2, delivered={"out": 4}))
@@ -123,7 +123,7 @@ def test_events_an_output_dead_lettered_are_not_counted_as_delivered(tmp_path) -
 
 def test_the_summary_says_why_read_exceeds_what_the_vendor_holds() -> None:
     """A fresh Pangea source with 2,000 events reads 2,001: the edge of its last search is read again."""
-    from forwarder_core.state.ledger import Ledger
+    from forwarder_core.storage.ledger import Ledger
 
     result = SourceResult("pangea", polled=2001, delivered=2000, pages=4, done=True,
                           ledger=Ledger(read=2001, already_delivered=1, delivered={"out": 2000}))

@@ -19,9 +19,9 @@ from forwarder_core.errors import OutputError
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin.context import ComponentConfig, Context
 from forwarder_core.plugin.results import Page, SendResult
-from forwarder_core.state.checkpoint import CheckpointStore
-from forwarder_core.state.ledger import NO_OUTPUT, Ledger
-from forwarder_core.state.setaside import DEAD_LETTER, QUARANTINE, SetAside
+from forwarder_core.storage.checkpoint import CheckpointStore
+from forwarder_core.storage.ledger import NO_OUTPUT, Ledger
+from forwarder_core.storage.setaside import DEAD_LETTER, QUARANTINE, SetAside
 from forwarder_core.testing import MemorySource
 from tests.core.engine.test_delivery import RecordingStop, Scripted
 from tests.helpers import read_jsonl

@@ -24,7 +24,7 @@ from forwarder_core.plugin.context import ComponentConfig, Context
 from forwarder_core.plugin.encoded import Encoded, EncodedEvents
 from forwarder_core.plugin.results import SendResult
 from forwarder_core.secrets import register_secret_text
-from forwarder_core.state.setaside import DEAD_LETTER, SetAside
+from forwarder_core.storage.setaside import DEAD_LETTER, SetAside
 from tests.helpers import read_jsonl
 
 

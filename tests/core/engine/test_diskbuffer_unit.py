@@ -16,7 +16,7 @@ from forwarder_core.engine.diskbuffer import DEFAULT_MAX_BYTES, DRAIN_BATCH, Buf
 from forwarder_core.errors import OutputError
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin.results import SendResult
-from forwarder_core.state.setaside import DEAD_LETTER, SetAside
+from forwarder_core.storage.setaside import DEAD_LETTER, SetAside
 from tests.core.engine.test_delivery import RecordingStop, Scripted
 from tests.helpers import read_jsonl
 

@@ -24,8 +24,8 @@ from forwarder_core.engine.polls import SourceResult
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin.manager import load_plugins
 from forwarder_core.plugin_api import ComponentConfig, Context, Page, Source
-from forwarder_core.state.checkpoint import CheckpointStore
-from forwarder_core.state.setaside import QUARANTINE, SetAside
+from forwarder_core.storage.checkpoint import CheckpointStore
+from forwarder_core.storage.setaside import QUARANTINE, SetAside
 from tests.fakes.asana import AsanaFake
 from tests.helpers import lines_written, read_jsonl, run_forwarder, start_forwarder, write_config
 

@@ -11,7 +11,7 @@ import pytest
 from forwarder_core.engine import pollpool
 from forwarder_core.engine.pollpool import PollPool
 from forwarder_core.engine.polls import Poll, SourceResult
-from forwarder_core.state.ledger import LedgerError
+from forwarder_core.storage.ledger import LedgerError
 
 
 class ScriptedRunner:

@@ -31,7 +31,7 @@ def test_once_fixture_with_a_source(forwarder_once, testkit_path) -> None:
 
 
 def test_once_fixture_is_strict_about_the_ledger(request, monkeypatch) -> None:
-    from forwarder_core.state.ledger import STRICT_ENV
+    from forwarder_core.storage.ledger import STRICT_ENV
 
     monkeypatch.delenv(STRICT_ENV, raising=False)  # as in a plugin's own suite
     request.getfixturevalue("forwarder_once")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 
-from forwarder_core.state.checkpoint import CheckpointStore
+from forwarder_core.storage.checkpoint import CheckpointStore
 from siem_forwarder_plugins.outputs.elastic.bulk import document_id
 from tests.fakes.elastic import FakeElasticsearch
 from tests.helpers import read_jsonl, run_forwarder

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from forwarder_core.state.checkpoint import CheckpointStore
+from forwarder_core.storage.checkpoint import CheckpointStore
 from siem_forwarder_plugins.outputs.syslog.cef import parse_cef, strip_syslog_header
 from tests.fakes.asana import AsanaFake
 from tests.helpers import file_output, read_jsonl, run_forwarder

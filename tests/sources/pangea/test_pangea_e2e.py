@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from forwarder_core.state.checkpoint import CheckpointStore
+from forwarder_core.storage.checkpoint import CheckpointStore
 from tests.fakes.pangea import TOKEN, PangeaFake, canonical
 from tests.helpers import read_jsonl, run_forwarder
 

@@ -1,9 +1,9 @@
 """Quarantine and dead-letter files read back: records, selection by owner, reasons grouped, atomic rewrite.
 
-:mod:`forwarder_core.state.setaside` appends records; ``siem-forwarder quarantine list|replay`` reads
+:mod:`forwarder_core.storage.setaside` appends records; ``siem-forwarder quarantine list|replay`` reads
 them back with this module and, after a replay, rewrites each file with only what is still set
 aside. Like the writers, it never follows a symlink under the state directory
-(:mod:`forwarder_core.state.nofollow`): root runs ``replay``, and a link planted as
+(:mod:`forwarder_core.storage.nofollow`): root runs ``replay``, and a link planted as
 ``quarantine/<source>.jsonl`` must not feed a root-only file into files the service user reads.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from forwarder_core.secrets import redact
-from forwarder_core.state.nofollow import open_file, opened_dir
-from forwarder_core.state.setaside import DEAD_LETTER, QUARANTINE
+from forwarder_core.storage.nofollow import open_file, opened_dir
+from forwarder_core.storage.setaside import DEAD_LETTER, QUARANTINE
 
 
 @dataclass

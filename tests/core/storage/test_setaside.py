@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from forwarder_core.state import durable
-from forwarder_core.state.durable import LineAppender, cut_partial_line
-from forwarder_core.state.setaside import DEAD_LETTER, QUARANTINE, SetAside
+from forwarder_core.storage import durable
+from forwarder_core.storage.durable import LineAppender, cut_partial_line
+from forwarder_core.storage.setaside import DEAD_LETTER, QUARANTINE, SetAside
 from tests.helpers import read_jsonl
 
 

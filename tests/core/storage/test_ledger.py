@@ -15,9 +15,9 @@ from forwarder_core.engine.delivery import OutputRunner
 from forwarder_core.engine.pipeline import SourceRunner
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import ComponentConfig, Context, Output, Page, SendResult, Source, content_id
-from forwarder_core.state.checkpoint import CheckpointStore
-from forwarder_core.state.ledger import STRICT_ENV, Ledger, LedgerError
-from forwarder_core.state.setaside import DEAD_LETTER, QUARANTINE, SetAside
+from forwarder_core.storage.checkpoint import CheckpointStore
+from forwarder_core.storage.ledger import STRICT_ENV, Ledger, LedgerError
+from forwarder_core.storage.setaside import DEAD_LETTER, QUARANTINE, SetAside
 from siem_forwarder_plugins.sources.windows import EdgeDedup, WindowCursor, WindowTally
 from tests.helpers import run_forwarder
 
@@ -180,7 +180,7 @@ def test_ledger_rows_round_trip_and_an_unknown_term_is_ignored() -> None:
 
 
 def test_strictness_is_on_for_any_value_but_empty_or_zero(monkeypatch: pytest.MonkeyPatch) -> None:
-    from forwarder_core.state.ledger import strict
+    from forwarder_core.storage.ledger import strict
 
     for value, expected in (("1", True), ("yes", True), ("0", False), ("", False)):
         monkeypatch.setenv(STRICT_ENV, value)
@@ -190,7 +190,7 @@ def test_strictness_is_on_for_any_value_but_empty_or_zero(monkeypatch: pytest.Mo
 
 
 def test_a_committed_pages_terms_are_counted_in_metrics_by_output_and_zeros_left_out() -> None:
-    from forwarder_core.state.ledger import check_balance, count_terms
+    from forwarder_core.storage.ledger import check_balance, count_terms
 
     metrics = Metrics()
     count_terms(Ledger(read=3, filtered=1, delivered={"a": 2}, dead_lettered={"a": 0}), "s", metrics)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from forwarder_core.state.statedir import StateLock
+from forwarder_core.storage.statedir import StateLock
 from tests.helpers import forwarder_env, run_forwarder
 
 

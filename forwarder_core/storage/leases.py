@@ -5,14 +5,14 @@ hand-over, and an expiry. An instance renews every lease it holds in one stateme
 must still match, so a lease another instance took over is not renewed: it is lost), takes free
 or expired sources up to its share with ``FOR UPDATE SKIP LOCKED`` (two instances never take the
 same row), and releases a source by clearing its owner. The fence is elsewhere
-(:meth:`~forwarder_core.state.pgstore.PgStore.commit`): a page is committed only under the token.
+(:meth:`~forwarder_core.storage.pgstore.PgStore.commit`): a page is committed only under the token.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from forwarder_core.state.pg import Database
+from forwarder_core.storage.pg import Database
 
 
 @dataclass(frozen=True)

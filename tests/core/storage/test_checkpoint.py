@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from forwarder_core.errors import StateError
-from forwarder_core.state.checkpoint import FILENAME, SCHEMA_VERSION, CheckpointStore
-from forwarder_core.state.ledger import Ledger
+from forwarder_core.storage.checkpoint import FILENAME, SCHEMA_VERSION, CheckpointStore
+from forwarder_core.storage.ledger import Ledger
 
 
 @pytest.fixture

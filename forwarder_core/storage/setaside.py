@@ -4,9 +4,9 @@
 checks); ``state_dir/dead-letter/<output>.jsonl`` holds events an output refused for good. Each
 line is ``{"time", "source", "output"?, "reason", "id", "integrity"?, "raw"}``. A batch of records
 is written with one ``write`` and one ``fsync`` before the cursor moves past them, through
-:class:`~forwarder_core.state.durable.LineAppender`, which first cuts a line a crash left half
+:class:`~forwarder_core.storage.durable.LineAppender`, which first cuts a line a crash left half
 written. Neither the directories nor the files are ever reached through a symlink
-(:mod:`forwarder_core.state.nofollow`).
+(:mod:`forwarder_core.storage.nofollow`).
 
 Writing a record cannot fail on what the event holds (:func:`record_line`): these files are where
 an event goes when nothing else could take it, so a record that cannot be written would hold the
@@ -25,9 +25,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from forwarder_core.jsoncodec import utf8
-from forwarder_core.state.durable import LineAppender
-from forwarder_core.state.nofollow import opened_dir
-from forwarder_core.state.statedir import ensure_subdir
+from forwarder_core.storage.durable import LineAppender
+from forwarder_core.storage.nofollow import opened_dir
+from forwarder_core.storage.statedir import ensure_subdir
 
 QUARANTINE = "quarantine"
 DEAD_LETTER = "dead-letter"

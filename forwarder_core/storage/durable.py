@@ -10,7 +10,7 @@ caller reports it delivered.
 The file is opened once, without following a symlink (``O_NOFOLLOW``; created ``O_EXCL``), and
 the cut and the appends go through that one descriptor: a symlink planted where the file was is
 refused, never truncated through. Below the state directory (``under=``) every directory on the
-way is opened the same way (:mod:`forwarder_core.state.nofollow`).
+way is opened the same way (:mod:`forwarder_core.storage.nofollow`).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import os
 import stat
 import threading
 
-from forwarder_core.state.nofollow import open_under
+from forwarder_core.storage.nofollow import open_under
 
 log = logging.getLogger("siem_forwarder.durable")
 _CHUNK = 64 * 1024

@@ -4,12 +4,12 @@ A row holds the source's opaque JSON cursor, when it was last committed, the tim
 stands at (its watermark, where the source can tell), and the newest event time delivered and
 when. A second table holds each source's last poll and its outcome, so ``state`` can say
 "caught up a minute ago" or "failing since" without the daemon running; the ``ledger`` table
-adds up each source's ledger (:mod:`forwarder_core.state.ledger`) since the state directory was
+adds up each source's ledger (:mod:`forwarder_core.storage.ledger`) since the state directory was
 created, in the same transaction as the cursor, so the totals are exact across crashes and
 survive ``state reset``. A commit is one SQLite transaction, so a crash (even mid-write) leaves either
 the old row or the new one. A store that SQLite cannot read is refused with a clear error and
 never reset silently: resetting would re-send or skip a tenant's whole history. SQLite opens its
-files by name, so they are checked first (:func:`~forwarder_core.state.nofollow.sqlite_file`):
+files by name, so they are checked first (:func:`~forwarder_core.storage.nofollow.sqlite_file`):
 regular files of this user, never symlinks.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any
 
 from forwarder_core.errors import StateError
 from forwarder_core.secrets import redact_cut
-from forwarder_core.state.ledger import Ledger
-from forwarder_core.state.nofollow import same_file, sqlite_file
+from forwarder_core.storage.ledger import Ledger
+from forwarder_core.storage.nofollow import same_file, sqlite_file
 
 FILENAME = "checkpoints.sqlite"
 SCHEMA_VERSION = 2

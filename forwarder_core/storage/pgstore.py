@@ -1,6 +1,6 @@
 """The checkpoint store and the set-aside records of a fleet, in PostgreSQL, with the lease as a fence.
 
-:class:`PgStore` answers what :class:`~forwarder_core.state.checkpoint.CheckpointStore` answers
+:class:`PgStore` answers what :class:`~forwarder_core.storage.checkpoint.CheckpointStore` answers
 (cursors, poll records, ledger totals), so the engine and the ``state`` command use either. Its
 :meth:`PgStore.commit` is fenced: the transaction that stores a page's cursor first runs
 ``UPDATE sf_leases ... WHERE source = %s AND owner = %s AND token = %s``, which takes the lease
@@ -17,10 +17,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from forwarder_core.errors import StateError
-from forwarder_core.state.checkpoint import Checkpoint, PollOutcome
-from forwarder_core.state.ledger import Ledger
-from forwarder_core.state.pg import Database
-from forwarder_core.state.setaside import record_line
+from forwarder_core.storage.checkpoint import Checkpoint, PollOutcome
+from forwarder_core.storage.ledger import Ledger
+from forwarder_core.storage.pg import Database
+from forwarder_core.storage.setaside import record_line
 
 
 class FenceError(StateError):

@@ -4,8 +4,7 @@
 following a symlink), ``checkpoint`` (SQLite cursors, poll records and ledger totals),
 ``ledger`` (read = delivered + set aside + ..., checked per page), ``durable`` (appends that survive
 a crash mid-line), ``setaside`` (quarantine and dead-letter writers), ``setaside_files`` (reading
-them back), ``nofollow`` (no file under the state directory opened through a symlink); for a
-fleet, ``pg`` (the PostgreSQL connection and schema), ``pgstore`` (checkpoints and set-aside records,
+them back); for a fleet, ``pg`` (the PostgreSQL connection and schema), ``pgstore`` (checkpoints and set-aside records,
 commits fenced by the lease) and ``leases``.
 
 Imports: the packages below it in the order (plugin, net) and the top-level helpers (today it needs

@@ -3,7 +3,7 @@
 The directory belongs to the user the service runs as; a process of another user is refused,
 except root, which becomes the directory's owner (:func:`act_as_owner`) before it touches
 anything in it: what the service user planted there can then reach nothing the service user
-could not reach already. Every file below it is opened through :mod:`forwarder_core.state.nofollow`.
+could not reach already. Every file below it is opened through :mod:`forwarder_core.storage.nofollow`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import stat
 import tempfile
 
 from forwarder_core.errors import StateError
-from forwarder_core.state.nofollow import open_under, opened_dir, parts_under
+from forwarder_core.storage.nofollow import open_under, opened_dir, parts_under
 
 log = logging.getLogger("siem_forwarder.state")
 

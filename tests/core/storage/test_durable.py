@@ -9,8 +9,8 @@ import pytest
 
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import ComponentConfig, Context
-from forwarder_core.state.durable import LineAppender, cut_partial_line
-from forwarder_core.state.setaside import DEAD_LETTER, QUARANTINE, SetAside
+from forwarder_core.storage.durable import LineAppender, cut_partial_line
+from forwarder_core.storage.setaside import DEAD_LETTER, QUARANTINE, SetAside
 from siem_forwarder_plugins.outputs.file import FileOutput
 from tests.helpers import read_jsonl
 

@@ -20,11 +20,11 @@ from forwarder_core.engine.diskbuffer import DiskBuffer
 from forwarder_core.errors import OutputError, StateError
 from forwarder_core.metrics import Metrics
 from forwarder_core.plugin_api import ComponentConfig, Context
-from forwarder_core.state.checkpoint import CheckpointStore
-from forwarder_core.state.durable import LineAppender, cut_partial_line
-from forwarder_core.state.setaside import DEAD_LETTER, QUARANTINE, SetAside
-from forwarder_core.state.setaside_files import rewrite, set_aside_files
-from forwarder_core.state.statedir import StateLock, ensure_state_dir, lock_holder, state_dir_problems
+from forwarder_core.storage.checkpoint import CheckpointStore
+from forwarder_core.storage.durable import LineAppender, cut_partial_line
+from forwarder_core.storage.setaside import DEAD_LETTER, QUARANTINE, SetAside
+from forwarder_core.storage.setaside_files import rewrite, set_aside_files
+from forwarder_core.storage.statedir import StateLock, ensure_state_dir, lock_holder, state_dir_problems
 from siem_forwarder_plugins.outputs.file import FileOutput
 
 PRECIOUS = b"a file the forwarder must never touch\nand a last line without its newline"
