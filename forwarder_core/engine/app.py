@@ -144,8 +144,9 @@ def export_series(app: App) -> None:
         for name in PER_OUTPUT:
             metrics.zero(name, output=output.name)
         metrics.zero("output_paused", output=output.name)
+        plugin = getattr(output, "plugin", None) or plugin_of(app.plugins.outputs, output.output.config.type)
         for hook in ("send", "send_encoded"):
-            metrics.zero("plugin_errors_total", plugin=output.plugin, hook=hook)
+            metrics.zero("plugin_errors_total", plugin=plugin, hook=hook)
         _plugin_series(metrics, output.output)
     for runner in app.sources:
         for name in PER_SOURCE:

@@ -232,7 +232,7 @@ class SourceRunner:
         if mark is not None:
             self.metrics.set("watermark_timestamp_seconds", parse_time(mark).timestamp(), source=self.name)
         if self.page_delivered is not None:
-            for failed in self.page_delivered(source_name=self.name, count=count, cursor=page.cursor):
+            for failed in self.page_delivered(source_name=self.name, count=count, cursor=page.cursor) or ():
                 self.metrics.inc("plugin_errors_total", plugin=failed.plugin, hook=failed.hook)
                 self.log.error("source %s: %s, after the page of %d event(s) was delivered and its cursor "
                                "committed; the poll goes on", self.name, failed, count)

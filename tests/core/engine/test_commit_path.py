@@ -83,7 +83,7 @@ def test_each_page_is_committed_with_a_ledger_that_accounts_for_every_event_serv
              Page([raw(3)], {"page": 2})]
     rig = Rig(tmp_path, pages, {"siem": [SendResult(rejected={0: "refused"})], "other": []})
     result = rig.runner.run_until_caught_up()
-    assert result.ok and result.done and (result.pages, result.delivered, result.quarantined, result.polled) == (2, 3, 1, 7)
+    assert result.ok and result.done and (result.pages, result.delivered, result.quarantined, result.polled) == (2, 2, 1, 7)  # what every output took
     ledger = Ledger(read=7, quarantined=1, already_delivered=2, held_back=1,
                     delivered={"siem": 2, "other": 3}, dead_lettered={"siem": 1, "other": 0})
     assert result.ledger == ledger and ledger.balanced
@@ -100,7 +100,7 @@ def test_each_page_is_committed_with_a_ledger_that_accounts_for_every_event_serv
     assert rig.metrics.get("ledger_events_total", source="src", term="already_delivered") == 2
     assert rig.metrics.get("ledger_events_total", source="src", term="delivered", output="other") == 3
     assert [(p["count"], p["cursor"]) for p in rig.delivered_pages] == [(2, {"page": 1}), (1, {"page": 2})]
-    assert rig.store.polls()["src"].outcome == "caught up (3 delivered)" and rig.store.polls()["src"].ok
+    assert rig.store.polls()["src"].outcome == "caught up (2 delivered)" and rig.store.polls()["src"].ok
 
 
 def test_a_page_an_output_did_not_take_is_not_committed_and_is_sent_again(tmp_path: Path,
@@ -226,8 +226,8 @@ def test_a_slice_past_its_pages_yields_as_soon_as_others_start_waiting(tmp_path:
 
 
 def test_events_a_plugin_filters_out_are_counted_filtered_not_lost(tmp_path: Path) -> None:
-    def drop_e2(source_name: str, events: list[dict[str, Any]]) -> list[list[dict[str, Any]] | None]:
-        return [[e for e in events if e["id"] != "e2"]]
+    def drop_e2(source_name: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [e for e in events if e["id"] != "e2"]  # as Hooks.forwarder_transform_events answers: the kept events
 
     rig = Rig(tmp_path, [Page([raw(1), raw(2), raw(3)], {"page": 1})], transform=drop_e2)
     result = rig.runner.run_until_caught_up()

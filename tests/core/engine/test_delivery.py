@@ -110,16 +110,29 @@ def test_the_first_refused_event_of_a_batch_is_dead_lettered_not_delivered(tmp_p
     assert rig.output.batches == [["e0", "e1", "e2"]]  # refused for good: never sent again
 
 
-def test_the_last_event_of_a_batch_can_be_refused_and_an_index_outside_the_batch_names_none(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, [SendResult(rejected={2: "too large", 3: "no such event", -1: "nor this"}, retry=[3, -1])])
+def test_the_last_event_of_a_batch_can_be_refused(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, [SendResult(rejected={2: "too large"})])
     assert rig.deliver(events(3))
     assert [d["id"] for d in rig.dead_letters()] == ["e2"]
     assert rig.tally == {"accepted": 2, "dead_lettered": 1}
     assert rig.output.batches == [["e0", "e1", "e2"]]
 
 
+def test_a_verdict_naming_an_index_outside_the_batch_is_a_plugin_error_and_the_batch_is_sent_again(
+        tmp_path: Path) -> None:
+    """An answer that names no event of the batch (3, -1) cannot be trusted for the others either:
+    nothing of it counts, and the whole batch goes again."""
+    rig = Rig(tmp_path, [SendResult(rejected={2: "too large", 3: "no such event", -1: "nor this"}, retry=[3, -1]),
+                         SendResult(rejected={2: "too large"})])
+    assert rig.deliver(events(3))
+    assert rig.output.batches == [["e0", "e1", "e2"], ["e0", "e1", "e2"]]
+    assert [d["id"] for d in rig.dead_letters()] == ["e2"]
+    assert rig.tally == {"accepted": 2, "dead_lettered": 1}
+    assert rig.metrics.total("plugin_errors_total") == 1
+
+
 def test_only_the_events_to_retry_are_sent_again_and_each_is_counted_once(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, [SendResult(retry=[0, 2, 2], retry_after=3.0), SendResult(retry=[1]), SendResult()])
+    rig = Rig(tmp_path, [SendResult(retry=[0, 2], retry_after=3.0), SendResult(retry=[1]), SendResult()])
     assert rig.deliver(events(4))
     assert rig.output.batches == [["e0", "e1", "e2", "e3"], ["e0", "e2"], ["e2"]]
     assert rig.tally == {"accepted": 4, "dead_lettered": 0}
@@ -128,12 +141,15 @@ def test_only_the_events_to_retry_are_sent_again_and_each_is_counted_once(tmp_pa
     assert rig.dead_letters() == [] and rig.counter("events_dead_lettered_total") == 0
 
 
-def test_an_event_both_retried_and_refused_is_retried_only_so_it_ends_in_one_place(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, [SendResult(retry=[1], rejected={1: "busy and refused", 0: "refused"}), SendResult()])
+def test_an_event_both_retried_and_refused_is_a_plugin_error_so_it_ends_in_one_place(tmp_path: Path) -> None:
+    """Retry and refuse at once is no verdict: the whole batch goes again, and the next answer decides."""
+    rig = Rig(tmp_path, [SendResult(retry=[1], rejected={1: "busy and refused", 0: "refused"}),
+                         SendResult(rejected={0: "refused"})])
     assert rig.deliver(events(2))
     assert [d["id"] for d in rig.dead_letters()] == ["e0"]
-    assert rig.output.batches == [["e0", "e1"], ["e1"]]
+    assert rig.output.batches == [["e0", "e1"], ["e0", "e1"]]
     assert rig.tally == {"accepted": 1, "dead_lettered": 1}
+    assert rig.metrics.total("plugin_errors_total") == 1
 
 
 def test_a_tally_already_holding_counts_is_added_to(tmp_path: Path) -> None:
