@@ -198,7 +198,7 @@ def test_three_instances_share_every_source_and_deliver_every_event_once(fleet: 
     for name in ("a", "b", "c"):
         fleet.start(name)
     wait_for(fleet.done, 180, "every source caught up", fleet.procs)
-    wait_for(lambda: sorted(fleet.held().values()) == [4, 4, 4], 60, "fair shares of 4", fleet.procs)
+    wait_for(lambda: sorted(fleet.held().values()) == [4, 4, 4], 180, "fair shares of 4", fleet.procs)
     _assert_every_event_delivered(fleet, max_extra=PAGE * SOURCES)
     _polls_never_overlap(fleet.poll_log)
     db = Database(fleet.pg.dsn)
@@ -217,7 +217,7 @@ def test_three_instances_share_every_source_and_deliver_every_event_once(fleet: 
 def test_a_killed_instance_s_sources_resume_on_the_others_from_their_committed_cursor(fleet: Fleet) -> None:
     for name in ("a", "b", "c"):
         fleet.start(name)
-    wait_for(lambda: sum(len(c) for c in fleet.delivered().values()) > COUNT, 120, "a backfill under way",
+    wait_for(lambda: sum(len(c) for c in fleet.delivered().values()) > COUNT, 240, "a backfill under way",
              fleet.procs)
     os.kill(fleet.procs["b"].pid, signal.SIGKILL)
     fleet.procs["b"].wait()
@@ -229,14 +229,14 @@ def test_a_killed_instance_s_sources_resume_on_the_others_from_their_committed_c
 
 def test_a_paused_instance_is_fenced_off_and_loses_nothing(fleet: Fleet) -> None:
     fleet.start("a")
-    wait_for(lambda: len(fleet.delivered()) >= SOURCES // 2, 120, "a backfill under way", fleet.procs)
+    wait_for(lambda: len(fleet.delivered()) >= SOURCES // 2, 240, "a backfill under way", fleet.procs)
     os.kill(fleet.procs["a"].pid, signal.SIGSTOP)
     fleet.start("b")
     time.sleep(2 * TTL)  # a's leases expire; b takes every source over
-    wait_for(lambda: fleet.held().get("b") == SOURCES, 60, "b holding every source", fleet.procs)
+    wait_for(lambda: fleet.held().get("b") == SOURCES, 180, "b holding every source", fleet.procs)
     os.kill(fleet.procs["a"].pid, signal.SIGCONT)
     wait_for(fleet.done, 180, "every source caught up", fleet.procs)
-    wait_for(lambda: sorted(fleet.held().values()) == [6, 6], 60, "a back with its share", fleet.procs)
+    wait_for(lambda: sorted(fleet.held().values()) == [6, 6], 180, "a back with its share", fleet.procs)
     _assert_every_event_delivered(fleet, max_extra=PAGE * SOURCES * 2)
     cursors = fleet.cursors()
     assert all(n == COUNT for n in cursors.values())
@@ -247,9 +247,9 @@ def test_a_paused_instance_is_fenced_off_and_loses_nothing(fleet: Fleet) -> None
 def test_a_fourth_instance_joining_gets_its_share(fleet: Fleet) -> None:
     for name in ("a", "b", "c"):
         fleet.start(name)
-    wait_for(lambda: sorted(fleet.held().values()) == [4, 4, 4], 120, "three shares of 4", fleet.procs)
+    wait_for(lambda: sorted(fleet.held().values()) == [4, 4, 4], 240, "three shares of 4", fleet.procs)
     fleet.start("d")
-    wait_for(lambda: sorted(fleet.held().values()) == [3, 3, 3, 3], 120, "four shares of 3", fleet.procs)
+    wait_for(lambda: sorted(fleet.held().values()) == [3, 3, 3, 3], 240, "four shares of 3", fleet.procs)
     wait_for(fleet.done, 180, "every source caught up", fleet.procs)
     _assert_every_event_delivered(fleet, max_extra=PAGE * SOURCES)
     _polls_never_overlap(fleet.poll_log)
@@ -258,7 +258,7 @@ def test_a_fourth_instance_joining_gets_its_share(fleet: Fleet) -> None:
 def test_postgresql_restarting_mid_run_loses_nothing(fleet: Fleet) -> None:
     for name in ("a", "b"):
         fleet.start(name)
-    wait_for(lambda: sum(len(c) for c in fleet.delivered().values()) > COUNT, 120, "a backfill under way",
+    wait_for(lambda: sum(len(c) for c in fleet.delivered().values()) > COUNT, 240, "a backfill under way",
              fleet.procs)
     fleet.pg.stop()
     time.sleep(2)
@@ -271,17 +271,17 @@ def test_an_instance_cut_off_from_postgresql_stops_polling_and_comes_back_by_its
     with TcpProxy(fleet.pg.port) as proxy:
         fleet.start("a", dsn=fleet.pg.dsn.replace(f"port={fleet.pg.port}", f"port={proxy.port}"))
         fleet.start("b")
-        wait_for(lambda: sorted(fleet.held().values()) == [6, 6], 120, "two shares of 6", fleet.procs)
+        wait_for(lambda: sorted(fleet.held().values()) == [6, 6], 240, "two shares of 6", fleet.procs)
         proxy.cut()
-        wait_for(lambda: fleet.held() == {"b": SOURCES}, 60, "b holding every source", fleet.procs)
-        wait_for(lambda: "PostgreSQL unreachable for longer than lease_ttl" in fleet.log("a").read_text(), 60,
+        wait_for(lambda: fleet.held() == {"b": SOURCES}, 180, "b holding every source", fleet.procs)
+        wait_for(lambda: "PostgreSQL unreachable for longer than lease_ttl" in fleet.log("a").read_text(), 180,
                  "a dropping its sources", fleet.procs)
         status, said = fleet.get("a", "/health")
         assert status == 503 and "fleet: cannot reach PostgreSQL" in said
         assert 'siem_forwarder_fleet_connected{instance="a"} 0.0' in fleet.get("a", "/metrics")[1]
         assert 'siem_forwarder_fleet_leases_held{instance="a"} 0.0' in fleet.get("a", "/metrics")[1]
         proxy.restore()
-        wait_for(lambda: sorted(fleet.held().values()) == [6, 6], 120, "a back with its share", fleet.procs)
+        wait_for(lambda: sorted(fleet.held().values()) == [6, 6], 240, "a back with its share", fleet.procs)
         wait_for(fleet.done, 180, "every source caught up", fleet.procs)
     _assert_every_event_delivered(fleet, max_extra=PAGE * SOURCES * 2)
 
@@ -380,7 +380,7 @@ def test_thirty_two_sources_over_three_instances_reach_elasticsearch_exactly_onc
     try:
         for name in ("a", "b", "c"):
             fleet.start(name, extra_env=env)
-        wait_for(lambda: es.count() > count * 4, 120, "a backfill under way", fleet.procs)
+        wait_for(lambda: es.count() > count * 4, 240, "a backfill under way", fleet.procs)
         os.kill(fleet.procs["c"].pid, signal.SIGKILL)
         fleet.procs["c"].wait()
 
