@@ -223,7 +223,7 @@ def test_a_killed_instance_s_sources_resume_on_the_others_from_their_committed_c
     fleet.procs["b"].wait()
     wait_for(fleet.done, 180, "every source caught up without b", fleet.procs)
     _assert_every_event_delivered(fleet, max_extra=PAGE * SOURCES)
-    wait_for(lambda: sorted(fleet.held()) == ["a", "c"] and sorted(fleet.held().values()) == [6, 6], 60,
+    wait_for(lambda: sorted(fleet.held()) == ["a", "c"] and sorted(fleet.held().values()) == [6, 6], 180,
              "a and c holding 6 each", fleet.procs)
 
 
