@@ -20,7 +20,8 @@ def state_command(config: Config, action: str, name: str | None) -> int:
     if action == "reset" and not name:
         print("siem-forwarder: state reset needs a source NAME")
         return 64
-    if os.path.lexists(config.state_dir):
+    exists = os.path.lexists(config.state_dir)
+    if exists:
         try:
             ensure_state_dir(config.state_dir)  # only its owner reads it; root acts as the owner
         except StateError as exc:
@@ -32,6 +33,15 @@ def state_command(config: Config, action: str, name: str | None) -> int:
             assert name is not None
             if name not in configured:
                 return unknown_source(config, name)
+            if exists:  # a reset still needs the lock: a running forwarder, or a planted one, refuses it
+                try:
+                    StateLock(config.state_dir).acquire().release()
+                except LockHeld as exc:
+                    print(f"siem-forwarder: {exc}; stop it before resetting a checkpoint")
+                    return 75
+                except StateError as exc:
+                    print(f"siem-forwarder: {exc}")
+                    return 74
             print(f"{name}: had no checkpoint")
             return 0
         print_table([], {}, configured, time.time())

@@ -21,6 +21,10 @@ import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import (  # here, not when stopping: a command run as root may have become the state directory's owner by then
+    forkserver,
+    resource_tracker,
+)
 from typing import Any
 
 from forwarder_core.engine.pagework import PageTask, PageWork, run_task, start_worker
@@ -192,7 +196,6 @@ def stop_helpers() -> None:
     Python has no public call for this (its own tests use these methods); where they are
     missing the two processes stay, as they would without this call.
     """
-    from multiprocessing import forkserver, resource_tracker
 
     gc.collect()  # the semaphores of a shut-down pool are released before the tracker is told to go
     for helper in (getattr(forkserver, "_forkserver", None), getattr(resource_tracker, "_resource_tracker", None)):
