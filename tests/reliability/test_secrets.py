@@ -155,9 +155,15 @@ def test_no_secret_in_output_logs_state_or_metrics_while_everything_fails(
         port = int(re.search(r"127\.0\.0\.1:(\d+)/metrics", "".join(log)).group(1))  # type: ignore[union-attr]
 
         def failed_everywhere() -> bool:
+            # every series is on /metrics at 0 from start-up: wait for each to have counted a failure
             text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-            return all(f'output="{o}"' in text for o in ("hec", "es", "es-down")) and all(
-                f'poll_errors_total{{source="{s}"}}' in text for s in ("incydr", "asana", "agilicus", "pangea"))
+
+            def counted(series: str) -> bool:
+                found = re.search(re.escape(series) + r" ([0-9.e+]+)", text)
+                return found is not None and float(found.group(1)) > 0
+            return all(counted(f'siem_forwarder_output_errors_total{{output="{o}"}}') for o in ("hec", "es", "es-down")) \
+                and all(counted(f'siem_forwarder_poll_errors_total{{source="{s}"}}')
+                        for s in ("incydr", "asana", "agilicus", "pangea"))
         wait_until(failed_everywhere, 60, "every source and output to fail", proc, log)
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         health = requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
