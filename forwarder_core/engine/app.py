@@ -43,9 +43,13 @@ class App:
     """The :class:`~forwarder_core.engine.workers.WorkerPool`, where ``workers`` is on."""
     fleet: Fleet | None = None
     """This instance's leases, with a ``cluster:`` block (:mod:`forwarder_core.engine.fleet`)."""
+    halt: threading.Event = field(default_factory=threading.Event)
+    """Cuts off the outputs' requests in flight. The stop lets a batch being sent finish (within
+    ``shutdown_timeout``); closing the app sets this, so what is still sending then is abandoned."""
 
     def close(self) -> None:
         self.stop.set()  # wakes every retry wait and drainer; nothing uncommitted is lost
+        self.halt.set()
         if self.workers is not None:
             self.workers.close()
         for runner in self.sources:
@@ -80,7 +84,7 @@ def build_app(config: Config, plugins: PluginSet, *, metrics: Metrics | None = N
     try:
         max_backoff = float(config.setting("delivery", "max_backoff", 300))
         for comp in config.outputs:
-            output = instantiate(plugins.outputs, comp, state_dir, metrics, stop)
+            output = instantiate(plugins.outputs, comp, state_dir, metrics, stop, halt=app.halt)
             runner: Any = OutputRunner(output, dead_letter, metrics, stop, max_backoff=max_backoff,
                                        plugin=plugin_of(plugins.outputs, comp.type))
             if comp.buffer == "disk":

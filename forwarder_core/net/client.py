@@ -10,8 +10,11 @@ or an HTTP date) or the vendor's own signal, read by the plugin's ``response_wai
 again. Every message it produces passes through :func:`forwarder_core.secrets.redact`.
 
 Each response is read as a stream within ``max_response_bytes`` (:mod:`forwarder_core.net.limits`)
-and each attempt is cut off at its total deadline, or at once when the stop event is set
-(:mod:`forwarder_core.net.inflight`); neither is retried.
+and each attempt is cut off at its total deadline, or at once when the halt event is set
+(:mod:`forwarder_core.net.inflight`); neither is retried. The stop event ends retry waits and
+no attempt but the first starts once it is set; the halt event (the stop event unless one is given) also cuts
+off the attempt in flight. An output's client gets a halt that is set only once
+``shutdown_timeout`` has passed, so a batch being sent when SIGTERM arrives is finished, not cut.
 """
 from __future__ import annotations
 
@@ -77,6 +80,7 @@ class HttpClient:
         metrics: "Metrics | None" = None,
         logger: logging.Logger | None = None,
         stop: threading.Event | None = None,
+        halt: threading.Event | None = None,
         max_tries: int = 6,
         max_backoff: float = 60.0,
         backoff_factor: float = 0.5,
@@ -99,6 +103,7 @@ class HttpClient:
                 metrics.zero("http_responses_refused_total", component=component, reason=reason)
         self.log = logger or logging.getLogger(f"siem_forwarder.{component}")
         self.stop = stop or threading.Event()
+        self.halt = halt or self.stop
         self.max_tries = max_tries
         self.max_backoff = max_backoff
         self.backoff_factor = backoff_factor
@@ -191,7 +196,7 @@ class HttpClient:
         attempt = 0
         while True:
             attempt += 1
-            if self.stop.is_set():
+            if self.halt.is_set() or (self.stop.is_set() and attempt > 1):
                 raise TransportError(f"{self.component}: stopped before {method} {redact(url)}")
             req_headers = dict(headers or {})
             if self.auth is not None and auth_required:
@@ -200,7 +205,7 @@ class HttpClient:
                 req_headers.update(credentials)
             register_sent(self._seen_headers, (*self.session.headers.items(), *req_headers.items()))
             flight = InFlight(seconds=self.request_deadline or DEADLINE_FACTOR * (timeout or self.timeout),
-                              stop=self.stop, limit=self.max_response_bytes)
+                              stop=self.halt, limit=self.max_response_bytes)
             try:
                 with watching(flight):
                     response = self.session.request(

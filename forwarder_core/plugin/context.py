@@ -54,6 +54,9 @@ class Context:
     probe: bool = False
     """True under ``check --connect``: one attempt per request, no retry loop, so an unreachable
     vendor is reported at once. A plugin with a loop of its own should try once too."""
+    halt: threading.Event | None = None
+    """Set when work in flight is to be cut off (an output's: once ``shutdown_timeout`` has passed
+    after the stop; None: the stop event). :meth:`http` clients cut a request in flight on it."""
     _held: list[Any] = field(default_factory=list, repr=False)
 
     def closing(self, resource: Closeable) -> Closeable:
@@ -96,5 +99,6 @@ class Context:
             metrics=self.metrics,
             logger=self.logger,
             stop=self.stop,
+            halt=self.halt,
             single_attempt=self.probe,
         ))

@@ -78,9 +78,10 @@ def new_registries() -> tuple[Registry, Registry]:
     return Registry("source", Source), Registry("output", Output)
 
 
-def _context(comp: ComponentConfig, state_dir: str, metrics: Metrics, stop: threading.Event, probe: bool) -> Context:
+def _context(comp: ComponentConfig, state_dir: str, metrics: Metrics, stop: threading.Event, probe: bool,
+             halt: threading.Event | None) -> Context:
     return Context(name=comp.name, state_dir=state_dir, logger=logging.getLogger(f"siem_forwarder.{comp.name}"),
-                   metrics=metrics, stop=stop, probe=probe)
+                   metrics=metrics, stop=stop, probe=probe, halt=halt)
 
 
 def plugin_of(registry: Any, type_name: str) -> str:
@@ -90,7 +91,7 @@ def plugin_of(registry: Any, type_name: str) -> str:
 
 
 def instantiate(registry: Any, comp: ComponentConfig, state_dir: str, metrics: Metrics, stop: threading.Event,
-                *, probe: bool = False) -> Any:
+                *, probe: bool = False, halt: threading.Event | None = None) -> Any:
     """Build one plugin instance of ``comp``'s type with the context the core lends it.
 
     A constructor that raises anything but a :class:`ConfigError` is a plugin bug: it becomes a
@@ -99,7 +100,7 @@ def instantiate(registry: Any, comp: ComponentConfig, state_dir: str, metrics: M
     """
     registered = registry.get(comp.type)
     try:
-        return registered.cls(comp, _context(comp, state_dir, metrics, stop, probe))
+        return registered.cls(comp, _context(comp, state_dir, metrics, stop, probe, halt))
     except ConfigError:
         raise
     except Exception as exc:
