@@ -114,7 +114,9 @@ class WorkerPool:
         if self._executor is None:
             with _HELPERS:  # a pool stopping its helpers finishes first
                 context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload(["forwarder_core.engine.pagework"])
+                # Modules loaded in the forkserver are shared by the workers forked from it, which
+                # pays with several; with one, the forkserver would only hold a second copy of them.
+                context.set_forkserver_preload(["forwarder_core.engine.pagework"] if self.size > 1 else [])
                 self._executor = ProcessPoolExecutor(self.size, mp_context=context, initializer=start_worker,
                                                      initargs=self._init_args)
             self._generation += 1
