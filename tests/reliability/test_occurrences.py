@@ -8,6 +8,7 @@ runs stopped after random pages and restarted, and a later extra copy of some ev
 """
 from __future__ import annotations
 
+import os
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -35,7 +36,10 @@ from tests.rsyslog import Rsyslog
 
 pytestmark = pytest.mark.rsyslog
 KEY_ID, KEY = "occ-key", "b2NjdXJyZW5jZXMta2V5"
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+EXAMPLES = 12 if os.environ.get("SIEM_FORWARDER_HYPOTHESIS_PROFILE", "ci") == "ci" else 100
+"""Each example is two real forwarder runs into Elasticsearch and rsyslog: a dozen (derandomized) in CI,
+more under the ``long`` profile, which explores with random seeds."""
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                            HealthCheck.too_slow])
 
 

@@ -326,8 +326,9 @@ def test_without_the_dead_peer_check_a_restart_would_lose_a_batch(
 def test_the_acknowledgement_wait_alone_catches_a_restarted_receiver(
         own_rsyslog: Rsyslog, harness: Harness, marker: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the dead-peer check before the batch, waiting for the receiver's TCP
-    acknowledgement after it still sees the reset, so the batch is sent again, not lost."""
-    out = harness.output(port=own_rsyslog.tcp_port, hostname="test-host")
+    acknowledgement after it still sees the reset, so the batch is sent again, not lost. (The
+    bytes to the gone receiver are never acknowledged: the wait ends at ``timeout``, 3 s here.)"""
+    out = harness.output(port=own_rsyslog.tcp_port, hostname="test-host", timeout=3)
     assert out.send(make_events(marker + "a", 5)) == SendResult()
     assert len(own_rsyslog.wait_for(marker + "a", 5)) == 5
     own_rsyslog.restart()
