@@ -391,10 +391,17 @@ outputs:
 
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as resp:
                 assert resp.status == 200
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-                metrics = resp.read().decode()
-            delivered = re.search(r'events_delivered_total\{output="splunk",source="asana-main"\} (\d+)', metrics)
-            assert delivered and int(delivered.group(1)) >= 180
+            # HEC holds the events as soon as it has read the request; the daemon counts them once it
+            # has read the answer: wait for the count, bounded.
+            deadline, count = time.monotonic() + 60, 0
+            while count < 180 and time.monotonic() < deadline:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+                    metrics = resp.read().decode()
+                found = re.search(r'events_delivered_total\{output="splunk",source="asana-main"\} (\d+)', metrics)
+                count = int(found.group(1)) if found else 0
+                if count < 180:
+                    time.sleep(0.2)
+            assert count >= 180, f"events_delivered_total {count}"
 
             main_pid = sd.show(unit, "MainPID")
             sd.systemctl("reload", unit)
