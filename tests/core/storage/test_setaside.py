@@ -8,12 +8,13 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from forwarder_core.storage import durable
 from forwarder_core.storage.durable import LineAppender, cut_partial_line
-from forwarder_core.storage.setaside import DEAD_LETTER, QUARANTINE, SetAside
+from forwarder_core.storage.setaside import DEAD_LETTER, QUARANTINE, SetAside, record_line
 from tests.helpers import read_jsonl
 
 
@@ -57,6 +58,37 @@ def test_a_record_that_json_cannot_hold_is_kept_as_text_and_unicode_stays_readab
     text = Path(files.path("src")).read_text(encoding="utf-8")
     assert "Zoë" in text and text.endswith("\n") and text.count("\n") == 1 and ", " not in text
     assert read_jsonl(files.path("src"))[0]["raw"] == {"when": "b'bytes'", "name": "Zoë\u2028"}
+
+
+class NoText:
+    """A value a plugin put in an event that cannot even be printed."""
+
+    def __init__(self, str_raises: type[Exception]):
+        self.str_raises = str_raises
+
+    def __str__(self) -> str:
+        raise self.str_raises("no text")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def written(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as its line reads back; the line is one line of readable UTF-8 (no \\u escapes)."""
+    line = record_line(record)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1 and b"\\u" not in line
+    return json.loads(line)  # type: ignore[no-any-return]
+
+
+def test_a_value_that_cannot_even_be_printed_does_not_stop_its_record_being_written() -> None:
+    """Whatever a plugin's value raises when JSON asks for its text, the record is written."""
+    line = written(SetAside.record("src", "bad", "1", {"x": NoText(RuntimeError)}))
+    assert line["raw"] == "<dict whose repr raised RuntimeError>"
+    assert "the raw event has no JSON form (RuntimeError: no text)" in line["reason"]
+    line = written(SetAside.record("src", "bad", "2", {"k": 1}, integrity={"v": NoText(LookupError)}))
+    assert (line["integrity"], line["raw"]) == ("<dict whose repr raised RuntimeError>", "{'k': 1}")
+    line = written(SetAside.record("src", "bad", 10 ** 5000, {"k": 1}))  # an int id too long to print
+    assert (line["id"], line["raw"]) == ("<int whose repr raised ValueError>", "{'k': 1}")
 
 
 def test_a_name_that_is_not_a_plain_file_name_cannot_escape_the_folder(tmp_path: Path) -> None:
