@@ -111,11 +111,12 @@ def test_a_record_field_with_no_json_form_is_kept_as_its_repr_beside_the_raw_eve
 
 
 def test_the_repr_of_a_raw_event_with_no_json_form_is_cut_to_a_bound_that_says_how_long_it_was() -> None:
+    """Past REPR_MAX characters the repr is cut and says how long it was; one of exactly REPR_MAX is kept whole."""
     raw = {"big": "x" * REPR_MAX, (1,): 1}
     full = len(repr(raw))
     assert written(SetAside.record("src", "bad", "1", raw))["raw"] == repr(raw)[:REPR_MAX] + f"... ({full} characters)"
-    small = {"x" * (REPR_MAX - 20): 1, (1,): 1}
-    assert len(repr(small)) <= REPR_MAX and written(SetAside.record("src", "bad", "1", small))["raw"] == repr(small)
+    exact = {"x" * (REPR_MAX - 16): 1, (1,): 1}
+    assert len(repr(exact)) == REPR_MAX and written(SetAside.record("src", "bad", "1", exact))["raw"] == repr(exact)
 
 
 def test_a_value_that_cannot_even_be_printed_does_not_stop_its_record_being_written() -> None:
