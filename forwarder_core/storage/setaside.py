@@ -90,7 +90,7 @@ def record_line(record: dict[str, Any]) -> bytes:
     """One record as a JSON line of strict UTF-8; never raises on what the record holds."""
     try:
         text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
-    except (ValueError, TypeError, RecursionError) as exc:  # circular or too deep: no JSON form
+    except Exception as exc:  # circular, too deep, or a str() that raises: no JSON form
         why = "nested too deeply" if isinstance(exc, RecursionError) else f"{type(exc).__name__}: {exc}"
         kept = {key: _plain(value) for key, value in record.items() if key != "raw"}
         kept["reason"] = (f"{kept.get('reason', '')}; the raw event has no JSON form ({why}), "
@@ -101,12 +101,13 @@ def record_line(record: dict[str, Any]) -> bytes:
 
 
 def _plain(value: Any) -> Any:
-    """A record's own field (time, source, reason, id, integrity) as something JSON surely holds."""
-    if value is None or isinstance(value, (str, int, float, bool)):
+    """A record's own field (time, source, reason, id, integrity) as something JSON surely holds
+    (not an int as such: one too long to print has no JSON form)."""
+    if value is None or isinstance(value, (str, float, bool)):
         return value
     try:
         json.dumps(value, default=str)
-    except (ValueError, TypeError, RecursionError):
+    except Exception:
         return _bounded_repr(value)
     return value
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from forwarder_core.engine import pipeline
 from forwarder_core.engine.delivery import OutputRunner
 from forwarder_core.engine.fetch import Fetcher
 from forwarder_core.engine.pipeline import SourceRunner
@@ -50,11 +52,12 @@ class PagedSource(MemorySource):
 
 class Rig:
     def __init__(self, tmp_path: Path, pages: list[Page], scripts: dict[str, list[Any]] | None = None,
-                 routed: dict[str, list[str]] | None = None, fail_after: int | None = None, transform: Any = None):
+                 routed: dict[str, list[str]] | None = None, fail_after: int | None = None, transform: Any = None,
+                 source_class: type[PagedSource] = PagedSource):
         self.metrics = Metrics()
         self.stop = RecordingStop(100)
         context = Context(name="src", state_dir=str(tmp_path), logger=logging.getLogger("test.src"), metrics=self.metrics)
-        self.source = PagedSource(ComponentConfig(name="src", type="memory", options={}), context)
+        self.source = source_class(ComponentConfig(name="src", type="memory", options={}), context)
         self.source.pages = pages
         self.source.fail_after = fail_after
         self.store = CheckpointStore(str(tmp_path))
@@ -125,7 +128,8 @@ def test_a_stop_during_delivery_commits_nothing_and_is_not_an_error(tmp_path: Pa
     rig.stop.set()
     result = rig.runner.run_until_caught_up()
     assert rig.cursor() is None and result.ok and not result.done
-    assert rig.store.polls()["src"].outcome == "stopped (0 delivered)"
+    stopped = rig.store.polls()["src"]
+    assert stopped.outcome == "stopped (0 delivered)" and stopped.ok  # state shows no failure for a stop
 
 
 def test_a_source_routed_to_no_output_counts_its_events_delivered_to_none(tmp_path: Path) -> None:
@@ -242,3 +246,81 @@ def test_cursor_lag_is_never_negative_even_for_an_event_stamped_in_the_future(tm
     rig = Rig(tmp_path, [Page([raw(1)], {"page": 1}, newest=future)])
     assert rig.runner.run_until_caught_up().done
     assert rig.metrics.get("cursor_lag_seconds", source="src") == 0.0
+
+
+def test_a_slice_that_has_run_its_seconds_yields_to_a_waiting_source_not_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each page here takes 2 s of the slice's 5: while others wait, the poll keeps its slot for the
+    pages shipped within 5 s and hands it over after the first page that starts past them."""
+    clock = [1000.0]
+    monkeypatch.setattr(pipeline.time, "monotonic", lambda: clock[0])
+    pages = [Page([raw(i)], {"page": i + 1}) for i in range(8)]
+    rig = Rig(tmp_path, pages)
+
+    def two_seconds_a_page(**_: Any) -> list[Any]:
+        clock[0] += 2.0
+        return []
+
+    rig.runner.page_delivered = two_seconds_a_page
+    poll = rig.runner.open_poll()
+    fetcher = Fetcher("fetch-test")
+    try:
+        assert rig.runner.run_slice(poll, fetcher, max_seconds=5.0, others_waiting=lambda: True) is False
+    finally:
+        rig.runner.end_poll(poll)
+        fetcher.close()
+    assert rig.cursor() == {"page": 4}  # pages started at 0, 2, 4 and 6 s into the slice
+
+
+def test_ending_a_poll_closes_the_sources_pages_at_once(tmp_path: Path) -> None:
+    """A poll that ends before its source is done (stopped, or ended while suspended in the queue)
+    closes the source's page generator then, so the source's clean-up (a vendor's result set, a
+    session) runs when the poll ends, not whenever the poll object is collected."""
+    closed: list[bool] = []
+
+    class Closing(PagedSource):
+        def poll(self, cursor: Any) -> Iterator[Page]:
+            try:
+                yield from super().poll(cursor)
+            finally:
+                closed.append(True)
+
+    rig = Rig(tmp_path, [Page([raw(i)], {"page": i + 1}) for i in range(4)], source_class=Closing)
+    poll = rig.runner.open_poll()
+    fetcher = Fetcher("fetch-test")
+    try:
+        assert rig.runner.run_slice(poll, fetcher, max_pages=1, others_waiting=lambda: True) is False
+        assert closed == []  # suspended: its source is still mid-poll
+        rig.runner.end_poll(poll)
+        assert closed == [True] and rig.cursor() == {"page": 1}
+    finally:
+        fetcher.close()
+
+
+def test_the_age_of_the_last_event_counts_from_start_until_one_arrives_then_from_it(tmp_path: Path) -> None:
+    """``last_event_age_seconds`` is what an alert "no events for N minutes" reads."""
+    (tmp_path / "quiet").mkdir()
+    quiet = Rig(tmp_path / "quiet", [Page([], {"page": 1})])
+    quiet.metrics.started = time.time() - 600
+    assert quiet.runner.run_until_caught_up().done
+    assert 600 <= quiet.metrics.get("last_event_age_seconds", source="src") < 660
+    busy = Rig(tmp_path, [Page([raw(1)], {"page": 1})])
+    busy.metrics.started = time.time() - 600
+    assert busy.runner.run_until_caught_up().done
+    assert 0 <= busy.metrics.get("last_event_age_seconds", source="src") < 60
+
+
+def test_a_quarantine_is_logged_with_its_count_where_the_events_went_and_the_first_reason_cut_short(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    class Wordy(PagedSource):
+        def normalize(self, raw: dict[str, Any]) -> dict[str, Any]:
+            if raw["id"] == "long":
+                raise ValueError("y" * 400)
+            return super().normalize(raw)
+
+    rig = Rig(tmp_path, [Page([raw(1), {"id": "long"}, {"id": "long"}], {"page": 1})], source_class=Wordy)
+    with caplog.at_level(logging.WARNING, logger="test.pipeline"):
+        assert rig.runner.run_until_caught_up().done
+    [line] = [r.getMessage() for r in caplog.records if r.name == "test.pipeline"]
+    reason = "normalize failed: ValueError: " + "y" * 400
+    assert line == f"source src: 2 event(s) set aside in {rig.quarantine.path('src')} (first: {reason[:300]})"

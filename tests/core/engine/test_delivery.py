@@ -315,3 +315,40 @@ def test_a_plugin_bug_is_traced_once_when_the_output_starts_failing_not_on_every
     with caplog.at_level(logging.DEBUG, logger="test.delivery"):
         assert rig.deliver(events(1))
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG] == ["output siem: send raised"]
+
+
+def test_a_deadline_reached_to_the_instant_gives_up_without_another_send(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poll's deadline is the last moment delivery may run: at it exactly, the batch is given up
+    (left uncommitted for the next poll), not sent once more."""
+    monkeypatch.setattr(delivery.time, "monotonic", lambda: 100.0)
+    rig = Rig(tmp_path, [OutputError("down")] * 10)
+    assert rig.deliver(events(1), give_up_at=100.0) is False
+    assert len(rig.output.batches) == 1 and rig.stop.waits == []
+
+
+def test_a_wait_before_a_near_deadline_ends_at_the_deadline_not_later(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The output asks for 7 s, a quarter of a second is left: delivery waits that quarter, so the
+    poll ends when its deadline says, not a second late."""
+    monkeypatch.setattr(delivery.time, "monotonic", lambda: 100.0)
+    rig = Rig(tmp_path, [OutputError("slow down", retry_after=7.0)], stop_after=1)
+    assert rig.deliver(events(1), give_up_at=100.25) is False
+    assert rig.stop.waits == [0.25]
+
+
+@pytest.mark.parametrize("encoded", [False, True])
+def test_a_plugin_bug_is_counted_and_told_under_the_plugin_and_the_hook_that_raised(tmp_path: Path,
+                                                                                    encoded: bool) -> None:
+    """``plugin_errors_total`` and the output's failure reason name the plugin the output comes from
+    (the output's type unless told otherwise) and the hook that raised: ``send`` for events,
+    ``send_encoded`` for a batch encoded in a worker."""
+    batch: Any = (EncodedEvents(Encoded([b"p0"]), ["e0"], [{"n": 0}]) if encoded else events(1))
+    hook = "send_encoded" if encoded else "send"
+    for plugin, named in ((None, "scripted"), ("vendor-pack", "vendor-pack")):
+        rig = Rig(tmp_path, [RuntimeError("bug")], stop_after=1)
+        rig.runner = OutputRunner(rig.output, rig.dead_letter, rig.metrics, rig.stop, plugin=plugin,
+                                  logger=logging.getLogger("test.delivery"))
+        assert not rig.deliver(batch)
+        assert rig.metrics.get("plugin_errors_total", plugin=named, hook=hook) == 1
+        assert rig.runner.reason == f"plugin {named}: {hook} raised RuntimeError: bug"

@@ -3,6 +3,7 @@ time, deleted only once the output took it; a page handed over twice is queued o
 holds the source back and never drops."""
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -181,3 +182,108 @@ def test_a_drain_that_gives_up_deletes_nothing(tmp_path: Path) -> None:
     assert runner.buffer.count == 2 and runner.output.batches == [["1"], ["1"]]
     assert runner.state == "failing" and "down" in runner.reason
     assert runner.wants("anything")
+
+
+def test_a_drain_window_spends_its_seconds_on_a_siem_that_is_down_then_the_drainer_backs_off(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each send to the SIEM here takes 1 s: a window of DRAIN_WINDOW (2 s) makes two, then gives up,
+    so the drainer comes back to its own loop (where close() can end it) between windows."""
+    from forwarder_core.engine import diskbuffer
+
+    clock = [1000.0]
+    monkeypatch.setattr(diskbuffer.time, "monotonic", lambda: clock[0])
+    runner = buffered(tmp_path, [OutputError("down")] * 200, stop_after=100)
+    sends = runner.output.send
+
+    def one_second_each(events: list[dict[str, Any]]) -> SendResult:
+        clock[0] += 1.0
+        return sends(events)
+
+    runner.output.send = one_second_each  # type: ignore[method-assign]
+    no_drainer(runner)
+    runner.deliver(page("a", "1"), "a")
+    runner._closing = RecordingStop(2)
+    runner._drain_forever()
+    assert diskbuffer.DRAIN_WINDOW == 2.0
+    assert len(runner.output.batches) == 4 and runner._closing.waits == [1.0, 2.0]
+
+
+def test_the_drainers_waits_stop_doubling_at_nine_hours_whatever_max_backoff_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIEM down for weeks never makes the wait overflow: past 2**15 s it stays there."""
+    from forwarder_core.engine import diskbuffer
+
+    monkeypatch.setattr(diskbuffer, "DRAIN_WINDOW", 0.0)
+    runner = buffered(tmp_path, [OutputError("down")] * 30, stop_after=1000)
+    runner.inner.max_backoff = 1e9
+    no_drainer(runner)
+    runner.deliver(page("a", "1"), "a")
+    runner._closing = RecordingStop(18)
+    runner._drain_forever()
+    assert runner._closing.waits == [0.5 * 2 ** n for n in range(1, 17)] + [2.0 ** 15] * 2
+
+
+@pytest.mark.parametrize("deadline", [None, 60.0])
+def test_a_full_buffer_holds_the_source_back_until_the_drain_makes_room_then_queues_its_page(
+        tmp_path: Path, deadline: float | None) -> None:
+    """Under ``run`` (no deadline) and under ``once`` with time left, a full buffer waits; it neither
+    refuses the page nor fails."""
+    import time
+
+    runner = buffered(tmp_path, max_bytes=10)
+    no_drainer(runner)
+    assert runner.deliver(page("a", "1"), "a")
+    answers: list[bool] = []
+    give_up_at = None if deadline is None else time.monotonic() + deadline
+    waiting = threading.Thread(target=lambda: answers.append(runner.deliver(page("a", "2"), "a", give_up_at)))
+    waiting.start()
+    waiting.join(0.3)
+    assert answers == [] and runner.buffer.count == 1  # held back
+    assert runner.drain_once()
+    waiting.join(30)
+    assert answers == [True] and runner.buffer.count == 1
+    assert [json.loads(row[2])["id"] for row in runner.buffer.head(10)] == ["2"]
+
+
+def test_text_is_queued_as_itself_so_non_ascii_takes_its_own_room_and_comes_back_unchanged(tmp_path: Path) -> None:
+    """The buffer's size (its cap, ``buffer_bytes``) counts the text as written, not six characters
+    for each non-ASCII one; a lone surrogate, which UTF-8 cannot hold, goes in escaped and comes back."""
+    runner = buffered(tmp_path)
+    no_drainer(runner)
+    text = "東京のログ" * 20
+    event = {"id": "1", "message": text, "odd": "\ud800"}
+    assert runner.deliver([event], "a")
+    assert runner.buffer.bytes < len(text) + 60
+    sent: list[dict[str, Any]] = []
+    runner.output.send = lambda events: sent.extend(events) or SendResult()  # type: ignore[method-assign]
+    assert runner.drain_once()
+    assert sent == [event]
+
+
+def test_a_page_that_fails_to_be_queued_leaves_nothing_behind_and_the_next_page_is_queued(tmp_path: Path) -> None:
+    """A write that fails half-way (a full disk, here a trigger refusing it) is rolled back: none of
+    the page is queued, the same page can be handed over again, and the buffer keeps working."""
+    buffer = DiskBuffer(str(tmp_path), "siem", DEFAULT_MAX_BYTES)
+    buffer._db.execute("CREATE TRIGGER full_disk BEFORE INSERT ON queue WHEN NEW.payload LIKE '%poison%' "
+                       "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    with pytest.raises(sqlite3.DatabaseError, match="disk is full"):
+        buffer.put("a", page("a", "1", "poison"))
+    assert (buffer.count, buffer.head(10)) == (0, [])
+    assert buffer.put("a", page("a", "2"))
+    buffer._db.execute("DROP TRIGGER full_disk")
+    assert buffer.put("a", page("a", "1", "poison"))  # not taken for a page already queued
+    assert buffer.count == 3
+    buffer.close()
+
+
+def test_a_page_handed_over_again_after_a_restart_is_logged_as_not_queued_twice(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    runner = buffered(tmp_path)
+    no_drainer(runner)
+    with caplog.at_level(logging.INFO, logger="siem_forwarder.buffer"):
+        assert runner.deliver(page("a", "1", "2"), "a")
+        assert caplog.records == []
+        assert runner.deliver(page("a", "1", "2"), "a")
+    assert [r.getMessage() for r in caplog.records] == [
+        "output siem: a page of 2 event(s) from a was already queued before a restart; not queued twice"]
+    assert runner.buffer.count == 2

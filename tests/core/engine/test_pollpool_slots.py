@@ -4,6 +4,7 @@ a poll that breaks is reported failed; closing ends what is queued without losin
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -209,3 +210,93 @@ def test_a_delayed_source_is_due_that_many_seconds_from_now_and_only_then_makes_
     assert pool._waiting() is False  # nobody is due yet: a running poll keeps its slot
     clock.now = 1005.0
     assert pool._waiting() is True
+
+
+def _held_pool(stop: threading.Event) -> tuple[PollPool, threading.Event]:
+    """A pool of one slot whose poll is blocked where the stop cannot reach it, until released."""
+    release = threading.Event()
+    entered = threading.Event()
+
+    def hold(runner: Any) -> None:
+        entered.set()
+        release.wait(60)
+
+    pool = PollPool(1, stop, on_done=Done())
+    pool.submit(ScriptedRunner("stuck", [True], on_slice=hold))  # type: ignore[arg-type]
+    pool.start()
+    assert entered.wait(60)
+    return pool, release
+
+
+def test_after_a_stop_polls_get_the_grace_then_are_reported_still_running() -> None:
+    """``wait_idle(grace)`` once stopped: a poll blocked past the grace is abandoned (False), not
+    waited for without end, and not before the grace has passed."""
+    stop = threading.Event()
+    pool, release = _held_pool(stop)
+    stop.set()
+    unstick = threading.Timer(20, release.set)  # a pool that waited for ever would see it end here
+    unstick.start()
+    try:
+        started = time.monotonic()
+        assert pool.wait_idle(grace=0.3) is False
+        assert 0.3 <= time.monotonic() - started < 20
+    finally:
+        unstick.cancel()
+        release.set()
+        pool.close(timeout=60)
+
+
+def test_after_a_stop_a_poll_that_ends_within_the_grace_is_waited_for() -> None:
+    stop = threading.Event()
+    pool, release = _held_pool(stop)
+    stop.set()
+    threading.Timer(0.2, release.set).start()
+    try:
+        assert pool.wait_idle(grace=30) is True
+    finally:
+        release.set()
+        pool.close(timeout=60)
+
+
+def test_without_a_stop_the_grace_does_not_cut_a_running_poll_short() -> None:
+    stop = threading.Event()
+    pool, release = _held_pool(stop)
+    threading.Timer(0.5, release.set).start()
+    try:
+        assert pool.wait_idle(grace=0.1) is True
+    finally:
+        release.set()
+        pool.close(timeout=60)
+
+
+def test_a_source_is_held_while_its_poll_runs_or_waits_suspended_and_no_other_is() -> None:
+    """What a fleet asks before it lets another instance take a source (``holds``): a source mid-poll,
+    running or queued with its poll suspended, is held; a source at rest, or another one, is not."""
+    pool = PollPool(1, threading.Event(), on_done=Done())
+    seen: dict[str, tuple[bool, ...]] = {}
+
+    def during(runner: Any) -> None:
+        key = f"{runner.name}{len(runner.calls)}"
+        seen[key] = (pool.holds("b"), pool.holds("a"), pool.holds("c"), pool.holds("0"))
+
+    long = ScriptedRunner("b", [False, True], on_slice=during)  # "a" and "0" sort before it, "c" after
+    short = ScriptedRunner("a", [True], on_slice=during)
+    pool.submit(long)  # type: ignore[arg-type]
+    pool.submit(short)  # type: ignore[arg-type]
+    assert not pool.holds("b")  # queued for a new poll: nothing of it has started
+    pool.start()
+    pool.wait_idle()
+    assert seen == {"b1": (True, False, False, False),  # b runs; a waits to start a new poll
+                    "a1": (True, True, False, False),  # b is suspended in the queue; a runs
+                    "b2": (True, False, False, False)}
+    assert not pool.holds("b") and not pool.holds("a")  # both caught up: at rest
+    pool.close(timeout=60)
+
+
+def test_a_source_submitted_without_a_delay_is_due_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``once`` submits every source with no delay: each is due now (a running poll yields to it at
+    its next page), not a moment later."""
+    monkeypatch.setattr(pollpool, "time", FakeTime())
+    pool = PollPool(1, threading.Event(), on_done=Done())
+    pool.submit(ScriptedRunner("now", [True]))  # type: ignore[arg-type]
+    assert pool._waiting() is True and pool._timed == []

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from forwarder_core.errors import StateError
-from forwarder_core.storage.checkpoint import FILENAME, SCHEMA_VERSION, CheckpointStore
+from forwarder_core.storage.checkpoint import FILENAME, SCHEMA_VERSION, CheckpointStore, store_problems
 from forwarder_core.storage.ledger import Ledger
 
 
@@ -244,3 +244,63 @@ def test_journal_files_a_crash_left_behind_are_made_private_when_the_store_opens
         assert stat.S_IMODE(os.stat(str(tmp_path / FILENAME) + suffix).st_mode) == 0o600, suffix
     again.close()
     crashed.close()
+
+
+def test_a_state_directory_that_is_a_file_is_refused_naming_the_store_and_the_system_reason(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "state"
+    not_a_dir.write_text("")
+    with pytest.raises(StateError) as refused:
+        CheckpointStore(str(not_a_dir))
+    assert str(refused.value) == f"checkpoint store {not_a_dir / FILENAME}: Not a directory"
+
+
+def test_check_finds_nothing_wrong_with_a_healthy_store_or_with_none_yet(tmp_path: Path) -> None:
+    """``check`` (:func:`store_problems`) passes a state directory where nothing ran yet, and creates nothing there."""
+    assert store_problems(str(tmp_path)) == [] and os.listdir(tmp_path) == []
+    store = CheckpointStore(str(tmp_path))
+    store.commit("a", {"n": 1}, None, 1)
+    assert store_problems(str(tmp_path)) == []
+    store.close()
+    assert store_problems(str(tmp_path)) == []
+
+
+def test_check_finds_a_damaged_store_with_sqlites_answer_and_leaves_it_untouched(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path))
+    for i in range(300):
+        store.commit(f"source-{i:03d}", {"pos": "x" * 200, "i": i}, None, 1)
+    store.close()
+    path = tmp_path / FILENAME
+    _corrupt_a_page_of_checkpoints(path)
+    damaged = path.read_bytes()
+    [problem] = store_problems(str(tmp_path))
+    assert problem.startswith(f"checkpoint store {path} is unreadable (integrity check failed: ")
+    assert "On tree page" in problem and "run and once would refuse it" in problem
+    assert path.read_bytes() == damaged
+
+
+def test_check_finds_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / FILENAME
+    path.write_bytes(b"this is not a database" * 100)
+    [problem] = store_problems(str(tmp_path))
+    assert problem.startswith(f"checkpoint store {path} is unreadable (file is not a database)")
+    assert path.read_bytes() == b"this is not a database" * 100
+
+
+def test_check_names_each_cursor_that_is_not_json(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path))
+    for name in ("a", "b", "c"):
+        store.commit(name, {"n": 1}, None, 1)
+    store.close()
+    with sqlite3.connect(tmp_path / FILENAME) as db:
+        db.execute("UPDATE checkpoints SET cursor = '{broken' WHERE source IN ('a', 'c')")
+    db.close()
+    assert store_problems(str(tmp_path)) == [
+        f"checkpoint of source {name!r} in {tmp_path / FILENAME} is not valid JSON; run and once would refuse it"
+        for name in ("a", "c")]
+
+
+def test_check_passes_a_database_without_checkpoints_yet(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / FILENAME) as db:
+        db.execute("CREATE TABLE other (x)")
+    db.close()
+    assert store_problems(str(tmp_path)) == []

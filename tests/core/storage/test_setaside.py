@@ -8,12 +8,13 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from forwarder_core.storage import durable
 from forwarder_core.storage.durable import LineAppender, cut_partial_line
-from forwarder_core.storage.setaside import DEAD_LETTER, QUARANTINE, SetAside
+from forwarder_core.storage.setaside import DEAD_LETTER, QUARANTINE, REPR_MAX, SetAside, record_line
 from tests.helpers import read_jsonl
 
 
@@ -57,6 +58,76 @@ def test_a_record_that_json_cannot_hold_is_kept_as_text_and_unicode_stays_readab
     text = Path(files.path("src")).read_text(encoding="utf-8")
     assert "Zoë" in text and text.endswith("\n") and text.count("\n") == 1 and ", " not in text
     assert read_jsonl(files.path("src"))[0]["raw"] == {"when": "b'bytes'", "name": "Zoë\u2028"}
+
+
+class NoText:
+    """A value a plugin put in an event that cannot even be printed."""
+
+    def __init__(self, str_raises: type[Exception]):
+        self.str_raises = str_raises
+
+    def __str__(self) -> str:
+        raise self.str_raises("no text")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def written(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as its line reads back; the line is one line of readable UTF-8 (no \\u escapes)."""
+    line = record_line(record)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1 and b"\\u" not in line
+    return json.loads(line)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("raw", "why", "kept"), [
+    ({(1, 2): "Zoë"}, "TypeError: keys must be str, int, float, bool or None, not tuple", "{(1, 2): 'Zoë'}"),
+    ({"x": NoText(ValueError)}, "ValueError: no text", "<dict whose repr raised RuntimeError>"),
+])
+def test_a_raw_event_with_no_json_form_is_kept_as_its_repr_and_the_reason_says_why(
+        raw: Any, why: str, kept: str) -> None:
+    line = written(SetAside.record("src", "refused", "e1", raw, output="siem"))
+    assert line["reason"] == f"refused; the raw event has no JSON form ({why}), kept as its Python repr"
+    assert (line["raw"], line["id"], line["source"], line["output"]) == (kept, "e1", "src", "siem")
+
+
+def test_a_circular_or_too_deep_raw_event_is_still_written() -> None:
+    circular: list[Any] = []
+    circular.append(circular)
+    line = written(SetAside.record("src", "bad", "1", circular))
+    assert line["raw"] == "[[...]]" and "(ValueError: Circular reference detected)" in line["reason"]
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    line = written(SetAside.record("src", "bad", "2", deep))
+    assert line["raw"] == "<list nested too deeply to print>" and "(nested too deeply)" in line["reason"]
+
+
+def test_a_record_field_with_no_json_form_is_kept_as_its_repr_beside_the_raw_event() -> None:
+    circular: dict[str, Any] = {}
+    circular["self"] = circular
+    line = written(SetAside.record("src", "bad", "1", {"k": 1}, integrity=circular))
+    assert line["integrity"] == "{'self': {...}}" and line["raw"] == "{'k': 1}" and line["id"] == "1"
+
+
+def test_the_repr_of_a_raw_event_with_no_json_form_is_cut_to_a_bound_that_says_how_long_it_was() -> None:
+    """Past REPR_MAX characters the repr is cut and says how long it was; one of exactly REPR_MAX is kept whole."""
+    raw = {"big": "x" * REPR_MAX, (1,): 1}
+    full = len(repr(raw))
+    assert written(SetAside.record("src", "bad", "1", raw))["raw"] == repr(raw)[:REPR_MAX] + f"... ({full} characters)"
+    exact = {"x" * (REPR_MAX - 16): 1, (1,): 1}
+    assert len(repr(exact)) == REPR_MAX and written(SetAside.record("src", "bad", "1", exact))["raw"] == repr(exact)
+
+
+def test_a_value_that_cannot_even_be_printed_does_not_stop_its_record_being_written() -> None:
+    """Whatever a plugin's value raises when JSON asks for its text, the record is written."""
+    line = written(SetAside.record("src", "bad", "1", {"x": NoText(RuntimeError)}))
+    assert line["raw"] == "<dict whose repr raised RuntimeError>"
+    assert "the raw event has no JSON form (RuntimeError: no text)" in line["reason"]
+    line = written(SetAside.record("src", "bad", "2", {"k": 1}, integrity={"v": NoText(LookupError)}))
+    assert (line["integrity"], line["raw"]) == ("<dict whose repr raised RuntimeError>", "{'k': 1}")
+    line = written(SetAside.record("src", "bad", 10 ** 5000, {"k": 1}))  # an int id too long to print
+    assert (line["id"], line["raw"]) == ("<int whose repr raised ValueError>", "{'k': 1}")
 
 
 def test_a_name_that_is_not_a_plain_file_name_cannot_escape_the_folder(tmp_path: Path) -> None:
