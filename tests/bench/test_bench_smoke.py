@@ -18,26 +18,30 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 pytest.importorskip("yaml")
+INCYDR, OTHERS, MANY = 5_000, 500, 20
 
 
 @pytest.mark.timeout(240)
 def test_quick_benchmark_completes_with_exact_counts(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     results = tmp_path / "RESULTS.md"
+    # Smaller than --quick's own backlogs: this checks that every scenario runs and counts, not speed.
     done = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--json", str(out),
-                           "--results", str(results), "--run-timeout", "60"],
+                           "--results", str(results), "--run-timeout", "60", "--incydr-events", str(INCYDR),
+                           "--other-events", str(OTHERS), "--rss-events", "5000", "15000",
+                           "--many-sources", str(MANY)],
                           cwd=REPO, capture_output=True, text=True, timeout=230, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(out.read_text())
     scenarios = {s["name"]: s for s in report["scenarios"]}
     expected = {
-        "incydr -> syslog_cef (TCP, RFC 5424, octet counting)": 20_000,
-        "bare loop: incydr -> JSON lines over TCP": 20_000,
-        "incydr -> splunk_hec (gzip, ack off)": 20_000,
-        "incydr -> elastic_bulk (gzip)": 20_000,
-        "incydr -> file (fsync per page)": 20_000,
-        "asana -> file": 2_000,
-        "agilicus -> file": 2_000,
+        "incydr -> syslog_cef (TCP, RFC 5424, octet counting)": INCYDR,
+        "bare loop: incydr -> JSON lines over TCP": INCYDR,
+        "incydr -> splunk_hec (gzip, ack off)": INCYDR,
+        "incydr -> elastic_bulk (gzip)": INCYDR,
+        "incydr -> file (fsync per page)": INCYDR,
+        "asana -> file": OTHERS,
+        "agilicus -> file": OTHERS,
     }
     for name, events in expected.items():
         assert name in scenarios, sorted(scenarios)
@@ -52,14 +56,14 @@ def test_quick_benchmark_completes_with_exact_counts(tmp_path: Path) -> None:
         assert scenario["cpu_us_per_event"] > 0
     for workers in (0, 1, 2):
         scenario = scenarios[f"parallel: incydr -> syslog_cef, workers: {workers}"]
-        assert scenario["events"] == 20_000 and scenario["settings"] == {"workers": workers}
+        assert scenario["events"] == INCYDR and scenario["settings"] == {"workers": workers}
         assert scenario["problems"] == []
         if scenario["supported"]:
             assert scenario["runs"] == 1 and scenario["counts_ok"]
         else:
             assert scenario["runs"] == 0 and scenario["note"].startswith("not supported by this build")
-    many = scenarios["many sources: 50 asana sources x 100 events -> one file, one process"]
-    assert many["events"] == 5_000 and many["runs"] == 1
+    many = scenarios[f"many sources: {MANY} asana sources x 100 events -> one file, one process"]
+    assert many["events"] == MANY * 100 and many["runs"] == 1
     assert many["counts_ok"] and many["problems"] == [], many["problems"]
     assert many["settings"] in ({"max_concurrent_polls": 16}, {})
     rss = [s for name, s in scenarios.items() if name.startswith("peak RSS")]
@@ -67,10 +71,10 @@ def test_quick_benchmark_completes_with_exact_counts(tmp_path: Path) -> None:
     assert report["ok"] is True
     assert report["version"]["runs"] == 3
     text = results.read_text()
-    assert "bench/run.py --quick" in text and "| incydr -> file (fsync per page) | 20,000 |" in text
+    assert "bench/run.py --quick" in text and f"| incydr -> file (fsync per page) | {INCYDR:,} |" in text
     assert "| CPU per event, all processes <= 20 us" in text
     assert "| throughput with 1 worker vs 2 (reported) |" in text
-    assert "| 50 sources in one process: < 300 MB, threads bounded by the pool |" in text
+    assert f"| {MANY} sources in one process: < 300 MB, threads bounded by the pool |" in text
 
 
 @pytest.mark.timeout(240)
