@@ -242,21 +242,21 @@ def _is_user(target: dict[str, Any]) -> bool:
     return bool(target.get("email")) or "user" in _text(target.get("type")).lower()
 
 
-_ASCII_UNSAFE = bytes(range(0x20)) + b"\x7f\\"
-"""What an ASCII value cannot hold as it is: control characters (escaped or replaced) and ``\\``."""
+_ASCII_UNSAFE = bytes(range(0x20)) + b"\x7f\\="
+"""What an ASCII value cannot hold as it is: control characters (escaped or replaced), ``\\``
+and ``=`` (escaped)."""
 
 
 def _needs_escaping(line: str, items: int) -> bool:
-    """Whether any value in ``line``, the ``items`` joined, needs escaping; every item's key
-    brings exactly one ``=``, so a value holds one when the line holds more than ``items``.
-    An ASCII line is checked as bytes (a table lookup a byte), others by ``str.isprintable``
-    (several times slower, and the only way for the rest of Unicode)."""
-    if line.count("=") != items:
-        return True
+    """Whether any value in ``line``, the ``items`` joined, needs escaping. Every item's key
+    brings exactly one ``=`` and nothing else to escape, so an ASCII line needs nothing when
+    deleting what is unsafe (``=`` included) takes away exactly ``items`` bytes: one pass of a
+    table lookup a byte. Other lines: more ``=`` than items, or ``str.isprintable`` (several
+    times slower, and the only way for the rest of Unicode)."""
     if line.isascii():
         data = line.encode("ascii")
-        return len(data.translate(None, _ASCII_UNSAFE)) != len(data)
-    return not line.isprintable() or "\\" in line
+        return len(data) - len(data.translate(None, _ASCII_UNSAFE)) != items
+    return line.count("=") != items or not line.isprintable() or "\\" in line
 
 
 def _escaped(parts: list[str]) -> list[str]:
