@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     stage("validate (event + raw schema)", lambda: [validator.is_valid(e) for e in events])
     preparer = Preparer(source)
     stage("prepare (raw schema, normalize, event)", lambda: preparer.prepare(raws))
+    source._held = []
+    ids = source._admit(raws, EdgeDedup(WindowCursor.load(None, 0), end, 3_600_000, tally=WindowTally()), end)[1]
+    stage("prepare with the page's ids (pipeline)", lambda: preparer.prepare(raws, ids))
     cef = component(SyslogCEF, {"host": "127.0.0.1", "port": 9, "hostname": "bench"})
     stage("syslog_cef encode (RFC 5424 + CEF)", lambda: cef.encode(events))
     hec = component(SplunkHec, {"url": "http://127.0.0.1:9", "token": "t"})

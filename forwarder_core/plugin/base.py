@@ -251,12 +251,12 @@ class Source(_Component):
             id = self.page_id or content_id(raw)
         if isinstance(timestamp, datetime):
             timestamp = format_time(timestamp)
-        event: dict[str, Any] = {
-            "id": id,
-            "timestamp": timestamp,
-            "source": self._source_block(),
-        }
+        event: dict[str, Any] = {"id": id, "timestamp": timestamp, "source": self._source_block()}
         for key, value in fields.items():
+            kind = type(value)
+            if kind is str or kind is int:  # most fields, and nothing to leave out
+                event[key] = value
+                continue
             if value is None:
                 continue
             if isinstance(value, dict):

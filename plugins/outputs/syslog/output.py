@@ -45,13 +45,6 @@ def syslog_severity(cef_severity: int) -> int:
     return 5
 
 
-def rfc5424_time(timestamp: str) -> str:
-    """The normalized timestamp as RFC 5424 wants it (at most 6 fraction digits, ``Z``)."""
-    if len(timestamp) > 27 and timestamp[19] == ".":
-        return timestamp[:26] + "Z"
-    return timestamp
-
-
 def rfc3164_time(timestamp: str) -> str:
     """``Mmm dd hh:mm:ss`` (day padded with a space) of a normalized UTC timestamp."""
     return f"{_MONTHS[int(timestamp[5:7]) - 1]} {int(timestamp[8:10]):2d} {timestamp[11:19]}"
@@ -77,15 +70,23 @@ class SyslogHeader:
     def __call__(self, event: dict[str, Any], severity: int) -> str:
         if self.fmt == "none":
             return ""
-        timestamp = event["timestamp"]
         if self.fmt == "rfc5424":
-            source_type = event["source"]["type"]
-            middle = self._middle.get(source_type)
-            if middle is None:
-                middle = f" {self.hostname} {self.app_name} {self.procid} {_nil_or(source_type, 32)} - "
-                self._middle[source_type] = middle
-            return self.pri[severity] + "1 " + rfc5424_time(timestamp) + middle
+            return self.rfc5424(event, severity)
+        timestamp = event["timestamp"]
         return f"{self.pri[severity]}{rfc3164_time(timestamp)} {self.hostname} {self.app_name}: "
+
+    def rfc5424(self, event: dict[str, Any], severity: int) -> str:
+        """The RFC 5424 header: what :meth:`__call__` gives for that format, one call the fewer."""
+        timestamp = event["timestamp"]
+        source_type = event["source"]["type"]
+        middle = self._middle.get(source_type)
+        if middle is None:
+            middle = f" {self.hostname} {self.app_name} {self.procid} {_nil_or(source_type, 32)} - "
+            self._middle[source_type] = middle
+        pri = self.pri[severity]
+        if len(timestamp) > 27 and timestamp[19] == ".":
+            timestamp = timestamp[:26] + "Z"
+        return f"{pri}1 {timestamp}{middle}"
 
 
 class SyslogCEF(Output):
@@ -196,18 +197,19 @@ class SyslogCEF(Output):
         frames: list[bytes] = []
         rejected: dict[int, str] = {}
         truncated = 0
-        header_of = self.header
+        header_of = self.header.rfc5424 if self.header.fmt == "rfc5424" else self.header
+        format_line = cef.format_line
         max_bytes = self.max_bytes
         octets = self.octet_counting and self.protocol != "udp"
         newline = not self.octet_counting and self.protocol != "udp"
         for index, event in enumerate(events):
             try:
-                head, parts, severity = cef.format_parts(event, __version__)
+                head, parts, severity, line = format_line(event, __version__)
                 prefix = header_of(event, severity)
             except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
                 rejected[index] = f"cannot format as CEF: {type(exc).__name__}: {exc}"
                 continue
-            data = (prefix + head + " ".join(parts)).encode("utf-8")
+            data = f"{prefix}{head}{line}".encode("utf-8")
             if max_bytes is not None and len(data) > max_bytes:
                 room = max_bytes - len(prefix.encode("utf-8"))
                 cut = cef.truncate(head, parts, room)
@@ -218,7 +220,7 @@ class SyslogCEF(Output):
                 data = (prefix + cut).encode("utf-8")
                 truncated += 1
             if octets:
-                data = b"%d " % len(data) + data
+                data = b"%d %b" % (len(data), data)
             elif newline:
                 data += b"\n"
             frames.append(data)
