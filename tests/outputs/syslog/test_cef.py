@@ -168,6 +168,27 @@ def test_values_are_cut_to_the_dictionary_length() -> None:
     assert header[4] == "a" * 1023 and header[5] == "a" * 512
 
 
+def test_the_formatter_follows_the_declared_dictionary_labels_and_header_lengths() -> None:
+    """The formatter writes its cuts and labels out for speed; EXTENSION_KEYS, CUSTOM_LABELS and
+    HEADER_MAX are what it must follow: every value over-long, each custom field with its label."""
+    long = "v" * 5000
+    for target in ({"id": long, "type": long, "name": long},  # not a user: cs6 and flexString1
+                   {"id": long, "type": "user", "name": long}):  # a user: duser and duid
+        header, ext = parsed(event(
+            id=long, action=long, name=long, outcome=long, category=[long], message=long,
+            actor={"id": long, "name": long, "email": long, "type": long, "user_agent": long},
+            target=target, organization={"id": long, "name": long},
+            integrity={"hash": "pass", "membership": "pass", "signature": "pass"}))
+        assert len(header[4]) == cef.HEADER_MAX["event_class_id"] and len(header[5]) == cef.HEADER_MAX["name"]
+        for key, value in ext.items():
+            if key.endswith("Label"):
+                assert value == cef.CUSTOM_LABELS[key[:-5]], key
+            elif key not in ("rt", "cs2") and not (key == "cs5" and target["type"] == "user"):
+                assert len(value) == cef.EXTENSION_KEYS[key], key
+        labelled = {key[:-5] for key in ext if key.endswith("Label")}
+        assert labelled == {k for k in cef.CUSTOM_LABELS if k in ext}
+
+
 def test_only_dictionary_keys_are_emitted() -> None:
     _, ext = parsed(event(action="x", actor={"id": "1", "name": "n", "email": "e", "type": "t", "ip": "::1",
                                              "user_agent": "u"},
