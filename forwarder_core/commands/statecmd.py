@@ -34,14 +34,10 @@ def state_command(config: Config, action: str, name: str | None) -> int:
             if name not in configured:
                 return unknown_source(config, name)
             if exists:  # a reset still needs the lock: a running forwarder, or a planted one, refuses it
-                try:
-                    StateLock(config.state_dir).acquire().release()
-                except LockHeld as exc:
-                    print(f"siem-forwarder: {exc}; stop it before resetting a checkpoint")
-                    return 75
-                except StateError as exc:
-                    print(f"siem-forwarder: {exc}")
-                    return 74
+                lock = _reset_lock(config.state_dir)
+                if isinstance(lock, int):
+                    return lock
+                lock.release()
             print(f"{name}: had no checkpoint")
             return 0
         print_table([], {}, configured, time.time())
@@ -59,14 +55,9 @@ def state_command(config: Config, action: str, name: str | None) -> int:
             assert name is not None
             if name not in configured and store.get(name) is None and name not in store.polls():
                 return unknown_source(config, name)
-            try:
-                lock = StateLock(state_dir).acquire()
-            except LockHeld as exc:
-                print(f"siem-forwarder: {exc}; stop it before resetting a checkpoint")
-                return 75
-            except StateError as exc:
-                print(f"siem-forwarder: {exc}")
-                return 74
+            lock = _reset_lock(state_dir)
+            if isinstance(lock, int):
+                return lock
             try:
                 removed = store.reset(name)
             finally:
@@ -80,6 +71,19 @@ def state_command(config: Config, action: str, name: str | None) -> int:
         return 0
     finally:
         store.close()
+
+
+def _reset_lock(state_dir: str) -> StateLock | int:
+    """The state directory's lock for a reset, or the exit code after saying why it cannot be had
+    (75: a forwarder, running or planted, holds it; 74: the lock file itself is refused)."""
+    try:
+        return StateLock(state_dir).acquire()
+    except LockHeld as exc:
+        print(f"siem-forwarder: {exc}; stop it before resetting a checkpoint")
+        return 75
+    except StateError as exc:
+        print(f"siem-forwarder: {exc}")
+        return 74
 
 
 def unknown_source(config: Config, name: str) -> int:

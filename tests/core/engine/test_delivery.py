@@ -256,19 +256,24 @@ def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(tmp_path:
     ]
 
 
-def test_a_long_outage_is_recalled_every_ten_minutes_not_on_every_retry(tmp_path: Path,
-                                                                        caplog: pytest.LogCaptureFixture,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = [10.0]
+def _each_wait_moves_the_clock(monkeypatch: pytest.MonkeyPatch, rig: Rig, *, start: float, step: float) -> None:
+    """delivery's monotonic clock reads ``start``, and moves on by ``step`` at each retry wait."""
+    clock = [start]
     monkeypatch.setattr(delivery.time, "monotonic", lambda: clock[0])
-    rig = Rig(tmp_path, [OutputError("503")] * 5)
     original_wait = rig.stop.wait
 
     def wait(timeout: float | None = None) -> bool:
-        clock[0] += 200.0
+        clock[0] += step
         return original_wait(timeout)
 
     rig.stop.wait = wait  # type: ignore[method-assign]
+
+
+def test_a_long_outage_is_recalled_every_ten_minutes_not_on_every_retry(tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    rig = Rig(tmp_path, [OutputError("503")] * 5)
+    _each_wait_moves_the_clock(monkeypatch, rig, start=10.0, step=200.0)
     with caplog.at_level(logging.ERROR, logger="test.delivery"):
         assert rig.deliver(events(1))
     still = [r.getMessage() for r in caplog.records if "still" in r.getMessage()]
@@ -302,16 +307,8 @@ def test_an_output_that_fails_to_close_is_logged_not_raised(tmp_path: Path, capl
 
 def test_a_plugin_bug_is_traced_once_when_the_output_starts_failing_not_on_every_retry(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = [50.0]
-    monkeypatch.setattr(delivery.time, "monotonic", lambda: clock[0])
     rig = Rig(tmp_path, [RuntimeError("bug")] * 3)
-    original_wait = rig.stop.wait
-
-    def wait(timeout: float | None = None) -> bool:
-        clock[0] += 1.5
-        return original_wait(timeout)
-
-    rig.stop.wait = wait  # type: ignore[method-assign]
+    _each_wait_moves_the_clock(monkeypatch, rig, start=50.0, step=1.5)
     with caplog.at_level(logging.DEBUG, logger="test.delivery"):
         assert rig.deliver(events(1))
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG] == ["output siem: send raised"]

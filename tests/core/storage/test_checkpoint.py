@@ -150,13 +150,19 @@ def _corrupt_a_page_of_checkpoints(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_a_damaged_store_is_refused_with_the_integrity_answer_and_left_untouched(tmp_path: Path) -> None:
+def _damaged_store(tmp_path: Path) -> Path:
+    """A store of 300 checkpoints with one of its pages corrupted; its path."""
     store = CheckpointStore(str(tmp_path))
     for i in range(300):
         store.commit(f"source-{i:03d}", {"pos": "x" * 200, "i": i}, None, 1)
     store.close()
     path = tmp_path / FILENAME
     _corrupt_a_page_of_checkpoints(path)
+    return path
+
+
+def test_a_damaged_store_is_refused_with_the_integrity_answer_and_left_untouched(tmp_path: Path) -> None:
+    path = _damaged_store(tmp_path)
     damaged = path.read_bytes()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA quick_check").fetchone()[0] != "ok"  # the damage is real
@@ -265,12 +271,7 @@ def test_check_finds_nothing_wrong_with_a_healthy_store_or_with_none_yet(tmp_pat
 
 
 def test_check_finds_a_damaged_store_with_sqlites_answer_and_leaves_it_untouched(tmp_path: Path) -> None:
-    store = CheckpointStore(str(tmp_path))
-    for i in range(300):
-        store.commit(f"source-{i:03d}", {"pos": "x" * 200, "i": i}, None, 1)
-    store.close()
-    path = tmp_path / FILENAME
-    _corrupt_a_page_of_checkpoints(path)
+    path = _damaged_store(tmp_path)
     damaged = path.read_bytes()
     [problem] = store_problems(str(tmp_path))
     assert problem.startswith(f"checkpoint store {path} is unreadable (integrity check failed: ")
